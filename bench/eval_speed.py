@@ -1,0 +1,149 @@
+"""Benchmark: eval.py's batched path against the published one-question-at-a-time loop.
+
+    python bench/eval_speed.py                         # ModernBERT-Large shape, random weights, all MMLU test
+    python bench/eval_speed.py --device cpu --shape tiny --limit 300 --baseline_sample 100   # smoke test
+
+Prints questions/s of both, the speedup, and how often their predictions agree. The baseline is the
+published eval.py's method (one prompt per forward pass, float32, logits over the whole vocabulary
+at every position); it is timed on a seeded sample and extrapolated. Our path is timed from the
+question texts in memory to results.json and predictions.jsonl written. Nothing is asserted.
+"""
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import eval as mc  # noqa: E402  (eval.py, imported under a name that does not shadow the builtin)
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+
+# ModernBERT-Large: 28 layers, hidden 1024, 16 heads, GLU intermediate 2624, global attention every 3rd
+# layer, a 128-token local window elsewhere.
+SHAPES = {
+    "large": dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, intermediate_size=2624),
+    "tiny": dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, intermediate_size=128),
+}
+
+
+@torch.no_grad()
+def published_predict(model, tokenizer, prompt, letters="ABCD"):
+    """The published eval.py's scoring of one prompt: full logits, softmax, sum of `A` and ` A` per letter.
+
+    Kept here as the reference our batched path must agree with. Like the original it looks up each
+    spelling as `tokenizer.encode(spelling)[1]` (the first token after [CLS]).
+    """
+    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    logits = model(**inputs).logits
+    mask_positions = (inputs.input_ids == tokenizer.mask_token_id).nonzero()
+    probabilities = torch.softmax(logits[0, mask_positions[-1, 1]], dim=-1)
+    totals = {}
+    for letter in letters:
+        for spelling in (letter, " " + letter):
+            totals[letter] = totals.get(letter, 0) + probabilities[tokenizer.encode(spelling)[1]].item()
+    return max(totals.items(), key=lambda item: item[1])[0]
+
+
+def random_modernbert(shape, tokenizer, seed=0):
+    """A ModernBERT of the given shape with seeded random weights, sized for `tokenizer`."""
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    torch.manual_seed(seed)
+    config = ModernBertConfig(vocab_size=50368 if len(tokenizer) <= 50368 else len(tokenizer),
+                              global_attn_every_n_layers=3, local_attention=128,
+                              pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+                              sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+                              eos_token_id=tokenizer.sep_token_id, **SHAPES[shape])
+    return ModernBertForMaskedLM(config)
+
+
+def run_ours(model, tokenizer, questions, batch_tokens, pad_to_multiple_of, output_dir):
+    """eval.py's path from question texts to written files; returns (seconds, records)."""
+    start = time.perf_counter()
+    sequences = mc.encode_questions(tokenizer, questions)
+    option_ids = mc.letter_token_ids(tokenizer, "ABCD")
+    scores = mc.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id, option_ids,
+                                batch_tokens, pad_to_multiple_of)
+    results, records = mc.finish(questions, scores, "mmlu")
+    mc.write_outputs(output_dir, results, records)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, records
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="a real model folder; default: random weights of --shape")
+    p.add_argument("--shape", default="large", choices=sorted(SHAPES))
+    p.add_argument("--tokenizer", default=os.path.join(SHARED, "tokenizers", "modernbert-standin"))
+    p.add_argument("--data_dir", default=os.path.join(SHARED, "data", "mmlu"))
+    p.add_argument("--limit", type=int, default=None, help="first N questions (default: all 14,042)")
+    p.add_argument("--baseline_sample", type=int, default=1000, help="questions timed for the baseline")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--attn_implementation", default="auto")
+    p.add_argument("--batch_tokens", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    device = mc.resolve_device(args.device, 0)
+    dtype = mc.resolve_dtype(args.dtype, device)
+    attn = mc.resolve_attn_implementation(args.attn_implementation, device, dtype)
+    on_gpu = device.type == "cuda"
+    batch_tokens = args.batch_tokens or (65536 if on_gpu else 8192)
+    pad_to_multiple_of = 64 if on_gpu else 8
+
+    questions = mc.load_mmlu_local(args.data_dir, "test", [])[: args.limit]
+    tokenizer = AutoTokenizer.from_pretrained(args.model or args.tokenizer)
+    if args.model:
+        reference = AutoModelForMaskedLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
+    else:
+        reference = random_modernbert(args.shape, tokenizer, args.seed)
+    reference = reference.to(device).eval()
+    n_tokens = sum(len(ids) for ids in mc.encode_questions(tokenizer, questions))
+    print(f"{len(questions)} questions, {n_tokens / 1e6:.2f} M tokens (mean {n_tokens / len(questions):.0f}), "
+          f"{sum(p.numel() for p in reference.parameters()) / 1e6:.0f} M parameters, {device}")
+
+    # The published loop, float32, on a seeded sample.
+    sample = sorted(random.Random(args.seed).sample(range(len(questions)), min(args.baseline_sample, len(questions))))
+    prompts = [mc.build_prompt(questions[i]["question"], questions[i]["choices"]) for i in sample]
+    published_predict(reference, tokenizer, prompts[0])  # warm-up
+    start = time.perf_counter()
+    baseline = [published_predict(reference, tokenizer, prompt) for prompt in prompts]
+    if on_gpu:
+        torch.cuda.synchronize()
+    baseline_qps = len(sample) / (time.perf_counter() - start)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Ours in float32 on the same sample: the predictions must be the published ones.
+        _, records32 = run_ours(reference, tokenizer, [questions[i] for i in sample], batch_tokens,
+                                pad_to_multiple_of, tmp)
+        agree32 = sum(r["pred"] == b for r, b in zip(records32, baseline))
+
+        # Ours at the run's dtype and attention, on every question; a short warm-up first.
+        model = reference.to(dtype)
+        model.config._attn_implementation = attn
+        run_ours(model, tokenizer, questions[:64], batch_tokens, pad_to_multiple_of, tmp)
+        seconds, records = run_ours(model, tokenizer, questions, batch_tokens, pad_to_multiple_of, tmp)
+        agree = sum(records[i]["pred"] == b for i, b in zip(sample, baseline))
+
+    ours_qps = len(questions) / seconds
+    if on_gpu:
+        print(f"GPU: {torch.cuda.get_device_name(device)}, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    print(f"{'':<34}{'questions/s':>12}{'all questions (s)':>19}")
+    print(f"{'published loop (float32)':<34}{baseline_qps:>12.1f}{len(questions) / baseline_qps:>19.1f}"
+          f"   timed on {len(sample)}, extrapolated")
+    print(f"{'eval.py (' + str(dtype).removeprefix('torch.') + ', ' + attn + ')':<34}{ours_qps:>12.1f}{seconds:>19.1f}")
+    print(f"speedup {ours_qps / baseline_qps:.1f}x; predictions equal to the published loop's: "
+          f"float32 {agree32}/{len(sample)}, {str(dtype).removeprefix('torch.')} {agree}/{len(sample)}")
+
+
+if __name__ == "__main__":
+    main()

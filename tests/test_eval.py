@@ -1,0 +1,265 @@
+"""eval.py: the prompt, the scoring, the data loading and its errors, the outputs, torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, make_mmlu_dir, write_mmlu_csv
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+import eval as mc
+from bench.eval_speed import published_predict
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture()
+def model(tiny_model_dir):
+    return AutoModelForMaskedLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def questions_from(root, **kwargs):
+    return mc.load_mmlu_local(make_mmlu_dir(root, **kwargs), "test", [])
+
+
+def score(model, tokenizer, questions, batch_tokens=4096, letters="ABCD"):
+    sequences = mc.encode_questions(tokenizer, questions)
+    return mc.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id,
+                              mc.letter_token_ids(tokenizer, letters), batch_tokens, pad_to_multiple_of=8)
+
+
+def run_eval(*args):
+    """eval.py in a subprocess; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, os.path.join(REPO, "eval.py"), "--no_progress", *args],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+# --- the prompt and the option tokens
+
+
+def test_prompt_is_the_papers_template_character_for_character():
+    prompt = mc.build_prompt("  What is 2 + 2?\n", ["3", "4", "five", "22"])
+    assert prompt == (
+        "You will be given a question as well as a list of options. Read the question carefully and select "
+        "the right answer from the list.\nQUESTION:\nWhat is 2 + 2?\nCHOICES:\n- A: 3\n- B: 4\n- C: five\n"
+        "- D: 22\n\nANSWER:\nAnswer: [unused0] [MASK]"
+    )
+
+
+def test_prompt_ends_with_unused0_then_mask(tokenizer):
+    ids = tokenizer(mc.build_prompt("Q?", ["a", "b", "c", "d"]))["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert tokens[-3:] == ["[unused0]", "[MASK]", "[SEP]"]  # [MASK]'s lstrip ate the space
+    assert mc.last_index(ids, tokenizer.mask_token_id) == len(ids) - 2
+
+
+def test_letter_ids_are_both_single_token_spellings(tokenizer):
+    ids = mc.letter_token_ids(tokenizer, "ABCD")
+    for letter, pair in zip("ABCD", ids):
+        assert pair == sorted([tokenizer.convert_tokens_to_ids(letter), tokenizer.convert_tokens_to_ids("Ġ" + letter)])
+
+
+def test_multi_token_spelling_is_an_error_naming_it(tokenizer):
+    with pytest.raises(mc.InputError, match="'Ω'.*2 tokens"):
+        mc.letter_token_ids(tokenizer, ["Ω"])
+
+
+def test_tokenizer_without_mask_token_is_an_error():
+    class NoMask:
+        mask_token_id = None
+
+    with pytest.raises(mc.InputError, match="no mask token"):
+        mc.require_mask_token(NoMask(), "some/bert")
+
+
+# --- scoring
+
+
+def test_known_answer_is_picked(model, tokenizer, tmp_path):
+    questions = questions_from(tmp_path)
+    model.decoder.bias.data[tokenizer.convert_tokens_to_ids("ĠC")] += 30.0
+    records = mc.finish(questions, score(model, tokenizer, questions), "mmlu")[1]
+    assert {r["pred"] for r in records} == {"C"}
+    assert all(r["probs"]["C"] > 0.99 for r in records)
+
+
+def test_each_letter_sums_both_spellings(model, tokenizer, tmp_path):
+    # A's two spellings at 10 each beat B's single 10.5; taking the best spelling alone would pick B.
+    questions = questions_from(tmp_path, subjects=("anatomy",))
+    ids = tokenizer.convert_tokens_to_ids
+    bias = model.decoder.bias.data
+    bias[ids("A")] = bias[ids("ĠA")] = 10.0
+    bias[ids("B")] = 10.5
+    records = mc.finish(questions, score(model, tokenizer, questions), "mmlu")[1]
+    assert {r["pred"] for r in records} == {"A"}
+
+
+def test_batched_scores_equal_one_at_a_time_and_the_published_loop(tmp_path, tokenizer):
+    # Larger random weights than the default init, so that predictions spread over the letters.
+    from conftest import build_tiny_modernbert
+
+    varied = build_tiny_modernbert(str(tmp_path / "m"), tokenizer, seed=3, initializer_range=0.5).eval()
+    questions = questions_from(tmp_path, subjects=("anatomy", "virology", "nutrition"), per_subject=10)
+    batched = score(varied, tokenizer, questions, batch_tokens=4096)
+    alone = score(varied, tokenizer, questions, batch_tokens=1)
+    assert max(len(b) for b in mc.length_sorted_batches(
+        [len(s) for s in mc.encode_questions(tokenizer, questions)], 4096, 8)) > 5  # really batched
+    for i in range(len(questions)):
+        assert batched[i] == pytest.approx(alone[i], abs=1e-4)
+    ours = [r["pred"] for r in mc.finish(questions, batched, "mmlu")[1]]
+    published = [published_predict(varied, tokenizer, mc.build_prompt(q["question"], q["choices"]))
+                 for q in questions]
+    assert ours == published
+    assert len(set(ours)) >= 2
+
+
+def test_batches_cover_every_index_once_within_the_budget():
+    lengths = [5, 90, 17, 17, 64, 3, 40, 200, 8, 33]
+    batches = mc.length_sorted_batches(lengths, batch_tokens=128, pad_to_multiple_of=8)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        width = -(-max(lengths[i] for i in batch) // 8) * 8
+        assert len(batch) == 1 or len(batch) * width <= 128
+
+
+# --- loading MMLU files, and the errors for bad ones
+
+
+def test_csv_rows_count_records_not_lines(tmp_path):
+    path = str(tmp_path / "x_test.csv")
+    write_mmlu_csv(path, [["one\ntwo\nthree lines", "a", "b", "c", "d", "B"], ["next", "a", "b", "c", "d", "D"]])
+    questions = mc.read_mmlu_csv(path, "x")
+    assert [q["row"] for q in questions] == [0, 1]
+    assert questions[1]["gold"] == "D" and questions[0]["question"] == "one\ntwo\nthree lines"
+
+
+def test_wrong_field_count_names_file_and_record(tmp_path):
+    path = str(tmp_path / "test" / "virology_test.csv")
+    write_mmlu_csv(path, [["q\nspanning lines", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "A"]])
+    with pytest.raises(mc.InputError, match=r"virology_test\.csv: line 2: expected 6 fields .* found 5"):
+        mc.read_mmlu_csv(path, "virology")
+
+
+def test_answer_outside_a_to_d_names_file_and_record(tmp_path):
+    path = str(tmp_path / "anatomy_test.csv")
+    write_mmlu_csv(path, [["q", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "d", "E"]])
+    with pytest.raises(mc.InputError, match=r"anatomy_test\.csv: line 3: answer 'E'"):
+        mc.read_mmlu_csv(path, "anatomy")
+
+
+def test_unknown_subject_lists_the_valid_ones(tmp_path):
+    root = make_mmlu_dir(tmp_path, subjects=("anatomy", "virology"))
+    with pytest.raises(mc.InputError, match="unknown subject astrology; valid: anatomy, virology"):
+        mc.load_mmlu_local(root, "test", ["astrology"])
+
+
+def test_flat_layout_validation_split_and_subject_filter(tmp_path):
+    write_mmlu_csv(str(tmp_path / "anatomy_val.csv"), [["q", "a", "b", "c", "d", "C"]] * 3)
+    write_mmlu_csv(str(tmp_path / "virology_val.csv"), [["q", "a", "b", "c", "d", "A"]] * 2)
+    questions = mc.load_questions("mmlu", str(tmp_path), "validation", ["virology"], limit=None)
+    assert [(q["subject"], q["gold"]) for q in questions] == [("virology", "A")] * 2
+    with pytest.raises(mc.InputError, match="no MMLU test files"):
+        mc.find_mmlu_files(str(tmp_path), "test")
+
+
+def test_bad_csv_stops_before_the_model_is_loaded(tmp_path):
+    root = make_mmlu_dir(tmp_path)
+    with open(os.path.join(root, "test", "virology_test.csv"), "a") as f:
+        f.write("only,three,fields\n")
+    result = run_eval("--model", str(tmp_path / "no-such-model"), "--data_dir", root)
+    assert result.returncode == 1
+    assert "virology_test.csv: line 8: expected 6 fields" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- MMLU-Pro
+
+
+def write_jsonl(path, records):
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def test_mmlu_pro_scores_each_question_over_its_own_letters(model, tokenizer, tmp_path):
+    write_jsonl(tmp_path / "test.jsonl", [
+        {"question_id": 1, "question": "q1", "options": ["a", "b", "c"], "answer": "B", "answer_index": 1,
+         "category": "math"},
+        {"question_id": 2, "question": "q2", "options": list("abcdefghij"), "answer": "J", "answer_index": 9,
+         "category": "law"},
+        {"question_id": 3, "question": "q3", "options": list("abcd"), "answer": "A", "answer_index": 2,
+         "category": "law"},
+    ])
+    with pytest.warns(UserWarning, match="1 rows where `answer` and `answer_index` disagree"):
+        questions = mc.load_questions("mmlu_pro", str(tmp_path), "test", [], None)
+    assert [q["gold"] for q in questions] == ["B", "J", "C"]  # answer_index wins
+    model.decoder.bias.data[tokenizer.convert_tokens_to_ids("ĠJ")] += 30.0
+    model.decoder.bias.data[tokenizer.convert_tokens_to_ids("ĠB")] += 20.0
+    results, records = mc.finish(questions, score(model, tokenizer, questions, letters="ABCDEFGHIJ"), "mmlu_pro")
+    assert [r["pred"] for r in records] == ["B", "J", "B"]
+    assert list(records[0]["probs"]) == ["A", "B", "C"]
+    assert set(results["categories"]) == {"law", "math"}
+
+
+def test_mmlu_pro_answer_beyond_the_options_is_an_error(tmp_path):
+    write_jsonl(tmp_path / "test.jsonl", [{"question": "q", "options": ["a", "b", "c"], "answer": "D",
+                                           "category": "math"}])
+    with pytest.raises(mc.InputError, match=r"test\.jsonl: line 1: answer 'D' is not one of A, B, C"):
+        mc.load_questions("mmlu_pro", str(tmp_path), "test", [], None)
+
+
+# --- results
+
+
+def test_summary_arithmetic():
+    questions = [{"subject": s, "gold": g} for s, g in
+                 [("anatomy", "A"), ("anatomy", "B"), ("anatomy", "C"), ("anatomy", "D"), ("virology", "A"),
+                  ("formal_logic", "B"), ("formal_logic", "C"), ("formal_logic", "D")]]
+    predictions = ["A", "B", "A", "A", "A", "B", "D", "D"]
+    results = mc.summarize(questions, predictions, "mmlu")
+    assert results["accuracy"] == 5 / 8
+    assert results["accuracy_stderr"] == pytest.approx((5 / 8 * 3 / 8 / 8) ** 0.5)
+    assert results["subjects"]["anatomy"] == {"accuracy": 0.5, "n": 4}
+    assert results["macro_accuracy"] == pytest.approx((0.5 + 1.0 + 2 / 3) / 3)
+    assert results["categories"] == {"humanities": {"accuracy": 2 / 3, "n": 3}, "other": {"accuracy": 0.6, "n": 5}}
+    assert results["predicted_letters"] == {"A": 4, "B": 2, "D": 2}
+
+
+def test_cli_end_to_end_writes_consistent_files(tiny_model_dir, tmp_path):
+    root = make_mmlu_dir(tmp_path / "mmlu")
+    out = tmp_path / "out"
+    result = run_eval("--model", tiny_model_dir, "--data_dir", root, "--output_dir", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "overall (micro)" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    questions = mc.load_mmlu_local(root, "test", [])
+    assert [(r["subject"], r["row"], r["gold"]) for r in records] == [(q["subject"], q["row"], q["gold"]) for q in questions]
+    assert results["n"] == len(records) == 21
+    assert results["accuracy"] == sum(r["pred"] == r["gold"] for r in records) / 21
+    assert set(results["subjects"]) == {"astronomy", "formal_logic", "virology"}
+    for r in records:
+        assert sum(r["probs"].values()) == pytest.approx(1, abs=1e-5)
+        assert r["pred"] == max(r["probs"], key=r["probs"].get)
+    assert results["dtype"] == "float32" and results["device"] == "cpu"
+
+
+def test_torchrun_two_processes_write_the_same_files_as_one(tiny_model_dir, tmp_path):
+    root = make_mmlu_dir(tmp_path / "mmlu", per_subject=12)
+    common = ["--model", tiny_model_dir, "--data_dir", root, "--no_progress", "--batch_tokens", "512"]
+    one = subprocess.run([sys.executable, "eval.py", *common, "--output_dir", str(tmp_path / "one")],
+                         capture_output=True, text=True, cwd=REPO)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "eval.py", *common,
+                          "--output_dir", str(tmp_path / "two")], capture_output=True, text=True, cwd=REPO)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    timing = ("seconds", "questions_per_second", "processes")
+    r1, r2 = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert r2["processes"] == 2
+    assert {k: v for k, v in r1.items() if k not in timing} == {k: v for k, v in r2.items() if k not in timing}
+    assert (tmp_path / "one" / "predictions.jsonl").read_text() == (tmp_path / "two" / "predictions.jsonl").read_text()
