@@ -161,41 +161,45 @@ def load_mmlu_hub(split, subjects):
     return questions
 
 
+def read_jsonl(path):
+    """Yield (1-based line number, record) for each non-blank line of a JSONL file; bad JSON names the line."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}: line {number}: not valid JSON ({e.msg})") from None
+
+
 def read_mmlu_pro_jsonl(path):
     """Read MMLU-Pro records (`question`, `options`, `answer` and/or `answer_index`, `category`).
 
     When `answer` and `answer_index` disagree, `answer_index` wins; a warning counts such rows.
     """
     questions, disagreements = [], 0
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}: line {number}: not valid JSON ({e.msg})") from None
-            missing = [k for k in ("question", "options", "category") if k not in record]
-            if missing:
-                raise InputError(f"{path}: line {number}: missing field {', '.join(missing)}")
-            options = record["options"]
-            if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
-                raise InputError(f"{path}: line {number}: options must be a list of 2 to {len(LETTERS)} strings")
-            valid = LETTERS[: len(options)]
-            from_letter = record.get("answer")
-            from_index = record.get("answer_index")
-            if from_letter is None and from_index is None:
-                raise InputError(f"{path}: line {number}: needs `answer` or `answer_index`")
-            if from_letter is not None and from_letter not in valid:
-                raise InputError(f"{path}: line {number}: answer {from_letter!r} is not one of {', '.join(valid)}")
-            if from_index is not None and not (isinstance(from_index, int) and 0 <= from_index < len(options)):
-                raise InputError(f"{path}: line {number}: answer_index {from_index!r} is outside 0..{len(options) - 1}")
-            gold = from_letter
-            if from_index is not None:
-                gold = valid[from_index]
-                disagreements += from_letter is not None and from_letter != gold
-            questions.append({"subject": record["category"], "row": number - 1, "question": record["question"],
-                              "choices": options, "gold": gold, "question_id": record.get("question_id")})
+    for number, record in read_jsonl(path):
+        missing = [k for k in ("question", "options", "category") if k not in record]
+        if missing:
+            raise InputError(f"{path}: line {number}: missing field {', '.join(missing)}")
+        options = record["options"]
+        if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
+            raise InputError(f"{path}: line {number}: options must be a list of 2 to {len(LETTERS)} strings")
+        valid = LETTERS[: len(options)]
+        from_letter = record.get("answer")
+        from_index = record.get("answer_index")
+        if from_letter is None and from_index is None:
+            raise InputError(f"{path}: line {number}: needs `answer` or `answer_index`")
+        if from_letter is not None and from_letter not in valid:
+            raise InputError(f"{path}: line {number}: answer {from_letter!r} is not one of {', '.join(valid)}")
+        if from_index is not None and not (isinstance(from_index, int) and 0 <= from_index < len(options)):
+            raise InputError(f"{path}: line {number}: answer_index {from_index!r} is outside 0..{len(options) - 1}")
+        gold = from_letter
+        if from_index is not None:
+            gold = valid[from_index]
+            disagreements += from_letter is not None and from_letter != gold
+        questions.append({"subject": record["category"], "row": number - 1, "question": record["question"],
+                          "choices": options, "gold": gold, "question_id": record.get("question_id")})
     if disagreements:
         warnings.warn(f"{path}: {disagreements} rows where `answer` and `answer_index` disagree; used answer_index")
     return questions
