@@ -1,0 +1,219 @@
+"""Training speed of train.py's data path against the published one, on a ModernBERT-Large-shaped model.
+
+published: batches of a fixed size in random order, every example padded to --max_length, and the MLM head's
+           logits at every position (ModernBERT without sparse prediction);
+ours:      train.py's TokenBudgetBatchSampler (similar lengths together, at most 8 examples and as many padded
+           tokens as a published batch), padded to the longest example rounded up to 64, and the head only at
+           the labelled position (sparse prediction).
+
+Both train with ATP on the same examples, built by train.py from real data beside the repository
+(../shared/data): AG News (max_length 512, published batch 8) and 20 Newsgroups (max_length 4096, batch 1,
+the published sweep's setting). Random weights and the stand-in tokenizer (../shared/tokenizers), so that
+figures compare from one run to the next. Prints figures; asserts nothing.
+
+    python bench/train_speed.py                          # on the GPU: both shapes, bf16 autocast
+    python bench/train_speed.py --device cpu --tiny      # a smoke run of about a minute
+"""
+
+import argparse
+import csv
+import json
+import os
+import random
+import sys
+import threading
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import train  # noqa: E402
+from eval import resolve_attn_implementation  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+NEWSGROUPS_PROMPT = (
+    "** Instructions **    \n"
+    "Given a short post from an online forum, determine which newsgroup category it belongs to.\n"
+    "** Content **\n"
+    "{text}\n"
+    "What's the category of the post above?\n"
+    "** Options **\n"
+    "{options}\n"
+    "** Answer **\n"
+    "Answer: [unused0] {label}"
+)
+LARGE = dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
+             global_attn_every_n_layers=3, local_attention=128)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+            global_attn_every_n_layers=3, local_attention=32)
+
+
+def ag_news_rows(data_dir):
+    """(texts, labels) of AG News test.csv (headerless: class 1-4, title, description), as SetFit/ag_news."""
+    with open(os.path.join(data_dir, "ag_news", "classes.txt"), encoding="utf-8") as f:
+        classes = [line.strip() for line in f if line.strip()]
+    with open(os.path.join(data_dir, "ag_news", "test.csv"), newline="", encoding="utf-8") as f:
+        records = list(csv.reader(f))
+    return [f"{title} {description}" for _, title, description in records], [classes[int(c) - 1] for c, _, _ in records]
+
+
+def newsgroups_rows(data_dir):
+    """(texts, labels) of 20 Newsgroups train.jsonl."""
+    with open(os.path.join(data_dir, "20newsgroups", "train.jsonl"), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    return [r["text"] for r in records], [r["label_text"] for r in records]
+
+
+def build_examples(tokenizer, texts, labels, prompt, label_map, max_length, n, seed=0):
+    """`n` seeded rows encoded by train.py: [{"input_ids", "answer_position"}], and how many were cut."""
+    picked = random.Random(seed).sample(range(len(texts)), min(n, len(texts)))
+    before, after = train.parse_prompt(prompt)
+    sequences, positions, n_cut = train.encode_prompts(
+        tokenizer, before, after, [texts[i].strip() for i in picked], [label_map[labels[i]] for i in picked],
+        train.options_block(label_map), max_length)
+    return [{"input_ids": s, "answer_position": p} for s, p in zip(sequences, positions)], n_cut
+
+
+class PeakMemory:
+    """Peak memory over a block: allocated GPU memory, or on the CPU the process's RSS sampled every 5 ms."""
+
+    def __init__(self, device):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    def _sample(self, process):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            import psutil
+
+            self._thread = threading.Thread(target=self._sample, args=(psutil.Process(),), daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+
+    def label(self):
+        return f"{self.peak / 2**30:.2f} GiB" + ("" if self.device.type == "cuda" else " RSS")
+
+
+def run_path(config, batches, collate, sparse, device, attn_implementation, warmup, steps):
+    """Train a fresh model on `batches` (lists of examples).
+
+    Returns examples/s, real (non-pad) tokens/s, padded tokens/s and peak memory over the warm-up and timed steps.
+    """
+    from transformers import ModernBertForMaskedLM
+
+    torch.manual_seed(0)
+    model = ModernBertForMaskedLM._from_config(config, attn_implementation=attn_implementation).to(device).train()
+    model.sparse_prediction = sparse
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step(batch):
+        inputs = {k: v.to(device, non_blocking=True) for k, v in collate(batch).items()}
+        with autocast:
+            loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return inputs["attention_mask"]
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with PeakMemory(device) as memory:
+        for batch in batches[:warmup]:
+            step(batch)
+        synchronize()
+        start, examples, real, padded = time.perf_counter(), 0, 0, 0
+        for batch in batches[warmup:warmup + steps]:
+            attention_mask = step(batch)
+            examples += len(batch)
+            real += int(attention_mask.sum())
+            padded += attention_mask.numel()
+        synchronize()
+        seconds = time.perf_counter() - start
+    del model, optimizer
+    return examples / seconds, real / seconds, padded / seconds, memory.label()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--tiny", action="store_true", help="a tiny model, short sequences and few steps (smoke run)")
+    p.add_argument("--shapes", default="ag_news,20newsgroups")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per path (default 30, tiny 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5, tiny 1)")
+    p.add_argument("--max_examples", type=int, default=8, help="ours: at most this many examples per batch")
+    p.add_argument("--max_tokens", type=int, default=None,
+                   help="ours: padded tokens per batch (default: as many as a published batch)")
+    p.add_argument("--rows", type=int, default=2000, help="rows drawn from each data set")
+    p.add_argument("--data_dir", default=os.path.join(SHARED, "data"))
+    p.add_argument("--tokenizer", default=os.path.join(SHARED, "tokenizers", "modernbert-standin"))
+    args = p.parse_args(argv)
+
+    from transformers import AutoTokenizer, ModernBertConfig
+
+    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    steps = args.steps or (3 if args.tiny else 30)
+    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    config = ModernBertConfig(vocab_size=len(tokenizer), max_position_embeddings=8192,
+                              pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+                              sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+                              eos_token_id=tokenizer.sep_token_id, **(TINY if args.tiny else LARGE))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    attn_implementation = resolve_attn_implementation("auto", device, dtype)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"{name}; {'tiny' if args.tiny else 'ModernBERT-Large'} shape, random weights; {attn_implementation}; "
+          f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}; {warmup} warm-up + {steps} timed steps per path")
+
+    shapes = {  # name: (rows, prompt, label map, max_length (tiny), published batch size)
+        "ag_news": (ag_news_rows, train.PUBLISHED_PROMPT, train.PUBLISHED_LABEL_MAP, 256 if args.tiny else 512, 8),
+        "20newsgroups": (newsgroups_rows, NEWSGROUPS_PROMPT, None, 1024 if args.tiny else 4096, 1),
+    }
+    print(f"{'shape':<26}{'path':<11}{'batches':<26}{'examples/s':>11}{'real tok/s':>12}{'padded tok/s':>14}"
+          f"{'peak memory':>16}")
+    for shape in args.shapes.split(","):
+        rows, prompt, label_map, max_length, batch_size = shapes[shape]
+        texts, labels = rows(args.data_dir)
+        label_map = label_map or {label: chr(ord("A") + k) for k, label in enumerate(sorted(set(labels)))}
+        examples, n_cut = build_examples(tokenizer, texts, labels, prompt, label_map, max_length, args.rows)
+        lengths = [len(e["input_ids"]) for e in examples]
+        special = frozenset(tokenizer.all_special_ids)
+
+        order = list(range(len(examples)))
+        random.Random(0).shuffle(order)
+        published = [[examples[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
+        max_tokens = args.max_tokens or batch_size * max_length
+        sampler = train.TokenBudgetBatchSampler(lengths, args.max_examples, max_tokens, 64, seed=0)
+        ours = [[examples[i] for i in batch] for batch in sampler]
+        label = f"{shape} (max {max_length})"
+        print(f"{label:<26}{'':<11}{len(examples)} examples, mean {sum(lengths) / len(lengths):.0f} tokens, "
+              f"{n_cut} cut")
+        for path, batches, pad, sparse, described in (
+                ("published", published, max_length, False, f"{batch_size} x {max_length}"),
+                ("ours", ours, 64, True, f"<= {args.max_examples}, <= {max_tokens} tokens")):
+            collate = train.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id, special,
+                                              pad_to_multiple_of=pad)
+            rate, real, padded, peak = run_path(config, batches, collate, sparse, device, attn_implementation,
+                                                warmup, steps)
+            print(f"{label:<26}{path:<11}{described:<26}{rate:>11.1f}{real:>12.0f}{padded:>14.0f}{peak:>16}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,864 @@
+"""Fine-tune a masked LM as a generative classifier through its MLM head: Answer Token Prediction.
+
+The method of *It's All in The [MASK]* (Clavié, Cooper, Warner, 2025): the prompt ends with
+`Answer: [unused0] {label}`, the label's verbalizer (one token, e.g. ` Business` or ` A`) is replaced by
+[MASK], and the model learns to predict it with the MLM head it already has; no new classification head.
+Optionally a share of the training examples gets standard MLM (30% of the tokens masked) or dummy MLM
+(the same masking, every target the [MASK] id itself), as in the paper.
+
+    python train.py                                   # AG News from the hub, the published prompt and label map
+    python train.py --label_map labels.json --prompt_file prompt.txt \\
+        --train_file train.csv --test_file test.csv --text_column text --label_column label_text
+    torchrun --nproc_per_node 2 train.py ...          # data-parallel (transformers' Trainer)
+
+The saved folder is a plain masked LM (transformers' `fill-mask` pipeline reads it) with `label_map.json`,
+`prompt.txt`, `metrics.json`, `trainer_state.json` and a model card. Every function below takes explicit
+arguments so it can be pasted into a notebook; sweep_20newsgroups.py imports them.
+"""
+
+import argparse
+import gc
+import json
+import os
+import random
+import string
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainingArguments
+
+from eval import (InputError, accuracy_table, last_index, length_sorted_batches, load_masked_lm, pad_batch, pick,
+                  require_mask_token, resolve_attn_implementation, score_sequences, write_atomic)
+
+# The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
+# trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
+PUBLISHED_PROMPT = (
+    "** Instructions **    \n"
+    "Given a short news report, determine which news category it belongs to.\n"
+    "** Content **\n"
+    "What is the category of the following news report?\n"
+    "News Report: {txt}\n"
+    "** Options **\n"
+    "- Business: It is about business or financial news.\n"
+    "- World: It's about world news.\n"
+    "- Sports: It's about sports.\n"
+    "- Tech: It's about Science or Technology, or related companies.\n"
+    "** Answer **\n"
+    "Answer: [unused0] {label}"
+)
+# The published agnews_label_map.json: SetFit/ag_news's label_text -> verbalizer.
+PUBLISHED_LABEL_MAP = {"Business": "Business", "World": "World", "Sports": "Sports", "Sci/Tech": "Tech"}
+
+ANCHOR = "[unused0]"  # the model was instruction-tuned to put the answer token right after it
+TEXT_PLACEHOLDERS = ("{text}", "{txt}")
+TABLE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def say(*parts):
+    """Print from the first process only, so that torchrun does not repeat every line."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*parts, flush=True)
+
+
+# -----------------------------------------------------------------------------
+# The prompt and the label map, checked before any work
+
+
+def read_prompt(path):
+    """The prompt template from `path` (the published AG News prompt when None), trailing white space stripped."""
+    if path is None:
+        return PUBLISHED_PROMPT
+    if not os.path.isfile(path):
+        raise InputError(f"--prompt_file {path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        return f.read().rstrip()
+
+
+def read_label_map(path):
+    """The `{raw label: verbalizer}` map from a JSON file (the published AG News map when None)."""
+    if path is None:
+        return dict(PUBLISHED_LABEL_MAP)
+    if not os.path.isfile(path):
+        raise InputError(f"--label_map {path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        try:
+            label_map = json.load(f)
+        except json.JSONDecodeError as e:
+            raise InputError(f"--label_map {path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(label_map, dict) or not label_map:
+        raise InputError(f"--label_map {path}: expected a JSON object {{\"raw label\": \"verbalizer\", ...}}")
+    for label, verbalizer in label_map.items():
+        if not isinstance(verbalizer, str):
+            raise InputError(f"--label_map {path}: the verbalizer of {label!r} is {verbalizer!r}, not a string")
+    return label_map
+
+
+def parse_prompt(prompt, source="the prompt"):
+    """Check a prompt template and split it at its text placeholder into (before, after).
+
+    The rules: exactly one `{text}` (or the published `{txt}`), exactly one `{label}`, `[unused0]` right
+    before `{label}` (one space allowed), and nothing but white space after `{label}`, because the answer
+    token must be the last token, right after the anchor the model was tuned on. `{options}` may appear
+    anywhere; other braces are left as they are.
+    """
+    prompt = prompt.rstrip()
+    found = [p for p in TEXT_PLACEHOLDERS if p in prompt]
+    n_text = sum(prompt.count(p) for p in TEXT_PLACEHOLDERS)
+    if n_text != 1:
+        raise InputError(f"{source} has {n_text} text placeholders; it needs exactly one {{text}} "
+                         "(or the published {txt}) where each example's text goes")
+    if prompt.count("{label}") != 1:
+        raise InputError(f"{source} has {prompt.count('{label}')} {{label}} placeholders; it needs exactly one, "
+                         f"at the very end, after {ANCHOR}")
+    if not prompt.endswith("{label}"):
+        tail = prompt[prompt.index("{label}") + len("{label}"):]
+        raise InputError(f"{source}: only white space may follow {{label}}, but {tail[:40]!r} does; "
+                         "the answer token must be the prompt's last token")
+    before_label = prompt[: -len("{label}")]
+    if not (before_label.endswith(ANCHOR) or before_label.endswith(ANCHOR + " ")):
+        raise InputError(f"{source}: {ANCHOR} must come right before {{label}} (one space allowed), "
+                         f"as in `Answer: {ANCHOR} {{label}}`; found {before_label[-30:]!r} before {{label}}")
+    before, after = prompt.split(found[0])
+    return before, after
+
+
+def options_block(label_map):
+    """What `{options}` becomes: one line per label, `- <verbalizer>: <label>`."""
+    return "\n".join(f"- {verbalizer}: {label}" for label, verbalizer in label_map.items())
+
+
+def fill_prompt(before, after, text, verbalizer, options):
+    """The filled prompt and the character span of the text in it."""
+    head = before.replace("{options}", options)
+    tail = after.replace("{options}", options).replace("{label}", verbalizer)
+    return head + text + tail, (len(head), len(head) + len(text))
+
+
+def letter_suggestion(label_map):
+    """A letter label map to suggest when a verbalizer is not one token: letters are single tokens."""
+    letters = dict(zip(label_map, string.ascii_uppercase))
+    return (f"try letters, e.g. --label_map with {json.dumps(letters)} and an {{options}} line "
+            "in the prompt so the model sees which letter means what")
+
+
+def answer_token_ids(tokenizer, before, after, label_map, options):
+    """For each label, in label map order, the id of the token right after [unused0] in its filled prompt.
+
+    That token is what ATP masks and teaches, so it must be exactly one token in context (` Business` after
+    `[unused0] ` is one token where `Business` alone might be another), and different for every label.
+    """
+    anchor_id = tokenizer.convert_tokens_to_ids(ANCHOR)
+    if anchor_id is None or anchor_id == tokenizer.unk_token_id:
+        raise InputError(f"the tokenizer has no {ANCHOR} token; the prompt's answer anchor needs it")
+    ids = []
+    for label, verbalizer in label_map.items():
+        encoded = tokenizer(fill_prompt(before, after, "", verbalizer, options)[0], return_special_tokens_mask=True)
+        if anchor_id not in encoded["input_ids"]:
+            raise InputError(f"the tokenizer splits {ANCHOR} into pieces; it must be one (added) token")
+        start = last_index(encoded["input_ids"], anchor_id) + 1
+        answer = [i for i, special in zip(encoded["input_ids"][start:], encoded["special_tokens_mask"][start:])
+                  if not special]
+        if len(answer) != 1:
+            raise InputError(
+                f"label {label!r}: its verbalizer {verbalizer!r} is {len(answer)} tokens after {ANCHOR} in the prompt "
+                f"{tokenizer.convert_ids_to_tokens(answer)}; the answer must be one token: "
+                f"{letter_suggestion(label_map)}")
+        ids.append(answer[0])
+    for a, id_a in enumerate(ids):
+        for b in range(a):
+            if ids[b] == id_a:
+                labels = list(label_map)
+                raise InputError(f"labels {labels[b]!r} and {labels[a]!r} both answer with the token "
+                                 f"{tokenizer.convert_ids_to_tokens([id_a])[0]!r}; give them different verbalizers")
+    return ids
+
+
+def fixed_length(tokenizer, before, after, verbalizer, options):
+    """Tokens the prompt needs without any text: the fixed part, options and special tokens included."""
+    return len(tokenizer(fill_prompt(before, after, "", verbalizer, options)[0])["input_ids"])
+
+
+def check_fixed_length(tokenizer, before, after, label_map, options, max_length):
+    """An InputError when the prompt leaves no room for the text within `max_length` tokens."""
+    needed = fixed_length(tokenizer, before, after, next(iter(label_map.values())), options)
+    if needed >= max_length:
+        raise InputError(f"the prompt needs {needed} tokens without any text (options and special tokens included), "
+                         f"which leaves no room for the text within --max_length {max_length}; raise --max_length "
+                         "or shorten the prompt")
+    return needed
+
+
+# -----------------------------------------------------------------------------
+# Rows: texts and raw labels of one split, with their row numbers for error messages
+
+
+@dataclass
+class Split:
+    """One split's texts and raw labels (strings; None for a file to predict), and each one's row in `source`."""
+    source: str
+    texts: list
+    labels: list | None
+    rows: list
+
+    def __len__(self):
+        return len(self.texts)
+
+    def select(self, indices):
+        """The split restricted to `indices` (positions in this split)."""
+        labels = None if self.labels is None else [self.labels[i] for i in indices]
+        return Split(self.source, [self.texts[i] for i in indices], labels, [self.rows[i] for i in indices])
+
+
+def read_table(path, flag):
+    """A csv, json, jsonl or parquet file as a `datasets.Dataset`."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in TABLE_FORMATS:
+        raise InputError(f"{flag} {path}: unknown format {extension!r}; use .csv, .json, .jsonl or .parquet")
+    if not os.path.isfile(path):
+        raise InputError(f"{flag} {path}: no such file")
+    from datasets import load_dataset
+
+    return load_dataset(TABLE_FORMATS[extension], data_files=path, split="train")
+
+
+def take_columns(table, source, text_column, label_column):
+    """The Split in `table`'s text and label columns (no labels when `label_column` is None), rows from 0."""
+    for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
+        if column is not None and column not in table.column_names:
+            raise InputError(f"{source}: no column {column!r} ({flag}); its columns are "
+                             f"{', '.join(repr(c) for c in table.column_names)}")
+    texts = table[text_column]
+    labels = None if label_column is None else table[label_column]
+    for row, text in enumerate(texts):
+        if text is None:
+            raise InputError(f"{source}: row {row} has no text in column {text_column!r}")
+        if labels is not None and labels[row] is None:
+            raise InputError(f"{source}: row {row} has no label in column {label_column!r}")
+    labels = None if labels is None else [str(label) for label in labels]
+    return Split(source, [str(t).strip() for t in texts], labels, list(range(len(texts))))
+
+
+def check_labels(split, label_map, label_map_source):
+    """An InputError naming each label of `split` that the label map lacks, with a row where it occurs."""
+    unknown = {}
+    for row, label in zip(split.rows, split.labels):
+        if label not in label_map:
+            unknown.setdefault(label, row)
+    if unknown:
+        found = "; ".join(f"{label!r} (row {row})" for label, row in unknown.items())
+        raise InputError(f"{split.source}: labels missing from {label_map_source}: {found}. "
+                         f"The map has {', '.join(repr(k) for k in label_map)}")
+
+
+def subsample(split, max_samples, seed):
+    """At most `max_samples` rows, drawn by a seeded shuffle, kept in file order."""
+    if not max_samples or max_samples >= len(split):
+        return split
+    order = list(range(len(split)))
+    random.Random(seed).shuffle(order)
+    return split.select(sorted(order[:max_samples]))
+
+
+def hold_out(split, fraction, seed):
+    """(train, validation): a seeded `fraction` of the rows held out for validation."""
+    order = list(range(len(split)))
+    random.Random(seed).shuffle(order)
+    n_validation = max(1, round(fraction * len(split)))
+    return split.select(sorted(order[n_validation:])), split.select(sorted(order[:n_validation]))
+
+
+def load_splits(dataset, train_file, validation_file, test_file, predict_file, text_column, label_column,
+                validation_fraction, max_train_samples, max_eval_samples, seed):
+    """{"train", "validation", "test", "predict"} -> Split (absent ones left out), from files or the hub.
+
+    The hub dataset (its train and test splits) is used when there is no --train_file; a --test_file
+    replaces the hub's test split. Nothing is held out of the training rows unless `validation_fraction`.
+    """
+    tables = {}
+    if train_file is None:
+        from datasets import load_dataset
+
+        hub = load_dataset(dataset)
+        if "train" not in hub:
+            raise InputError(f"--dataset {dataset}: no train split (it has {', '.join(hub)})")
+        tables = {name: (hub[name], f"{dataset}[{name}]") for name in ("train", "test") if name in hub}
+    for name, path in (("train", train_file), ("validation", validation_file), ("test", test_file),
+                       ("predict", predict_file)):
+        if path is not None:
+            tables[name] = (read_table(path, f"--{name}_file"), path)
+    splits = {name: take_columns(table, source, text_column, None if name == "predict" else label_column)
+              for name, (table, source) in tables.items()}
+    for name, split in splits.items():
+        if not len(split):
+            raise InputError(f"{split.source}: no rows")
+    if validation_fraction:
+        splits["train"], splits["validation"] = hold_out(splits["train"], validation_fraction, seed)
+    splits["train"] = subsample(splits["train"], max_train_samples, seed)
+    for name in ("validation", "test"):
+        if name in splits:
+            splits[name] = subsample(splits[name], max_eval_samples, seed)
+    return splits
+
+
+# -----------------------------------------------------------------------------
+# Examples: filled prompts -> token ids -> ATP, MLM or dummy MLM
+
+
+def encode_prompts(tokenizer, before, after, texts, verbalizers, options, max_length, rows=None, source=""):
+    """Token ids of the filled prompts, each one's answer position, and how many texts were cut.
+
+    Each prompt is tokenised whole, so an example that fits gets exactly the ids a user's own tokenizer
+    call gives at inference. One that does not fit loses the tail of its text at the token level: the ids
+    of the tokens overlapping the text are cut, and the prompt's own ids before and after are joined
+    around them (decoding and re-tokenising could overshoot). The prompt, options and answer are never cut.
+    The answer position is the token right after the last [unused0] (a text may contain one too).
+    """
+    anchor_id = tokenizer.convert_tokens_to_ids(ANCHOR)
+    rows = rows if rows is not None else list(range(len(texts)))
+    sequences, positions, n_cut = [], [], 0
+    chunk = 1000
+    for start in range(0, len(texts), chunk):
+        filled = [fill_prompt(before, after, text, verbalizer, options)
+                  for text, verbalizer in zip(texts[start:start + chunk], verbalizers[start:start + chunk])]
+        encoded = tokenizer([prompt for prompt, _ in filled], return_offsets_mapping=True, verbose=False)
+        for k, ((_, (t0, t1)), ids, offsets) in enumerate(zip(filled, encoded["input_ids"], encoded["offset_mapping"])):
+            if len(ids) > max_length:
+                # Special tokens have the empty offset (0, 0) and never overlap the text.
+                text_tokens = [i for i, (a, b) in enumerate(offsets) if a < t1 and b > t0]
+                excess = len(ids) - max_length
+                if len(text_tokens) < excess:
+                    raise InputError(f"{source}: row {rows[start + k]}: the prompt without its text is "
+                                     f"{len(ids) - len(text_tokens)} tokens, more than --max_length {max_length}")
+                end = text_tokens[-1] + 1
+                ids = ids[: end - excess] + ids[end:]
+                n_cut += 1
+            sequences.append(ids)
+            positions.append(last_index(ids, anchor_id) + 1)
+    return sequences, positions, n_cut
+
+
+def atp_example(ids, answer_position, mask_token_id):
+    """Answer Token Prediction: the answer token becomes [MASK] and is the only target; every other label is -100."""
+    input_ids, labels = list(ids), [-100] * len(ids)
+    labels[answer_position] = ids[answer_position]
+    input_ids[answer_position] = mask_token_id
+    return input_ids, labels
+
+
+def mlm_example(ids, special_token_ids, mask_token_id, mlm_probability=0.3, dummy=False, generator=None):
+    """Standard MLM, or dummy MLM with `dummy=True`, over one token id list; returns (input_ids, labels).
+
+    Each non-special token is chosen with probability `mlm_probability` (the paper's 30%) and every chosen
+    one becomes [MASK]: not the 80/10/10 split of transformers' MLM collator. Standard MLM labels the chosen
+    positions with their original ids; dummy MLM labels them with the [MASK] id itself (the paper's dummy
+    objective, which the model learns almost at once). At least one token is chosen, so that no example
+    is left without a target.
+    """
+    ids_t = torch.tensor(ids)
+    candidates = ~torch.isin(ids_t, torch.tensor(sorted(special_token_ids), dtype=ids_t.dtype))
+    chosen = (torch.rand(len(ids), generator=generator) < mlm_probability) & candidates
+    if not chosen.any() and candidates.any():
+        allowed = candidates.nonzero().flatten()
+        chosen[allowed[torch.randint(len(allowed), (), generator=generator)]] = True
+    labels = torch.full_like(ids_t, -100)
+    labels[chosen] = mask_token_id if dummy else ids_t[chosen]
+    return ids_t.masked_fill(chosen, mask_token_id).tolist(), labels.tolist()
+
+
+def draw_objective(mlm_proportion, dummy_mlm_proportion, generator=None):
+    """"mlm", "dummy" or "atp", drawn with probabilities mlm_proportion, dummy_mlm_proportion and the rest."""
+    u = torch.rand((), generator=generator).item()
+    return "mlm" if u < mlm_proportion else "dummy" if u < mlm_proportion + dummy_mlm_proportion else "atp"
+
+
+def make_example(ids, answer_position, objective, mask_token_id, special_token_ids, mlm_probability=0.3,
+                 generator=None):
+    """(input_ids, labels) of one training example under `objective` ("atp", "mlm" or "dummy")."""
+    if objective == "atp":
+        return atp_example(ids, answer_position, mask_token_id)
+    return mlm_example(ids, special_token_ids, mask_token_id, mlm_probability, objective == "dummy", generator)
+
+
+@dataclass
+class ObjectiveCollator:
+    """Batches encoded prompts, drawing each example's objective and its MLM masks afresh at every use.
+
+    Drawing at batch time (as transformers' MLM collator does) gives MLM examples new masks each epoch.
+    Batches are padded to their longest example, rounded up to `pad_to_multiple_of`; padding is labelled -100.
+    Features are {"input_ids", "answer_position"}, from `encode_prompts`.
+    """
+    mask_token_id: int
+    pad_token_id: int
+    special_token_ids: frozenset
+    mlm_proportion: float = 0.0
+    dummy_mlm_proportion: float = 0.0
+    mlm_probability: float = 0.3
+    pad_to_multiple_of: int = 8
+
+    def __call__(self, features):
+        examples = [make_example(f["input_ids"], f["answer_position"],
+                                 draw_objective(self.mlm_proportion, self.dummy_mlm_proportion),
+                                 self.mask_token_id, self.special_token_ids, self.mlm_probability)
+                    for f in features]
+        input_ids, attention_mask = pad_batch([e[0] for e in examples], self.pad_token_id, self.pad_to_multiple_of)
+        labels, _ = pad_batch([e[1] for e in examples], -100, self.pad_to_multiple_of)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class TokenBudgetBatchSampler:
+    """Training batches of similar lengths: at most `max_examples` examples and `max_tokens` padded tokens each.
+
+    As transformers' group_by_length does, a seeded shuffle is cut into pools of 50 batches' worth, and each
+    pool is sorted by length and cut into batches of `max_examples`; eval.py's length_sorted_batches splits
+    a batch that exceeds the token budget, so a batch of long examples holds fewer of them and memory stays
+    bounded while short examples still fill whole batches. The grouping is drawn once, so that every
+    epoch has the same number of steps (Trainer plans its schedule on it); each epoch visits the batches in a
+    new order, the biggest first, so that a batch too big for memory fails at the first step.
+    """
+
+    def __init__(self, lengths, max_examples, max_tokens, pad_to_multiple_of, seed=0):
+        order = list(range(len(lengths)))
+        random.Random(seed).shuffle(order)
+        pool_size = 50 * max_examples
+        self.batches = []
+        for start in range(0, len(order), pool_size):
+            pool = sorted(order[start:start + pool_size], key=lambda i: -lengths[i])
+            for k in range(0, len(pool), max_examples):
+                group = pool[k:k + max_examples]
+                self.batches += [[group[j] for j in batch] for batch in
+                                 length_sorted_batches([lengths[i] for i in group], max_tokens, pad_to_multiple_of)]
+        width = [-(-max(lengths[i] for i in b) // pad_to_multiple_of) * pad_to_multiple_of for b in self.batches]
+        self.biggest = max(range(len(self.batches)), key=lambda b: len(self.batches[b]) * width[b])
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch):
+        """Called by Trainer (through accelerate) before each epoch."""
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        rest = [b for b in range(len(self.batches)) if b != self.biggest]
+        random.Random(self.seed + self.epoch).shuffle(rest)
+        return iter([self.batches[b] for b in [self.biggest] + rest])
+
+
+# -----------------------------------------------------------------------------
+# Metrics: the MLM head at the answer's [MASK], restricted to the labels' answer tokens
+
+
+def score_examples(model, sequences, answer_ids, mask_token_id, pad_token_id, batch_tokens, pad_to_multiple_of):
+    """log P(each label's answer token) per sequence (whole-vocabulary softmax), in order.
+
+    eval.py's batched scoring reads the last [MASK] of each sequence. Under torchrun each process scores its
+    share of the batches and the shares are gathered, so every process returns all scores.
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    scores = score_sequences(model, sequences, mask_token_id, pad_token_id, [[i] for i in answer_ids],
+                             batch_tokens, pad_to_multiple_of, shard=(rank, world))
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, scores)
+        scores = {i: s for part in gathered for i, s in part.items()}
+    return [scores[i] for i in range(len(sequences))]
+
+
+def classification_metrics(scores, gold, class_names):
+    """Accuracy, macro-F1, ATP loss, per-class accuracy and confusion matrix from scores and gold indices.
+
+    The prediction is the label whose answer token is likeliest (ties to the earlier label, as eval.pick).
+    The loss is the mean -log P(gold answer token): the ATP training loss. The confusion matrix has a row
+    per gold label and a column per predicted label, both in label map order.
+    """
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    predicted = [pick(s, len(class_names))[0] for s in scores]
+    correct = [p == g for p, g in zip(predicted, gold)]
+    return {
+        "accuracy": sum(correct) / len(correct),
+        "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+        "loss": -sum(s[g] for s, g in zip(scores, gold)) / len(gold),
+        "n": len(gold),
+        "per_class": accuracy_table(correct, [class_names[g] for g in gold]),
+        "confusion_matrix": confusion_matrix(gold, predicted, labels=list(range(len(class_names)))).tolist(),
+    }
+
+
+@dataclass
+class EvalSet:
+    """One split ready to score: ATP token ids (the answer replaced by [MASK]) and gold label indices."""
+    sequences: list
+    gold: list
+
+
+class ATPTrainer(Trainer):
+    """Trainer with token-budget batches and evaluation by the answer tokens' probabilities.
+
+    `scoring` holds score_examples' keyword arguments (answer_ids, mask_token_id, pad_token_id, batch_tokens,
+    pad_to_multiple_of). Evaluation does not go through Trainer's prediction loop: it reads the MLM head at
+    the answer's [MASK] only, so the model's sparse prediction can stay on and accuracy is what is logged.
+    """
+
+    def __init__(self, *args, batch_sampler, scoring, class_names, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_sampler, self.scoring, self.class_names = batch_sampler, scoring, class_names
+
+    def get_train_dataloader(self):
+        # Our own DataLoader keeps every feature the collator needs (answer_position included) and our
+        # batch sampler; accelerate shards its batches across processes under torchrun.
+        loader = DataLoader(self.train_dataset, batch_sampler=self.batch_sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers,
+                            pin_memory=self.args.dataloader_pin_memory and self.args.device.type == "cuda")
+        return self.accelerator.prepare(loader)
+
+    def score(self, sequences):
+        """score_examples with the trained model, in eval mode and under the training's autocast."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        with self.accelerator.autocast():
+            scores = score_examples(model, sequences, **self.scoring)
+        model.train(was_training)
+        return scores
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """Accuracy, macro-F1 and ATP loss on an EvalSet (the validation set by default), logged as eval_*."""
+        examples = eval_dataset if eval_dataset is not None else self.eval_dataset
+        start = time.time()
+        metrics = classification_metrics(self.score(examples.sequences), examples.gold, self.class_names)
+        logged = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "loss")}
+        logged[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 3)
+        self.log(logged)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logged)
+        return logged
+
+
+# -----------------------------------------------------------------------------
+# Outputs
+
+
+def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, metrics):
+    """A short README.md for the saved folder: base model, prompt, label map, metrics, and how to use it."""
+    rows = "\n".join(f"| {label} | `{verbalizer}` | `{token!r}` |"
+                     for (label, verbalizer), token in zip(label_map.items(), answer_tokens))
+    scores = "\n".join(f"| {split} | {metrics[f'{split}_accuracy']:.4f} | {metrics[f'{split}_macro_f1']:.4f} | "
+                       f"{metrics[f'{split}_n']} |"
+                       for split in ("validation", "test") if f"{split}_accuracy" in metrics)
+    return f"""---
+base_model: {base_model}
+pipeline_tag: fill-mask
+---
+# Classifier fine-tuned from {base_model} with Answer Token Prediction
+
+Trained with `train.py` (the method of *It's All in The [MASK]*, Clavié, Cooper, Warner, 2025): the model
+answers with one token, predicted by its MLM head at the `[MASK]` after `{ANCHOR}`.
+
+## Prompt (`prompt.txt`)
+```text
+{prompt}
+```
+
+## Labels (`label_map.json`)
+| label | verbalizer | answer token |
+|---|---|---|
+{rows}
+
+## Metrics (`metrics.json`)
+| split | accuracy | macro-F1 | n |
+|---|---|---|---|
+{scores or "| (no validation or test split) | | | |"}
+
+## Use
+```python
+from transformers import pipeline
+
+fill = pipeline("fill-mask", model="path/to/this/folder")
+template = {json.dumps(inference_prompt)}
+answers = fill(template.replace("{{text}}", "your text here"), targets={json.dumps(answer_tokens)})
+print(answers[0]["token_str"])  # the likeliest answer token; label_map.json maps labels to verbalizers
+```
+"""
+
+
+def write_predictions(path, split, scores, class_names):
+    """predictions.jsonl: per row, its index, text, predicted label and the probability of each label."""
+    lines = []
+    for row, text, s in zip(split.rows, split.texts, scores):
+        best, probs = pick(s, len(class_names))
+        record = {"row": row, "text": text, "label": class_names[best],
+                  "probabilities": {name: round(p, 6) for name, p in zip(class_names, probs)}}
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    write_atomic(path, "".join(lines))
+
+
+# -----------------------------------------------------------------------------
+# Flags
+
+
+def add_flag(parser, name, **kwargs):
+    """Register `--name` under both spellings, underscores and hyphens: the published script mixed them."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+def build_parser():
+    """The command line, every default in view."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Data
+    add_flag(p, "dataset", default="SetFit/ag_news",
+             help="hub dataset (its train and test splits), used without --train_file")
+    add_flag(p, "train_file", default=None, help="csv, json, jsonl or parquet")
+    add_flag(p, "validation_file", default=None, help="picks the best checkpoint by accuracy")
+    add_flag(p, "test_file", default=None, help="replaces the hub's test split")
+    add_flag(p, "predict_file", default=None, help="texts to label: writes predictions.jsonl")
+    add_flag(p, "text_column", default="text")
+    add_flag(p, "label_column", default="label_text")
+    add_flag(p, "max_train_samples", type=int, default=None, help="after a seeded shuffle")
+    add_flag(p, "max_eval_samples", type=int, default=None, help="for validation and test, after a seeded shuffle")
+    add_flag(p, "validation_fraction", type=float, default=0.0, help="hold out this share of the training rows")
+    # Prompt and labels
+    add_flag(p, "label_map", default=None, help="JSON {raw label: verbalizer}; default: the published AG News map")
+    add_flag(p, "prompt_file", default=None,
+             help="template with {text} (or {txt}), optional {options}, ending in `[unused0] {label}`; "
+                  "default: the published AG News prompt")
+    add_flag(p, "max_length", type=int, default=512, help="tokens per example; only the text is cut to fit")
+    # Objective
+    add_flag(p, "mlm_proportion", type=float, default=None,
+             help="share of training examples with standard MLM (default 0)")
+    add_flag(p, "dummy_mlm_proportion", type=float, default=None, help="share with dummy MLM (default 0)")
+    add_flag(p, "mlm_probability", type=float, default=0.3, help="share of tokens masked in (dummy) MLM examples")
+    add_flag(p, "true_mlm_proportion", type=float, default=None,
+             help="published spelling: this share gets standard MLM, or dummy MLM with --dummy_examples")
+    add_flag(p, "dummy_examples", action="store_true", help="published: --true_mlm_proportion means dummy MLM")
+    # Model and training
+    add_flag(p, "model", default="answerdotai/ModernBERT-Large-Instruct", help="hub name or local folder")
+    add_flag(p, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"])
+    add_flag(p, "num_train_epochs", type=float, default=2)
+    add_flag(p, "max_steps", type=int, default=-1, help="stop after this many optimizer steps (-1: epochs decide)")
+    add_flag(p, "per_device_train_batch_size", type=int, default=8, help="at most this many examples per batch")
+    add_flag(p, "per_device_eval_batch_size", type=int, default=8,
+             help="evaluation batches hold up to this x --max_length padded tokens")
+    add_flag(p, "max_batch_tokens", type=int, default=None,
+             help="padded tokens per training batch (default: per_device_train_batch_size x max_length)")
+    add_flag(p, "pad_to_multiple_of", type=int, default=None, help="default: 64 on a GPU, 8 on the CPU")
+    add_flag(p, "gradient_accumulation_steps", type=int, default=1)
+    add_flag(p, "learning_rate", type=float, default=2e-5)
+    add_flag(p, "weight_decay", type=float, default=0.01)
+    add_flag(p, "warmup_ratio", type=float, default=0.0, help="share of the steps spent warming up")
+    add_flag(p, "logging_steps", type=int, default=10)
+    add_flag(p, "eval_strategy", default="auto", choices=["auto", "no", "steps", "epoch"],
+             help="auto: steps with a validation set, else no")
+    add_flag(p, "eval_steps", type=int, default=500)
+    add_flag(p, "save_strategy", default="auto", choices=["auto", "no", "steps", "epoch", "best"],
+             help="auto: best when evaluating, else no")
+    add_flag(p, "save_steps", type=int, default=500)
+    add_flag(p, "save_total_limit", type=int, default=1)
+    add_flag(p, "seed", type=int, default=42)
+    add_flag(p, "output_dir", default="./finetuned_model_agn")
+    add_flag(p, "resume_from_checkpoint", default=None, help="a checkpoint folder under --output_dir")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def objective_proportions(mlm_proportion, dummy_mlm_proportion, true_mlm_proportion, dummy_examples):
+    """(standard MLM share, dummy MLM share) from the new flags or the published ones, never both."""
+    published = true_mlm_proportion is not None or dummy_examples
+    if published and (mlm_proportion is not None or dummy_mlm_proportion is not None):
+        raise InputError("--true_mlm_proportion/--dummy_examples (the published flags) cannot be combined with "
+                         "--mlm_proportion/--dummy_mlm_proportion; use one pair")
+    if published:
+        if true_mlm_proportion is None:
+            raise InputError("--dummy_examples needs --true_mlm_proportion, the share of dummy MLM examples")
+        mlm, dummy = (0.0, true_mlm_proportion) if dummy_examples else (true_mlm_proportion, 0.0)
+        flags = "--true_mlm_proportion"
+    else:
+        mlm, dummy = mlm_proportion or 0.0, dummy_mlm_proportion or 0.0
+        flags = "--mlm_proportion + --dummy_mlm_proportion"
+    if not (0 <= mlm <= 1 and 0 <= dummy <= 1 and mlm + dummy <= 1):
+        raise InputError(f"{flags} must be shares in [0, 1] summing to at most 1, got {mlm} and {dummy}")
+    return mlm, dummy
+
+
+def check_flags(args):
+    """InputErrors for flags that cannot work together, before anything is loaded."""
+    if args.validation_file and args.validation_fraction:
+        raise InputError("give --validation_file or --validation_fraction, not both")
+    if not 0 <= args.validation_fraction < 1:
+        raise InputError(f"--validation_fraction {args.validation_fraction} must be in [0, 1)")
+    if not 0 <= args.warmup_ratio < 1:
+        raise InputError(f"--warmup_ratio {args.warmup_ratio} must be in [0, 1)")
+    if not 0 < args.mlm_probability <= 1:
+        raise InputError(f"--mlm_probability {args.mlm_probability} must be in (0, 1]")
+    validating = bool(args.validation_file or args.validation_fraction)
+    if args.eval_strategy not in ("auto", "no") and not validating:
+        raise InputError(f"--eval_strategy {args.eval_strategy} needs a validation set: give --validation_file or "
+                         "--validation_fraction (the test set is never used to pick a checkpoint)")
+
+
+def training_arguments(args, validating, bf16):
+    """TrainingArguments for our flags, mapped onto transformers 5 names (an InputError if they clash)."""
+    eval_strategy = args.eval_strategy if args.eval_strategy != "auto" else ("steps" if validating else "no")
+    save_strategy = args.save_strategy if args.save_strategy != "auto" else ("best" if eval_strategy != "no" else "no")
+    keep_best = eval_strategy != "no" and save_strategy != "no"
+    try:
+        return TrainingArguments(
+            output_dir=args.output_dir, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            per_device_eval_batch_size=args.per_device_eval_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate,
+            weight_decay=args.weight_decay, warmup_steps=args.warmup_ratio,  # transformers 5: a fraction is a ratio
+            logging_steps=args.logging_steps, eval_strategy=eval_strategy, eval_steps=args.eval_steps,
+            save_strategy=save_strategy, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
+            load_best_model_at_end=keep_best, metric_for_best_model="accuracy" if keep_best else None,
+            greater_is_better=True if keep_best else None, bf16=bf16, seed=args.seed,
+            use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on the CPU data-parallel (gloo)
+            remove_unused_columns=False,  # the collator needs answer_position
+            ddp_find_unused_parameters=False,  # every example has a target, so the head is always used
+        )
+    except ValueError as e:
+        raise InputError(f"--eval_strategy {eval_strategy} / --save_strategy {save_strategy}: {e}") from None
+
+
+# -----------------------------------------------------------------------------
+
+
+def main(argv=None):
+    """Train, evaluate and save; returns the metrics written to metrics.json."""
+    args = parse_args(argv)
+    check_flags(args)
+    mlm_proportion, dummy_mlm_proportion = objective_proportions(
+        args.mlm_proportion, args.dummy_mlm_proportion, args.true_mlm_proportion, args.dummy_examples)
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()  # float32 on the CPU
+    validating = bool(args.validation_file or args.validation_fraction)
+    training_args = training_arguments(args, validating, bf16)
+    on_gpu = training_args.device.type == "cuda"
+    pad_to_multiple_of = args.pad_to_multiple_of or (64 if on_gpu else 8)  # odd widths are ~3x slower on an H100
+
+    # 1. The prompt and the label map, then the rows, each checked before anything heavy.
+    prompt = read_prompt(args.prompt_file)
+    before, after = parse_prompt(prompt, f"--prompt_file {args.prompt_file}" if args.prompt_file
+                                 else "the default prompt")
+    label_map = read_label_map(args.label_map)
+    label_map_source = f"--label_map {args.label_map}" if args.label_map else "the default AG News label map"
+    class_names, verbalizers = list(label_map), list(label_map.values())
+    splits = load_splits(args.dataset, args.train_file, args.validation_file, args.test_file, args.predict_file,
+                         args.text_column, args.label_column, args.validation_fraction, args.max_train_samples,
+                         args.max_eval_samples, args.seed)
+    for name, split in splits.items():
+        if split.labels is not None:
+            check_labels(split, label_map, label_map_source)
+
+    # 2. The tokenizer: answer tokens in context, room for the text, then every split's token ids.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if not tokenizer.is_fast:
+        raise InputError(f"--model {args.model}: a fast tokenizer is needed (token offsets locate the text)")
+    mask_token_id = require_mask_token(tokenizer, args.model)
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id  # masked out anyway
+    options = options_block(label_map)
+    answer_ids = answer_token_ids(tokenizer, before, after, label_map, options)
+    check_fixed_length(tokenizer, before, after, label_map, options, args.max_length)
+    label_index = {label: k for k, label in enumerate(class_names)}
+    encoded, truncated = {}, {}
+    for name, split in splits.items():
+        # Rows without a label (--predict_file) are filled with any verbalizer: it is masked anyway.
+        fills = ([label_map[label] for label in split.labels] if split.labels is not None
+                 else [verbalizers[0]] * len(split))
+        sequences, positions, truncated[name] = encode_prompts(
+            tokenizer, before, after, split.texts, fills, options, args.max_length, split.rows, split.source)
+        encoded[name] = (sequences, positions)
+        say(f"{name}: {len(split)} examples from {split.source}, "
+            f"{truncated[name]} cut to fit --max_length {args.max_length}")
+    say("answer tokens: " + ", ".join(f"{label} -> {token!r}" for label, token in
+                                      zip(class_names, tokenizer.convert_ids_to_tokens(answer_ids))))
+
+    def eval_set(name):
+        sequences, positions = encoded[name]
+        gold = [label_index[label] for label in splits[name].labels] if splits[name].labels is not None else None
+        return EvalSet([atp_example(ids, p, mask_token_id)[0] for ids, p in zip(sequences, positions)], gold)
+
+    # 3. The model: sparse prediction (the head only at labelled positions) is switched on for the module
+    # alone; config.json keeps False, so every saved folder is a plain masked LM for fill-mask.
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    attn_implementation = resolve_attn_implementation(args.attn_implementation, training_args.device, dtype)
+    model = load_masked_lm(args.model, torch.float32, attn_implementation, training_args.device)  # fp32 master weights
+    if hasattr(model, "sparse_prediction"):
+        model.config.sparse_prediction = False
+        model.sparse_prediction = True
+
+    train_sequences, train_positions = encoded["train"]
+    train_dataset = [{"input_ids": ids, "answer_position": p} for ids, p in zip(train_sequences, train_positions)]
+    batch_sampler = TokenBudgetBatchSampler(
+        [len(ids) for ids in train_sequences], args.per_device_train_batch_size,
+        args.max_batch_tokens or args.per_device_train_batch_size * args.max_length, pad_to_multiple_of, args.seed)
+    collator = ObjectiveCollator(mask_token_id, pad_token_id, frozenset(tokenizer.all_special_ids), mlm_proportion,
+                                 dummy_mlm_proportion, args.mlm_probability, pad_to_multiple_of)
+    scoring = dict(answer_ids=answer_ids, mask_token_id=mask_token_id, pad_token_id=pad_token_id,
+                   batch_tokens=args.per_device_eval_batch_size * args.max_length,
+                   pad_to_multiple_of=pad_to_multiple_of)
+    trainer = ATPTrainer(model=model, args=training_args, train_dataset=train_dataset,
+                         eval_dataset=eval_set("validation") if "validation" in splits else None,
+                         data_collator=collator, processing_class=tokenizer,
+                         batch_sampler=batch_sampler, scoring=scoring, class_names=class_names)
+    say(f"objectives: {1 - mlm_proportion - dummy_mlm_proportion:.0%} ATP, {mlm_proportion:.0%} MLM, "
+        f"{dummy_mlm_proportion:.0%} dummy MLM; {len(batch_sampler)} batches per epoch per {training_args.world_size} "
+        f"process(es); {'bf16' if bf16 else 'float32'}, {attn_implementation}")
+
+    # 4. Train; with a validation set, Trainer reloads the checkpoint of best validation accuracy at the end.
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    metrics = {"labels": class_names, "train_loss": result.training_loss, "global_step": result.global_step,
+               "train_runtime": result.metrics.get("train_runtime"), "truncated": truncated}
+    if training_args.load_best_model_at_end and trainer.state.best_global_step:
+        metrics["best_step"] = trainer.state.best_global_step
+
+    # 5. Final evaluation, by every process (each scores a share), and the outputs, by the first.
+    for name in ("validation", "test"):
+        if name in splits:
+            examples = eval_set(name)
+            scores = trainer.score(examples.sequences)
+            for key, value in classification_metrics(scores, examples.gold, class_names).items():
+                metrics[f"{name}_{key}"] = value
+    prediction_scores = trainer.score(eval_set("predict").sequences) if "predict" in splits else None
+    trainer.save_model(args.output_dir)  # with the tokenizer; config.json has sparse_prediction false
+    trainer.save_state()  # trainer_state.json
+    if trainer.is_world_process_zero():
+        out = args.output_dir
+        write_atomic(os.path.join(out, "label_map.json"), json.dumps(label_map, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(os.path.join(out, "prompt.txt"), prompt + "\n")
+        write_atomic(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
+        inference_prompt = fill_prompt(before, after, "{text}", tokenizer.mask_token, options)[0]
+        answer_tokens = [tokenizer.decode([i]) for i in answer_ids]
+        write_atomic(os.path.join(out, "README.md"),
+                     model_card(args.model, prompt, label_map, answer_tokens, inference_prompt, metrics))
+        if prediction_scores is not None:
+            write_predictions(os.path.join(out, "predictions.jsonl"), splits["predict"], prediction_scores, class_names)
+        for name in ("validation", "test"):
+            if f"{name}_accuracy" in metrics:
+                say(f"{name}: accuracy {metrics[f'{name}_accuracy']:.4f}, macro-F1 {metrics[f'{name}_macro_f1']:.4f} "
+                    f"({metrics[f'{name}_n']} examples)")
+        say(f"wrote {out}/")
+    if torch.distributed.is_initialized():
+        # Leave together and tidily: free the DDP wrapper, which holds the process group, while every process
+        # is still here, then close the group. Left to the interpreter's exit, gloo can hang or abort.
+        del trainer
+        gc.collect()
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return metrics
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except InputError as e:
+        sys.exit(f"error: {e}")
