@@ -731,63 +731,76 @@ def training_arguments(args, validating, bf16):
 # -----------------------------------------------------------------------------
 
 
-def main(argv=None):
-    """Train, evaluate and save; returns the metrics written to metrics.json."""
-    args = parse_args(argv)
-    check_flags(args)
-    mlm_proportion, dummy_mlm_proportion = objective_proportions(
-        args.mlm_proportion, args.dummy_mlm_proportion, args.true_mlm_proportion, args.dummy_examples)
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()  # float32 on the CPU
-    validating = bool(args.validation_file or args.validation_fraction)
-    training_args = training_arguments(args, validating, bf16)
-    on_gpu = training_args.device.type == "cuda"
-    pad_to_multiple_of = args.pad_to_multiple_of or (64 if on_gpu else 8)  # odd widths are ~3x slower on an H100
+@dataclass
+class TrainingData:
+    """Everything one training run needs that does not depend on its hyperparameters: checked and tokenized once."""
+    tokenizer: object
+    prompt: str
+    before: str
+    after: str
+    options: str
+    label_map: dict
+    answer_ids: list
+    splits: dict  # name -> Split
+    encoded: dict  # name -> (token id lists, answer positions)
+    truncated: dict  # name -> number of examples cut to fit
 
-    # 1. The prompt and the label map, then the rows, each checked before anything heavy.
-    prompt = read_prompt(args.prompt_file)
-    before, after = parse_prompt(prompt, f"--prompt_file {args.prompt_file}" if args.prompt_file
-                                 else "the default prompt")
-    label_map = read_label_map(args.label_map)
-    label_map_source = f"--label_map {args.label_map}" if args.label_map else "the default AG News label map"
-    class_names, verbalizers = list(label_map), list(label_map.values())
-    splits = load_splits(args.dataset, args.train_file, args.validation_file, args.test_file, args.predict_file,
-                         args.text_column, args.label_column, args.validation_fraction, args.max_train_samples,
-                         args.max_eval_samples, args.seed)
-    for name, split in splits.items():
+    @property
+    def class_names(self):
+        return list(self.label_map)
+
+    def eval_set(self, name):
+        """The split's ATP inputs (answer replaced by [MASK]) and gold label indices (None without labels)."""
+        sequences, positions = self.encoded[name]
+        labels = self.splits[name].labels
+        gold = None if labels is None else [self.class_names.index(label) for label in labels]
+        return EvalSet([atp_example(ids, p, self.tokenizer.mask_token_id)[0] for ids, p in zip(sequences, positions)],
+                       gold)
+
+
+def prepare(model_name, prompt, prompt_source, label_map, label_map_source, splits, max_length):
+    """Check the prompt, labels and verbalizers against the data and the tokenizer, then tokenize every split."""
+    before, after = parse_prompt(prompt, prompt_source)
+    for split in splits.values():
         if split.labels is not None:
             check_labels(split, label_map, label_map_source)
-
-    # 2. The tokenizer: answer tokens in context, room for the text, then every split's token ids.
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_name)
     if not tokenizer.is_fast:
-        raise InputError(f"--model {args.model}: a fast tokenizer is needed (token offsets locate the text)")
-    mask_token_id = require_mask_token(tokenizer, args.model)
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id  # masked out anyway
+        raise InputError(f"--model {model_name}: a fast tokenizer is needed (token offsets locate the text)")
+    require_mask_token(tokenizer, model_name)
     options = options_block(label_map)
     answer_ids = answer_token_ids(tokenizer, before, after, label_map, options)
-    check_fixed_length(tokenizer, before, after, label_map, options, args.max_length)
-    label_index = {label: k for k, label in enumerate(class_names)}
+    check_fixed_length(tokenizer, before, after, label_map, options, max_length)
     encoded, truncated = {}, {}
     for name, split in splits.items():
         # Rows without a label (--predict_file) are filled with any verbalizer: it is masked anyway.
         fills = ([label_map[label] for label in split.labels] if split.labels is not None
-                 else [verbalizers[0]] * len(split))
+                 else [next(iter(label_map.values()))] * len(split))
         sequences, positions, truncated[name] = encode_prompts(
-            tokenizer, before, after, split.texts, fills, options, args.max_length, split.rows, split.source)
+            tokenizer, before, after, split.texts, fills, options, max_length, split.rows, split.source)
         encoded[name] = (sequences, positions)
-        say(f"{name}: {len(split)} examples from {split.source}, "
-            f"{truncated[name]} cut to fit --max_length {args.max_length}")
+        say(f"{name}: {len(split)} examples from {split.source}, {truncated[name]} cut to fit --max_length {max_length}")
     say("answer tokens: " + ", ".join(f"{label} -> {token!r}" for label, token in
-                                      zip(class_names, tokenizer.convert_ids_to_tokens(answer_ids))))
+                                      zip(label_map, tokenizer.convert_ids_to_tokens(answer_ids))))
+    return TrainingData(tokenizer, prompt, before, after, options, label_map, answer_ids, splits, encoded, truncated)
 
-    def eval_set(name):
-        sequences, positions = encoded[name]
-        gold = [label_index[label] for label in splits[name].labels] if splits[name].labels is not None else None
-        return EvalSet([atp_example(ids, p, mask_token_id)[0] for ids, p in zip(sequences, positions)], gold)
 
-    # 3. The model: sparse prediction (the head only at labelled positions) is switched on for the module
+def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
+    """Train `args.model` on prepared data, evaluate, and save to `args.output_dir`; returns metrics.json's dict.
+
+    `args` holds train.py's flags (parse_args); the sweep calls this once per run with the same `data`.
+    """
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()  # float32 on the CPU
+    training_args = training_arguments(args, "validation" in data.splits, bf16)
+    on_gpu = training_args.device.type == "cuda"
+    pad_to_multiple_of = args.pad_to_multiple_of or (64 if on_gpu else 8)  # odd widths are ~3x slower on an H100
+    tokenizer, class_names = data.tokenizer, data.class_names
+    mask_token_id = tokenizer.mask_token_id
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id  # masked out anyway
+
+    # The model: sparse prediction (the head only at labelled positions) is switched on for the module
     # alone; config.json keeps False, so every saved folder is a plain masked LM for fill-mask.
     dtype = torch.bfloat16 if bf16 else torch.float32
     attn_implementation = resolve_attn_implementation(args.attn_implementation, training_args.device, dtype)
@@ -796,64 +809,92 @@ def main(argv=None):
         model.config.sparse_prediction = False
         model.sparse_prediction = True
 
-    train_sequences, train_positions = encoded["train"]
+    train_sequences, train_positions = data.encoded["train"]
     train_dataset = [{"input_ids": ids, "answer_position": p} for ids, p in zip(train_sequences, train_positions)]
     batch_sampler = TokenBudgetBatchSampler(
         [len(ids) for ids in train_sequences], args.per_device_train_batch_size,
         args.max_batch_tokens or args.per_device_train_batch_size * args.max_length, pad_to_multiple_of, args.seed)
     collator = ObjectiveCollator(mask_token_id, pad_token_id, frozenset(tokenizer.all_special_ids), mlm_proportion,
                                  dummy_mlm_proportion, args.mlm_probability, pad_to_multiple_of)
-    scoring = dict(answer_ids=answer_ids, mask_token_id=mask_token_id, pad_token_id=pad_token_id,
+    scoring = dict(answer_ids=data.answer_ids, mask_token_id=mask_token_id, pad_token_id=pad_token_id,
                    batch_tokens=args.per_device_eval_batch_size * args.max_length,
                    pad_to_multiple_of=pad_to_multiple_of)
     trainer = ATPTrainer(model=model, args=training_args, train_dataset=train_dataset,
-                         eval_dataset=eval_set("validation") if "validation" in splits else None,
+                         eval_dataset=data.eval_set("validation") if "validation" in data.splits else None,
                          data_collator=collator, processing_class=tokenizer,
                          batch_sampler=batch_sampler, scoring=scoring, class_names=class_names)
     say(f"objectives: {1 - mlm_proportion - dummy_mlm_proportion:.0%} ATP, {mlm_proportion:.0%} MLM, "
         f"{dummy_mlm_proportion:.0%} dummy MLM; {len(batch_sampler)} batches per epoch per {training_args.world_size} "
         f"process(es); {'bf16' if bf16 else 'float32'}, {attn_implementation}")
 
-    # 4. Train; with a validation set, Trainer reloads the checkpoint of best validation accuracy at the end.
+    # Train; with a validation set, Trainer reloads the checkpoint of best validation accuracy at the end.
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     metrics = {"labels": class_names, "train_loss": result.training_loss, "global_step": result.global_step,
-               "train_runtime": result.metrics.get("train_runtime"), "truncated": truncated}
+               "train_runtime": result.metrics.get("train_runtime"), "truncated": data.truncated}
     if training_args.load_best_model_at_end and trainer.state.best_global_step:
         metrics["best_step"] = trainer.state.best_global_step
 
-    # 5. Final evaluation, by every process (each scores a share), and the outputs, by the first.
+    # Final evaluation, by every process (each scores a share), and the outputs, by the first.
     for name in ("validation", "test"):
-        if name in splits:
-            examples = eval_set(name)
+        if name in data.splits:
+            examples = data.eval_set(name)
             scores = trainer.score(examples.sequences)
             for key, value in classification_metrics(scores, examples.gold, class_names).items():
                 metrics[f"{name}_{key}"] = value
-    prediction_scores = trainer.score(eval_set("predict").sequences) if "predict" in splits else None
+    prediction_scores = trainer.score(data.eval_set("predict").sequences) if "predict" in data.splits else None
     trainer.save_model(args.output_dir)  # with the tokenizer; config.json has sparse_prediction false
     trainer.save_state()  # trainer_state.json
     if trainer.is_world_process_zero():
         out = args.output_dir
-        write_atomic(os.path.join(out, "label_map.json"), json.dumps(label_map, indent=2, ensure_ascii=False) + "\n")
-        write_atomic(os.path.join(out, "prompt.txt"), prompt + "\n")
+        write_atomic(os.path.join(out, "label_map.json"),
+                     json.dumps(data.label_map, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(os.path.join(out, "prompt.txt"), data.prompt + "\n")
         write_atomic(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-        inference_prompt = fill_prompt(before, after, "{text}", tokenizer.mask_token, options)[0]
-        answer_tokens = [tokenizer.decode([i]) for i in answer_ids]
+        inference_prompt = fill_prompt(data.before, data.after, "{text}", tokenizer.mask_token, data.options)[0]
+        answer_tokens = [tokenizer.decode([i]) for i in data.answer_ids]
         write_atomic(os.path.join(out, "README.md"),
-                     model_card(args.model, prompt, label_map, answer_tokens, inference_prompt, metrics))
+                     model_card(args.model, data.prompt, data.label_map, answer_tokens, inference_prompt, metrics))
         if prediction_scores is not None:
-            write_predictions(os.path.join(out, "predictions.jsonl"), splits["predict"], prediction_scores, class_names)
+            write_predictions(os.path.join(out, "predictions.jsonl"), data.splits["predict"], prediction_scores,
+                              class_names)
         for name in ("validation", "test"):
             if f"{name}_accuracy" in metrics:
                 say(f"{name}: accuracy {metrics[f'{name}_accuracy']:.4f}, macro-F1 {metrics[f'{name}_macro_f1']:.4f} "
                     f"({metrics[f'{name}_n']} examples)")
         say(f"wrote {out}/")
+    return metrics
+
+
+def end_distributed():
+    """Leave together and tidily: free what holds the process group (the DDP wrapper, once fit's trainer is gone)
+    while every process is still here, then close the group. Left to the interpreter's exit, gloo can hang or abort."""
     if torch.distributed.is_initialized():
-        # Leave together and tidily: free the DDP wrapper, which holds the process group, while every process
-        # is still here, then close the group. Left to the interpreter's exit, gloo can hang or abort.
-        del trainer
         gc.collect()
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def main(argv=None):
+    """Train, evaluate and save; returns the metrics written to metrics.json."""
+    args = parse_args(argv)
+    check_flags(args)
+    mlm_proportion, dummy_mlm_proportion = objective_proportions(
+        args.mlm_proportion, args.dummy_mlm_proportion, args.true_mlm_proportion, args.dummy_examples)
+
+    # 1. The prompt, the label map and the rows, each checked before anything heavy; then token ids.
+    prompt = read_prompt(args.prompt_file)
+    prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else "the default prompt"
+    parse_prompt(prompt, prompt_source)  # a bad prompt fails before the data loads
+    label_map = read_label_map(args.label_map)
+    splits = load_splits(args.dataset, args.train_file, args.validation_file, args.test_file, args.predict_file,
+                         args.text_column, args.label_column, args.validation_fraction, args.max_train_samples,
+                         args.max_eval_samples, args.seed)
+    label_map_source = f"--label_map {args.label_map}" if args.label_map else "the default AG News label map"
+    data = prepare(args.model, prompt, prompt_source, label_map, label_map_source, splits, args.max_length)
+
+    # 2. Train, evaluate, save.
+    metrics = fit(args, data, mlm_proportion, dummy_mlm_proportion)
+    end_distributed()
     return metrics
 
 

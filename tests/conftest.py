@@ -23,12 +23,12 @@ WORDS = ("the a of to and in is was for on that with as by at from this which an
 
 
 def corpus(seed=0):
-    """Text in which the letters, ` A`..` J` and the label words are frequent enough to become tokens."""
+    """Text in which the letters, ` A`..` T` and the label words are frequent enough to become tokens."""
     rng = random.Random(seed)
     lines = []
     for _ in range(3000):
         sentence = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12)))
-        letter = rng.choice("ABCDEFGHIJ")
+        letter = rng.choice("ABCDEFGHIJKLMNOPQRST")
         label = rng.choice(LABEL_WORDS)
         lines.append(f"QUESTION:\n{sentence.capitalize()}?\nCHOICES:\n- {letter}: {sentence}\n"
                      f"ANSWER:\nAnswer: {letter} {label} {letter}{letter} {label.lower()}")
