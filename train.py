@@ -704,8 +704,16 @@ def check_flags(args):
                          "--validation_fraction (the test set is never used to pick a checkpoint)")
 
 
-def training_arguments(args, validating, bf16):
-    """TrainingArguments for our flags, mapped onto transformers 5 names (an InputError if they clash)."""
+def bf16_available():
+    """Train in bfloat16 where the GPU supports it; float32 on the CPU."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def training_arguments(args, validating, bf16, **overrides):
+    """TrainingArguments for our flags, mapped onto transformers 5 names (an InputError if they clash).
+
+    `overrides` are further TrainingArguments (the sweep's classification head asks for length grouping).
+    """
     eval_strategy = args.eval_strategy if args.eval_strategy != "auto" else ("steps" if validating else "no")
     save_strategy = args.save_strategy if args.save_strategy != "auto" else ("best" if eval_strategy != "no" else "no")
     keep_best = eval_strategy != "no" and save_strategy != "no"
@@ -723,6 +731,7 @@ def training_arguments(args, validating, bf16):
             use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on the CPU data-parallel (gloo)
             remove_unused_columns=False,  # the collator needs answer_position
             ddp_find_unused_parameters=False,  # every example has a target, so the head is always used
+            **overrides,
         )
     except ValueError as e:
         raise InputError(f"--eval_strategy {eval_strategy} / --save_strategy {save_strategy}: {e}") from None
@@ -792,7 +801,7 @@ def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
 
     `args` holds train.py's flags (parse_args); the sweep calls this once per run with the same `data`.
     """
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()  # float32 on the CPU
+    bf16 = bf16_available()
     training_args = training_arguments(args, "validation" in data.splits, bf16)
     on_gpu = training_args.device.type == "cuda"
     pad_to_multiple_of = args.pad_to_multiple_of or (64 if on_gpu else 8)  # odd widths are ~3x slower on an H100

@@ -58,17 +58,17 @@ def build_tokenizer(path):
 
 
 def build_tiny_modernbert(path, tokenizer, seed=0, **overrides):
-    """A 3-layer ModernBERT (hidden 32) with random weights, saved with its tokenizer to `path`."""
+    """A 3-layer ModernBERT (hidden 32) with random weights, saved with its tokenizer to `path`; `overrides` change the config."""
     import torch
     from transformers import ModernBertConfig, ModernBertForMaskedLM
 
     torch.manual_seed(seed)
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                 max_position_embeddings=512, local_attention=16)
     config = ModernBertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=2, max_position_embeddings=512, local_attention=16,
-        pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
         sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id, **overrides)
+        eos_token_id=tokenizer.sep_token_id, **{**shape, **overrides})
     model = ModernBertForMaskedLM(config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -1,0 +1,441 @@
+"""The paper's 20 Newsgroups sweep: fine-tuning through the MLM head against a classification head.
+
+    python sweep_20newsgroups.py --data_dir ../shared/data/20newsgroups --strip_headers
+    python sweep_20newsgroups.py                       # SetFit/20_newsgroups from the hub
+    python sweep_20newsgroups.py --head mlm --learning_rates 3e-5 --epochs 1 --max_train_samples 2000
+
+The MLM head (ModernBERT-Large-Instruct, Answer Token Prediction through train.py) answers with a
+letter A-T after `[unused0]`; the classification head (`AutoModelForSequenceClassification` on
+ModernBERT-Large) reads the raw text. Each run starts from its base model and writes
+`<output_dir>/<run>/metrics.json` when it ends; a run whose metrics exist is skipped, so an interrupted
+sweep resumes where it stopped. Validation accuracy (a stratified slice of train) selects the best
+run; test accuracy is reported for every run and never used to choose.
+"""
+
+import argparse
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+
+import eval as mc
+import train
+
+NEWSGROUPS = [  # label index = position (alphabetical, as sklearn and SetFit number them)
+    ("alt.atheism", "atheism, and arguments about religion"),
+    ("comp.graphics", "computer graphics, images and rendering"),
+    ("comp.os.ms-windows.misc", "Microsoft Windows"),
+    ("comp.sys.ibm.pc.hardware", "IBM PC hardware"),
+    ("comp.sys.mac.hardware", "Apple Macintosh hardware"),
+    ("comp.windows.x", "the X Window System"),
+    ("misc.forsale", "items for sale"),
+    ("rec.autos", "cars"),
+    ("rec.motorcycles", "motorcycles"),
+    ("rec.sport.baseball", "baseball"),
+    ("rec.sport.hockey", "hockey"),
+    ("sci.crypt", "cryptography and privacy"),
+    ("sci.electronics", "electronics"),
+    ("sci.med", "medicine and health"),
+    ("sci.space", "space and astronomy"),
+    ("soc.religion.christian", "Christianity"),
+    ("talk.politics.guns", "gun politics"),
+    ("talk.politics.mideast", "Middle East politics"),
+    ("talk.politics.misc", "other political topics"),
+    ("talk.religion.misc", "other religious topics"),
+]
+LETTERS = "ABCDEFGHIJKLMNOPQRST"
+LABEL_MAP = {name: letter for (name, _), letter in zip(NEWSGROUPS, LETTERS)}
+OPTIONS = "".join(f"- {letter}: {name} ({about})\n" for (name, about), letter in zip(NEWSGROUPS, LETTERS))
+PROMPT = (
+    "You will be given a newsgroup post. Read it carefully and select the newsgroup it was posted to "
+    "from the list.\nPOST:\n{text}\nNEWSGROUPS:\n" + OPTIONS + "\nANSWER:\nAnswer: [unused0] {label}"
+)
+
+
+# -----------------------------------------------------------------------------
+# Data
+
+
+def strip_post(text):
+    """Remove headers, signature and quoted replies as `fetch_20newsgroups(remove=('headers', 'footers', 'quotes'))`."""
+    from sklearn.datasets._twenty_newsgroups import (strip_newsgroup_footer, strip_newsgroup_header,
+                                                     strip_newsgroup_quoting)
+
+    return strip_newsgroup_quoting(strip_newsgroup_footer(strip_newsgroup_header(text)))
+
+
+def read_newsgroups_jsonl(path):
+    """Rows of a 20 Newsgroups JSONL file (`text`, `label_text` among the 20 newsgroups), checked."""
+    rows = []
+    for number, row in mc.read_jsonl(path):
+        if "text" not in row or row.get("label_text") not in LABEL_MAP:
+            raise mc.InputError(f"{path}: line {number}: needs `text` and a `label_text` among the 20 newsgroups"
+                                f" (found {row.get('label_text')!r})")
+        rows.append({"text": row["text"], "label_text": row["label_text"]})
+    return rows
+
+
+def load_newsgroups(data_dir, strip_headers):
+    """(train rows, test rows) from local JSONL files (optionally stripped) or the hub's SetFit/20_newsgroups."""
+    if data_dir:
+        train_rows, test_rows = (read_newsgroups_jsonl(os.path.join(data_dir, f"{split}.jsonl"))
+                                 for split in ("train", "test"))
+        if strip_headers:
+            for row in train_rows + test_rows:
+                row["text"] = strip_post(row["text"])
+        return train_rows, test_rows
+    from datasets import load_dataset
+
+    splits = load_dataset("SetFit/20_newsgroups")
+    return tuple([{"text": r["text"], "label_text": r["label_text"]} for r in splits[s]] for s in ("train", "test"))
+
+
+def seeded_sample(rows, n, seed):
+    """The first `n` rows after a seeded shuffle (the files are sorted by newsgroup); all rows when n is None."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows[:n] if n else rows
+
+
+def stratified_split(rows, fraction, seed):
+    """(train, validation): a seeded, stratified `fraction` of the rows held out for choosing runs."""
+    from sklearn.model_selection import train_test_split
+
+    labels = [r["label_text"] for r in rows]
+    stratify = labels if min(labels.count(label) for label in set(labels)) >= 2 else None
+    return train_test_split(rows, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+# -----------------------------------------------------------------------------
+# The grid, resuming, and the summaries
+
+
+def make_grid(heads, learning_rates, cls_learning_rates, epochs, seeds):
+    """One dict per run: head, lr, epochs, seed and a name unique in the sweep."""
+    runs = []
+    for head in heads:
+        lrs = learning_rates if head == "mlm" else cls_learning_rates
+        for lr, n_epochs, seed in itertools.product(lrs, epochs, seeds):
+            runs.append({"head": head, "lr": lr, "epochs": n_epochs, "seed": seed,
+                         "name": f"{head}_lr{lr:g}_ep{n_epochs}_seed{seed}"})
+    return runs
+
+
+def accumulation_steps(effective_batch_size, per_device_batch_size, processes):
+    """Gradient accumulation steps that make the effective batch, given the real number of processes."""
+    per_step = per_device_batch_size * processes
+    if effective_batch_size % per_step:
+        raise mc.InputError(f"--effective_batch_size {effective_batch_size} is not a multiple of "
+                            f"--per_device_train_batch_size {per_device_batch_size} x {processes} processes")
+    return effective_batch_size // per_step
+
+
+def metrics_path(output_dir, run):
+    return os.path.join(output_dir, run["name"], "metrics.json")
+
+
+def load_finished(output_dir, runs):
+    """{run name: metrics} for the runs whose metrics.json exists."""
+    finished = {}
+    for run in runs:
+        path = metrics_path(output_dir, run)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                finished[run["name"]] = json.load(f)
+    return finished
+
+
+def select_best(runs, finished):
+    """{head: name of the finished run with the best validation accuracy}; test accuracy plays no part."""
+    best = {}
+    for run in runs:
+        metrics = finished.get(run["name"])
+        if metrics is None:
+            continue
+        current = best.get(run["head"])
+        if current is None or metrics["validation_accuracy"] > finished[current]["validation_accuracy"]:
+            best[run["head"]] = run["name"]
+    return best
+
+
+def mean_std(values):
+    return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summary_rows(runs, finished):
+    """One row per finished run, with the columns of summary.csv."""
+    best = set(select_best(runs, finished).values())
+    rows = []
+    for run in runs:
+        m = finished.get(run["name"])
+        if m is None:
+            continue
+        rows.append({"head": run["head"], "lr": run["lr"], "epochs": run["epochs"], "seed": run["seed"],
+                     "validation_accuracy": m["validation_accuracy"], "test_accuracy": m["test_accuracy"],
+                     "validation_macro_f1": m["validation_macro_f1"], "test_macro_f1": m["test_macro_f1"],
+                     "minutes": m["minutes"], "selected": run["name"] in best, "run": run["name"]})
+    return rows
+
+
+def write_summaries(output_dir, runs, finished, text_note):
+    """summary.csv, summary.md and summary.png (validation accuracy over lr x epochs per head), atomically."""
+    rows = summary_rows(runs, finished)
+    if not rows:
+        return
+    columns = list(rows[0])
+    lines = [",".join(columns)] + [",".join(str(r[c]) for c in columns) for r in rows]
+    mc.write_atomic(os.path.join(output_dir, "summary.csv"), "\n".join(lines) + "\n")
+    mc.write_atomic(os.path.join(output_dir, "summary.md"), summary_markdown(rows, text_note, len(runs)))
+    plot_heatmaps(rows, os.path.join(output_dir, "summary.png"))
+
+
+def pct(x):
+    return f"{100 * x:.2f}"
+
+
+def summary_markdown(rows, text_note, n_planned):
+    """The sweep as Markdown: the selected run of each head side by side, mean ± std over seeds, every run."""
+    heads = {"mlm": "MLM head", "cls": "classification head"}
+    out = [f"# 20 Newsgroups sweep\n\nText: {text_note}. Runs finished: {len(rows)} of {n_planned}. "
+           "The selected run of each head has the best validation accuracy; test accuracy is only reported.\n",
+           "## Selected runs\n", "| head | run | validation acc | test acc | test macro-F1 |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r["selected"]:
+            out.append(f"| {heads[r['head']]} | {r['run']} | {pct(r['validation_accuracy'])} | "
+                       f"{pct(r['test_accuracy'])} | {pct(r['test_macro_f1'])} |")
+    out += ["\n## Mean ± std over seeds\n", "| head | lr | epochs | seeds | validation acc | test acc |",
+            "|---|---|---|---|---|---|"]
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["head"], r["lr"], r["epochs"]), []).append(r)
+    for (head, lr, epochs), group in groups.items():
+        val, test = (mean_std([g[k] for g in group]) for k in ("validation_accuracy", "test_accuracy"))
+        out.append(f"| {heads[head]} | {lr:g} | {epochs} | {len(group)} | {pct(val[0])} ± {pct(val[1])} | "
+                   f"{pct(test[0])} ± {pct(test[1])} |")
+    out += ["\n## Every run\n", "| head | lr | epochs | seed | validation acc | test acc | validation macro-F1 | "
+            "test macro-F1 | minutes |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mark = " **(selected)**" if r["selected"] else ""
+        out.append(f"| {heads[r['head']]}{mark} | {r['lr']:g} | {r['epochs']} | {r['seed']} | "
+                   f"{pct(r['validation_accuracy'])} | {pct(r['test_accuracy'])} | {pct(r['validation_macro_f1'])} | "
+                   f"{pct(r['test_macro_f1'])} | {r['minutes']:.1f} |")
+    return "\n".join(out) + "\n"
+
+
+def plot_heatmaps(rows, path):
+    """One heatmap per head: mean validation accuracy over learning rate x epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heads = [h for h in ("mlm", "cls") if any(r["head"] == h for r in rows)]
+    fig, axes = plt.subplots(1, len(heads), figsize=(5 * len(heads), 4), squeeze=False)
+    for ax, head in zip(axes[0], heads):
+        mine = [r for r in rows if r["head"] == head]
+        lrs = sorted({r["lr"] for r in mine})
+        epochs = sorted({r["epochs"] for r in mine})
+        grid = [[math.nan] * len(epochs) for _ in lrs]
+        for i, lr in enumerate(lrs):
+            for j, n in enumerate(epochs):
+                values = [r["validation_accuracy"] for r in mine if r["lr"] == lr and r["epochs"] == n]
+                if values:
+                    grid[i][j] = 100 * statistics.mean(values)
+        image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        for i in range(len(lrs)):
+            for j in range(len(epochs)):
+                if not math.isnan(grid[i][j]):
+                    ax.text(j, i, f"{grid[i][j]:.1f}", ha="center", va="center", color="white")
+        ax.set_xticks(range(len(epochs)), [str(e) for e in epochs])
+        ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+        ax.set_xlabel("epochs")
+        ax.set_ylabel("learning rate")
+        ax.set_title({"mlm": "MLM head", "cls": "classification head"}[head] + ": validation accuracy (%)")
+        fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# -----------------------------------------------------------------------------
+# One run of each head
+
+
+def run_flags(args, run, model, output_dir, accumulation):
+    """train.py's flags for one run: the grid point, the shared settings, and no checkpoints along the way
+    (each run is scored once, at its end, so that epochs stay a dimension of the grid)."""
+    return train.parse_args([
+        "--model", model, "--output_dir", output_dir, "--learning_rate", str(run["lr"]),
+        "--num_train_epochs", str(run["epochs"]), "--seed", str(run["seed"]),
+        "--per_device_train_batch_size", str(args.per_device_train_batch_size),
+        "--per_device_eval_batch_size", str(args.per_device_eval_batch_size),
+        "--gradient_accumulation_steps", str(accumulation), "--weight_decay", str(args.weight_decay),
+        "--warmup_ratio", str(args.warmup_ratio), "--max_length", str(args.max_length),
+        "--attn_implementation", args.attn_implementation, "--logging_steps", str(args.logging_steps),
+        "--eval_strategy", "no", "--save_strategy", "no",
+    ])
+
+
+def tokenize_for_classifier(model_name, splits, max_length):
+    """(tokenizer, {split: datasets.Dataset of input_ids, attention_mask, labels}): the raw text, cut from the right."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_name)
+    datasets = {}
+    for name, split in splits.items():
+        encoded = tokenizer(split.texts, truncation=True, max_length=max_length)
+        encoded["labels"] = [LETTERS.index(LABEL_MAP[label]) for label in split.labels]
+        datasets[name] = Dataset.from_dict(dict(encoded))
+    return tokenizer, datasets
+
+
+def fit_classifier(flags, tokenizer, datasets):
+    """Fine-tune a classification head (num_labels=20 whatever the sample holds), save it to `flags.output_dir`;
+    returns metrics like train.fit's."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
+
+    bf16 = train.bf16_available()
+    training_args = train.training_arguments(flags, False, bf16, train_sampling_strategy="group_by_length")
+    on_gpu = training_args.device.type == "cuda"
+    names = [name for name, _ in NEWSGROUPS]
+    attn = mc.resolve_attn_implementation(flags.attn_implementation, training_args.device,
+                                          torch.bfloat16 if bf16 else torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        flags.model, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        dtype=torch.float32, attn_implementation=attn)
+    trainer = Trainer(model=model, args=training_args, train_dataset=datasets["train"], processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=64 if on_gpu else 8))
+    result = trainer.train()
+    metrics = {"labels": names, "train_loss": result.training_loss, "global_step": result.global_step}
+    for name in ("validation", "test"):
+        prediction = trainer.predict(datasets[name])
+        scores = torch.log_softmax(torch.as_tensor(prediction.predictions).float(), dim=-1).tolist()
+        for key, value in train.classification_metrics(scores, list(prediction.label_ids), names).items():
+            metrics[f"{name}_{key}"] = value
+    trainer.save_model(flags.output_dir)
+    return metrics
+
+
+# -----------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="answerdotai/ModernBERT-Large-Instruct", help="MLM head: hub name or folder")
+    p.add_argument("--cls_model", default="answerdotai/ModernBERT-large", help="classification head's base model")
+    p.add_argument("--data_dir", default=None, help="folder with train.jsonl and test.jsonl; default: the hub")
+    p.add_argument("--strip_headers", action="store_true",
+                   help="remove headers, signatures and quotes from local files, as the hub copy has them removed")
+    p.add_argument("--output_dir", default="sweep_results")
+    p.add_argument("--head", default="both", choices=["mlm", "cls", "both"])
+    p.add_argument("--learning_rates", type=float, nargs="+", default=[2e-5, 3e-5, 5e-5], help="MLM head")
+    p.add_argument("--cls_learning_rates", type=float, nargs="+", default=[3e-5, 5e-5, 8e-5])
+    p.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--seeds", type=int, nargs="+", default=[42])
+    p.add_argument("--max_length", type=int, default=4096)
+    p.add_argument("--per_device_train_batch_size", type=int, default=8)
+    p.add_argument("--per_device_eval_batch_size", type=int, default=8)
+    p.add_argument("--effective_batch_size", type=int, default=32, help="accumulation = this / (per device x processes)")
+    p.add_argument("--weight_decay", type=float, default=0.01)
+    p.add_argument("--warmup_ratio", type=float, default=0.05)
+    p.add_argument("--max_train_samples", type=int, default=None, help="after a seeded shuffle")
+    p.add_argument("--max_eval_samples", type=int, default=None, help="validation and test, after a seeded shuffle")
+    p.add_argument("--validation_fraction", type=float, default=0.1, help="seeded, stratified, held out from train")
+    p.add_argument("--data_seed", type=int, default=42, help="seed of the validation split and the samples")
+    p.add_argument("--attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"])
+    p.add_argument("--logging_steps", type=int, default=50)
+    p.add_argument("--save_models", action="store_true", help="keep each run's weights in <run>/model")
+    return p.parse_args(argv)
+
+
+def text_note(data_dir, strip_headers):
+    """Which text the runs read, for the summary."""
+    if not data_dir:
+        return "SetFit/20_newsgroups from the hub (headers, signatures and quotes removed)"
+    return f"{data_dir}, " + ("headers, signatures and quotes removed" if strip_headers
+                              else "raw posts (headers, signatures and quotes kept)")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    heads = ["mlm", "cls"] if args.head == "both" else [args.head]
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    accumulation = accumulation_steps(args.effective_batch_size, args.per_device_train_batch_size, processes)
+    if not 0 < args.validation_fraction < 1:
+        raise mc.InputError(f"--validation_fraction {args.validation_fraction} must be in (0, 1): runs are chosen on it")
+    note = text_note(args.data_dir, args.strip_headers)
+    first_process = int(os.environ.get("RANK", "0")) == 0
+
+    # 1. The grid, and the runs already finished: checked before any data or model is loaded.
+    runs = make_grid(heads, args.learning_rates, args.cls_learning_rates, args.epochs, args.seeds)
+    finished = load_finished(args.output_dir, runs)
+    pending = [run for run in runs if run["name"] not in finished]
+    train.say(f"{len(runs)} runs in the grid, {len(finished)} already finished; {processes} process(es), "
+              f"{args.per_device_train_batch_size} per device x {accumulation} accumulation steps")
+
+    # 2. The data: a stratified validation slice of train, seeded samples, tokenized once per head.
+    if pending:
+        train_rows, test_rows = load_newsgroups(args.data_dir, args.strip_headers)
+        train_rows, validation_rows = stratified_split(train_rows, args.validation_fraction, args.data_seed)
+        samples = {"train": seeded_sample(train_rows, args.max_train_samples, args.data_seed),
+                   "validation": seeded_sample(validation_rows, args.max_eval_samples, args.data_seed),
+                   "test": seeded_sample(test_rows, args.max_eval_samples, args.data_seed)}
+        splits = {name: train.Split(f"20 Newsgroups {name}", [r["text"] for r in rows], [r["label_text"] for r in rows],
+                                    list(range(len(rows)))) for name, rows in samples.items()}
+        if any(run["head"] == "mlm" for run in pending):
+            mlm_data = train.prepare(args.model, PROMPT, "the sweep's prompt", LABEL_MAP, "the 20 newsgroups", splits,
+                                     args.max_length)
+        if any(run["head"] == "cls" for run in pending):
+            cls_tokenizer, cls_datasets = tokenize_for_classifier(args.cls_model, splits, args.max_length)
+
+    # 3. The runs, each from its base model; metrics.json marks a run done, and the summaries follow each.
+    minutes_spent = []
+    for run in pending:
+        position = len(finished) + 1
+        left = f", about {statistics.mean(minutes_spent) * (len(runs) - position + 1):.0f} min left" if minutes_spent else ""
+        train.say(f"[{position}/{len(runs)}] {run['name']}{left}")
+        start = time.time()
+        model_dir = os.path.join(args.output_dir, run["name"], "model")
+        if run["head"] == "mlm":
+            metrics = train.fit(run_flags(args, run, args.model, model_dir, accumulation), mlm_data)
+        else:
+            metrics = fit_classifier(run_flags(args, run, args.cls_model, model_dir, accumulation), cls_tokenizer,
+                                     cls_datasets)
+        minutes_spent.append((time.time() - start) / 60)
+        record = {**run, "minutes": minutes_spent[-1], "text": note, "processes": processes,
+                  "gradient_accumulation_steps": accumulation,
+                  "effective_batch_size": args.per_device_train_batch_size * processes * accumulation, **metrics}
+        finished[run["name"]] = record
+        if first_process:
+            if not args.save_models:
+                shutil.rmtree(model_dir, ignore_errors=True)
+            mc.write_atomic(metrics_path(args.output_dir, run), json.dumps(record, indent=2) + "\n")
+            write_summaries(args.output_dir, runs, finished, note)
+
+    # 4. The selected run of each head, chosen on validation.
+    if first_process:
+        write_summaries(args.output_dir, runs, finished, note)
+        for head, name in select_best(runs, finished).items():
+            m = finished[name]
+            print(f"selected {head} run: {name}: validation {100 * m['validation_accuracy']:.2f}, "
+                  f"test {100 * m['test_accuracy']:.2f}")
+        print(f"wrote {args.output_dir}/summary.csv, summary.md, summary.png")
+    train.end_distributed()
+    return finished
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except mc.InputError as e:
+        sys.exit(f"error: {e}")

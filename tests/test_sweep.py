@@ -1,0 +1,115 @@
+"""sweep_20newsgroups.py: a two-run micro grid on generated files, resuming, and choosing on validation only."""
+
+import csv
+import json
+import random
+
+import pytest
+from conftest import WORDS, build_tiny_modernbert
+
+import eval as mc
+import sweep_20newsgroups as sweep
+
+POST = ("From: someone@example.com\nSubject: {subject}\nLines: 9\n\n{body}\n"
+        "In article <1@x.org> other@x.org writes:\n> a quoted reply\n\n--\nSignature Line {name}")
+
+
+def write_newsgroups(path, n, seed):
+    """A 20 Newsgroups-style JSONL file (text, label, label_text), every group present, headers and all."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            label = i % 20
+            name = sweep.NEWSGROUPS[label][0]
+            body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40)))
+            text = POST.format(subject=f"post {i}", body=body, name=name)
+            f.write(json.dumps({"text": text, "label": label, "label_text": name}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir, tmp_path_factory):
+    """A tiny ModernBERT with room for the 20-option prompt (about 760 tokens in the tiny vocabulary), and data."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("sweep")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.model_max_length = 1024
+    build_tiny_modernbert(str(root / "model"), tokenizer, max_position_embeddings=1024)
+    write_newsgroups(root / "train.jsonl", 60, seed=1)
+    write_newsgroups(root / "test.jsonl", 40, seed=2)
+    return root
+
+
+def micro_grid(root, model, *extra):
+    return ["--model", model, "--cls_model", model, "--data_dir", str(root), "--strip_headers",
+            "--output_dir", str(root / "out"), "--learning_rates", "1e-3", "--cls_learning_rates", "1e-3",
+            "--epochs", "1", "--max_length", "1024", "--per_device_train_batch_size", "4",
+            "--effective_batch_size", "8", "--validation_fraction", "0.34", *extra]
+
+
+def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, monkeypatch):
+    out = setup / "out"
+    finished = sweep.main(micro_grid(setup, str(setup / "model")))
+    assert sorted(finished) == ["cls_lr0.001_ep1_seed42", "mlm_lr0.001_ep1_seed42"]
+    for name in finished:
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert 0 <= metrics["validation_accuracy"] <= 1 and 0 <= metrics["test_accuracy"] <= 1
+        assert metrics["validation_n"] == 21 and metrics["test_n"] == 40  # stratified 34% of 60; all of test
+        assert metrics["gradient_accumulation_steps"] == 2 and metrics["effective_batch_size"] == 8
+        assert "headers, signatures and quotes removed" in metrics["text"]
+        assert not (out / name / "model").exists()  # weights only with --save_models
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["head"], r["selected"]) for r in rows] == [("mlm", "True"), ("cls", "True")]
+    markdown = (out / "summary.md").read_text()
+    assert "| MLM head |" in markdown and "| classification head |" in markdown and "**(selected)**" in markdown
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A second call finds every run finished and returns before loading any data or model (these paths
+    # do not exist); run under two processes, the accumulation steps halve.
+    capsys.readouterr()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    again = sweep.main(micro_grid(setup, str(setup / "no-such-model")))
+    assert again == {name: json.loads((out / name / "metrics.json").read_text()) for name in finished}
+    assert "2 already finished; 2 process(es), 4 per device x 1 accumulation steps" in capsys.readouterr().out
+
+
+def test_accumulation_steps_follow_the_process_count():
+    assert [sweep.accumulation_steps(32, 8, n) for n in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(mc.InputError, match="--effective_batch_size 32 is not a multiple of "
+                                            "--per_device_train_batch_size 8 x 3 processes"):
+        sweep.accumulation_steps(32, 8, 3)
+
+
+def test_runs_are_chosen_on_validation_never_on_test():
+    runs = sweep.make_grid(["mlm"], [2e-5, 3e-5], [], [1], [42])
+    finished = {
+        runs[0]["name"]: {"validation_accuracy": 0.80, "test_accuracy": 0.50, "validation_macro_f1": 0.8,
+                          "test_macro_f1": 0.5, "minutes": 1.0},
+        runs[1]["name"]: {"validation_accuracy": 0.70, "test_accuracy": 0.95, "validation_macro_f1": 0.7,
+                          "test_macro_f1": 0.9, "minutes": 1.0},
+    }
+    assert sweep.select_best(runs, finished) == {"mlm": runs[0]["name"]}
+    assert [r["selected"] for r in sweep.summary_rows(runs, finished)] == [True, False]
+
+
+def test_strip_headers_removes_headers_quotes_and_signature():
+    text = POST.format(subject="hello", body="the body stays", name="sci.space")
+    assert sweep.strip_post(text).strip() == "the body stays"
+
+
+def test_validation_split_is_stratified_and_seeded():
+    rows = [{"text": str(i), "label_text": sweep.NEWSGROUPS[i % 20][0]} for i in range(200)]
+    train_rows, validation_rows = sweep.stratified_split(rows, 0.1, seed=42)
+    assert len(validation_rows) == 20 and {r["label_text"] for r in validation_rows} == set(sweep.LABEL_MAP)
+    assert validation_rows == sweep.stratified_split(rows, 0.1, seed=42)[1]
+    assert {r["text"] for r in train_rows} | {r["text"] for r in validation_rows} == {str(i) for i in range(200)}
+
+
+def test_unknown_newsgroup_names_file_and_line(tmp_path):
+    write_newsgroups(tmp_path / "train.jsonl", 3, seed=0)
+    with open(tmp_path / "train.jsonl", "a") as f:
+        f.write(json.dumps({"text": "x", "label": 99, "label_text": "rec.gardening"}) + "\n")
+    write_newsgroups(tmp_path / "test.jsonl", 3, seed=0)
+    with pytest.raises(mc.InputError, match=r"train\.jsonl: line 4: .*'rec\.gardening'"):
+        sweep.load_newsgroups(str(tmp_path), strip_headers=False)
