@@ -402,7 +402,7 @@ def main(argv=None):
     minutes_spent = []
     for run in pending:
         position = len(finished) + 1
-        left = f", about {statistics.mean(minutes_spent) * (len(runs) - position + 1):.0f} min left" if minutes_spent else ""
+        left = f", about {statistics.mean(minutes_spent) * (len(runs) - position + 1):.1f} min left" if minutes_spent else ""
         train.say(f"[{position}/{len(runs)}] {run['name']}{left}")
         start = time.time()
         model_dir = os.path.join(args.output_dir, run["name"], "model")

@@ -29,21 +29,11 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import sweep_20newsgroups as sweep  # noqa: E402
 import train  # noqa: E402
 from eval import resolve_attn_implementation  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
-NEWSGROUPS_PROMPT = (
-    "** Instructions **    \n"
-    "Given a short post from an online forum, determine which newsgroup category it belongs to.\n"
-    "** Content **\n"
-    "{text}\n"
-    "What's the category of the post above?\n"
-    "** Options **\n"
-    "{options}\n"
-    "** Answer **\n"
-    "Answer: [unused0] {label}"
-)
 LARGE = dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
              global_attn_every_n_layers=3, local_attention=128)
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
@@ -184,14 +174,13 @@ def main(argv=None):
 
     shapes = {  # name: (rows, prompt, label map, max_length (tiny), published batch size)
         "ag_news": (ag_news_rows, train.PUBLISHED_PROMPT, train.PUBLISHED_LABEL_MAP, 256 if args.tiny else 512, 8),
-        "20newsgroups": (newsgroups_rows, NEWSGROUPS_PROMPT, None, 1024 if args.tiny else 4096, 1),
+        "20newsgroups": (newsgroups_rows, sweep.PROMPT, sweep.LABEL_MAP, 1024 if args.tiny else 4096, 1),
     }
     print(f"{'shape':<26}{'path':<11}{'batches':<26}{'examples/s':>11}{'real tok/s':>12}{'padded tok/s':>14}"
           f"{'peak memory':>16}")
     for shape in args.shapes.split(","):
         rows, prompt, label_map, max_length, batch_size = shapes[shape]
         texts, labels = rows(args.data_dir)
-        label_map = label_map or {label: chr(ord("A") + k) for k, label in enumerate(sorted(set(labels)))}
         examples, n_cut = build_examples(tokenizer, texts, labels, prompt, label_map, max_length, args.rows)
         lengths = [len(e["input_ids"]) for e in examples]
         special = frozenset(tokenizer.all_special_ids)
