@@ -17,6 +17,7 @@ train.py and sweep_20newsgroups.py import the scoring from here.
 
 import argparse
 import csv
+import gc
 import glob
 import json
 import math
@@ -495,6 +496,16 @@ def init_distributed(device):
     return int(os.environ.get("RANK", "0")), world
 
 
+def end_distributed():
+    """Under torchrun, leave together and tidily: free what still holds the process group (train.py's DDP
+    wrapper), wait for every process, then close the group. Left to the interpreter's exit, or closed while
+    another process is still talking, gloo can hang or abort ("terminate called without an active exception")."""
+    if torch.distributed.is_initialized():
+        gc.collect()
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 # -----------------------------------------------------------------------------
 
 
@@ -576,8 +587,7 @@ def main(argv=None):
         print(format_table(results))
         print(f"{len(questions)} questions in {seconds:.1f} s ({results['questions_per_second']:.1f}/s) "
               f"on {device}, {results['dtype']}, {attn_implementation}; wrote {output_dir}/")
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    end_distributed()
 
 
 if __name__ == "__main__":

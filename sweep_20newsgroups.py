@@ -430,7 +430,7 @@ def main(argv=None):
             print(f"selected {head} run: {name}: validation {100 * m['validation_accuracy']:.2f}, "
                   f"test {100 * m['test_accuracy']:.2f}")
         print(f"wrote {args.output_dir}/summary.csv, summary.md, summary.png")
-    train.end_distributed()
+    mc.end_distributed()
     return finished
 
 

@@ -17,7 +17,6 @@ arguments so it can be pasted into a notebook; sweep_20newsgroups.py imports the
 """
 
 import argparse
-import gc
 import json
 import os
 import random
@@ -30,8 +29,8 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
-from eval import (InputError, accuracy_table, last_index, length_sorted_batches, load_masked_lm, pad_batch, pick,
-                  require_mask_token, resolve_attn_implementation, score_sequences, write_atomic)
+from eval import (InputError, accuracy_table, end_distributed, last_index, length_sorted_batches, load_masked_lm,
+                  pad_batch, pick, require_mask_token, resolve_attn_implementation, score_sequences, write_atomic)
 
 # The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
 # trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
@@ -872,15 +871,6 @@ def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
                     f"({metrics[f'{name}_n']} examples)")
         say(f"wrote {out}/")
     return metrics
-
-
-def end_distributed():
-    """Leave together and tidily: free what holds the process group (the DDP wrapper, once fit's trainer is gone)
-    while every process is still here, then close the group. Left to the interpreter's exit, gloo can hang or abort."""
-    if torch.distributed.is_initialized():
-        gc.collect()
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 def main(argv=None):
