@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 
 import torch
 
@@ -202,7 +202,8 @@ def read_mmlu_pro_jsonl(path):
         questions.append({"subject": record["category"], "row": number - 1, "question": record["question"],
                           "choices": options, "gold": gold, "question_id": record.get("question_id")})
     if disagreements:
-        warnings.warn(f"{path}: {disagreements} rows where `answer` and `answer_index` disagree; used answer_index")
+        warnings.warn(f"{path}: {disagreements} rows where `answer` and `answer_index` disagree; used answer_index",
+                      stacklevel=2)
     return questions
 
 

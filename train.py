@@ -290,7 +290,7 @@ def load_splits(dataset, train_file, validation_file, test_file, predict_file, t
             tables[name] = (read_table(path, f"--{name}_file"), path)
     splits = {name: take_columns(table, source, text_column, None if name == "predict" else label_column)
               for name, (table, source) in tables.items()}
-    for name, split in splits.items():
+    for split in splits.values():
         if not len(split):
             raise InputError(f"{split.source}: no rows")
     if validation_fraction:

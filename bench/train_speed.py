@@ -137,7 +137,6 @@ def run_path(config, batches, collate, sparse, device, attn_implementation, warm
             padded += attention_mask.numel()
         synchronize()
         seconds = time.perf_counter() - start
-    del model, optimizer
     return examples / seconds, real / seconds, padded / seconds, memory.label()
 
 
