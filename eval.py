@@ -374,6 +374,15 @@ def score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, b
     return scores
 
 
+def gather_scores(scores):
+    """Under torchrun, merge every process's {index: scores} so that each process holds them all."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return scores
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, scores)
+    return {i: s for part in gathered for i, s in part.items()}
+
+
 def pick(log_probs, n_options):
     """Predicted option index and probabilities renormalised over the first `n_options` options.
 
@@ -572,10 +581,7 @@ def main(argv=None):
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id  # masked out anyway
     scores = score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, batch_tokens,
                              pad_to_multiple_of, shard=(rank, world), progress=rank == 0 and not args.no_progress)
-    if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, scores)
-        scores = {i: s for part in gathered for i, s in part.items()}
+    scores = gather_scores(scores)
     seconds = tokenize_seconds + time.perf_counter() - start
 
     # 4. Predictions and metrics, written by one process.

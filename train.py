@@ -29,8 +29,9 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
-from eval import (InputError, accuracy_table, end_distributed, last_index, length_sorted_batches, load_masked_lm,
-                  pad_batch, pick, require_mask_token, resolve_attn_implementation, score_sequences, write_atomic)
+from eval import (InputError, accuracy_table, end_distributed, gather_scores, last_index, length_sorted_batches,
+                  load_masked_lm, pad_batch, pick, require_mask_token, resolve_attn_implementation, score_sequences,
+                  write_atomic)
 
 # The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
 # trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
@@ -457,13 +458,9 @@ def score_examples(model, sequences, answer_ids, mask_token_id, pad_token_id, ba
     share of the batches and the shares are gathered, so every process returns all scores.
     """
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
-    scores = score_sequences(model, sequences, mask_token_id, pad_token_id, [[i] for i in answer_ids],
-                             batch_tokens, pad_to_multiple_of, shard=(rank, world))
-    if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, scores)
-        scores = {i: s for part in gathered for i, s in part.items()}
+    shard = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    scores = gather_scores(score_sequences(model, sequences, mask_token_id, pad_token_id, [[i] for i in answer_ids],
+                                          batch_tokens, pad_to_multiple_of, shard=shard))
     return [scores[i] for i in range(len(sequences))]
 
 
