@@ -1,23 +1,23 @@
-"""Zero-shot multiple choice through a masked language model's MLM head.
+"""Zero-shot multiple choice through a masked language model's MLM head: MMLU and MMLU-Pro.
 
 The method of *It's All in The [MASK]* (Clavié, Cooper, Warner, 2025): the prompt ends with
 `Answer: [unused0] [MASK]`, and the model's logits at the last [MASK] pick the answer letter.
 Each letter scores the summed probability of its single-token spellings `A` and ` A`, exactly as the
 published eval.py does, so our predictions equal its predictions; we get there much faster by
-batching length-sorted prompts and running the MLM head only on the [MASK] rows.
+batching length-sorted prompts and running the MLM head only on the [MASK] rows (mlm_classifier.py).
 
     python eval.py                                  # ModernBERT-Large-Instruct on the MMLU test set (hub)
     python eval.py --data_dir ~/mmlu                # the same from the original MMLU CSV files
     python eval.py --task mmlu_pro --data_dir DIR   # MMLU-Pro from DIR/test.jsonl
+    python eval.py --permutations 4                 # each question under 4 rotations of its choices
     torchrun --nproc_per_node 2 eval.py ...         # one shard of the questions per process
 
-Every function below takes explicit arguments, so it can be pasted into a notebook;
-train.py and sweep_20newsgroups.py import the scoring from here.
+This file holds what is MMLU's own (the template, the files, subjects and categories); the scoring is
+the core module's. Every function takes explicit arguments, so it can be pasted into a notebook.
 """
 
 import argparse
 import csv
-import gc
 import glob
 import json
 import math
@@ -27,7 +27,10 @@ import time
 import warnings
 from collections import Counter
 
-import torch
+from mlm_classifier import (InputError, accuracy_table, batch_defaults, combine_views, end_distributed, first_max,
+                            gather_scores, init_distributed, letter_token_ids, load_masked_lm, load_tokenizer,
+                            max_positions, read_jsonl, resolve_attn_implementation, resolve_device, resolve_dtype,
+                            rotations, score_sequences, slot_probabilities, write_atomic)
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -81,10 +84,6 @@ MMLU_CATEGORY = {s: _SUBCATEGORY_TO_CATEGORY[c] for s, c in _SUBJECT_TO_SUBCATEG
 
 # --split name -> (folder, file suffix) in the original MMLU archive.
 MMLU_SPLIT_FILES = {"test": ("test", "test"), "validation": ("val", "val"), "dev": ("dev", "dev")}
-
-
-class InputError(ValueError):
-    """Bad user input (a file, row, label or flag). The scripts print it as one line and exit 1."""
 
 
 # -----------------------------------------------------------------------------
@@ -160,17 +159,6 @@ def load_mmlu_hub(split, subjects):
             questions.append({"subject": subject, "row": row, "question": example["question"],
                               "choices": list(example["choices"]), "gold": LETTERS[example["answer"]]})
     return questions
-
-
-def read_jsonl(path):
-    """Yield (1-based line number, record) for each non-blank line of a JSONL file; bad JSON names the line."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}: line {number}: not valid JSON ({e.msg})") from None
 
 
 def read_mmlu_pro_jsonl(path):
@@ -250,157 +238,28 @@ def build_prompt(question, choices):
     return PROMPT_HEADER + question.strip() + "\nCHOICES:\n" + lines + PROMPT_FOOTER
 
 
-def single_token_id(tokenizer, spelling, what="option spelling"):
-    """The id of `spelling` if the tokenizer writes it as exactly one token, else an InputError."""
-    ids = tokenizer(spelling, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        raise InputError(
-            f"{what} {spelling!r} is {len(ids)} tokens {tokenizer.convert_ids_to_tokens(ids)} in this tokenizer; "
-            "scoring reads one token per option"
-        )
-    return ids[0]
+def encode_questions(tokenizer, questions, max_positions=None, permutations=1):
+    """Token ids of every question's prompt, under `permutations` cyclic rotations of its choices.
 
-
-def letter_token_ids(tokenizer, letters):
-    """For each letter, the distinct ids of its spellings `A` and ` A` (both must be single tokens)."""
-    return [sorted({single_token_id(tokenizer, spelling) for spelling in (letter, " " + letter)})
-            for letter in letters]
-
-
-def require_mask_token(tokenizer, model_name):
-    """The tokenizer's [MASK] id, or an InputError: the whole method reads the MLM head at [MASK]."""
-    if tokenizer.mask_token_id is None:
-        raise InputError(f"--model {model_name}: the tokenizer has no mask token; this method needs a masked LM")
-    return tokenizer.mask_token_id
-
-
-def last_index(ids, token_id):
-    """Position of the last `token_id` in `ids` (the published eval reads the last [MASK])."""
-    for position in range(len(ids) - 1, -1, -1):
-        if ids[position] == token_id:
-            return position
-    raise ValueError(f"token id {token_id} not found")
-
-
-def encode_questions(tokenizer, questions, max_positions=None):
-    """Token ids of every question's prompt; a prompt longer than the model's positions is an InputError."""
-    sequences = tokenizer([build_prompt(q["question"], q["choices"]) for q in questions])["input_ids"]
-    for q, ids in zip(questions, sequences):
+    Returns (sequences, views): views[k] = (question index, order), where order[j] is the choice shown
+    under the j-th letter. A question with fewer choices than `permutations` is scored under all of its
+    rotations. A prompt longer than the model's positions is an InputError.
+    """
+    views = [(i, order) for i, q in enumerate(questions)
+             for order in rotations(len(q["choices"]), min(permutations, len(q["choices"])))]
+    prompts = [build_prompt(questions[i]["question"], [questions[i]["choices"][c] for c in order])
+               for i, order in views]
+    sequences = tokenizer(prompts)["input_ids"]
+    for (i, _), ids in zip(views, sequences):
         if max_positions and len(ids) > max_positions:
+            q = questions[i]
             raise InputError(f"{q['subject']} row {q['row']}: the prompt is {len(ids)} tokens, "
                              f"more than the model's {max_positions} positions")
-    return sequences
-
-
-# -----------------------------------------------------------------------------
-# Scoring
-
-
-def length_sorted_batches(lengths, batch_tokens, pad_to_multiple_of):
-    """Group indices into batches of similar length whose padded size (rows x width) fits `batch_tokens`.
-
-    Longest first, so that a batch too big for memory fails at once rather than at the end.
-    A single example longer than the budget gets a batch of its own.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, current, width = [], [], 0
-    for i in order:
-        if current and (len(current) + 1) * width > batch_tokens:
-            batches.append(current)
-            current = []
-        if not current:
-            width = -(-lengths[i] // pad_to_multiple_of) * pad_to_multiple_of
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def pad_batch(sequences, pad_token_id, pad_to_multiple_of):
-    """Right-pad token id lists into `input_ids` and `attention_mask` tensors."""
-    longest = max(len(s) for s in sequences)
-    width = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-    return input_ids, attention_mask
-
-
-def logits_at(model, input_ids, attention_mask, positions):
-    """MLM logits over the vocabulary at one position per row, shape (rows, vocab).
-
-    For ModernBERT the head and the 50k-row decoder run only on the rows we read (the same idea as its
-    `sparse_prediction`); any other masked LM computes logits everywhere and we pick the rows.
-    """
-    rows = torch.arange(len(positions), device=input_ids.device)
-    if hasattr(model, "head") and hasattr(model, "decoder") and hasattr(model, "model"):
-        hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return model.decoder(model.head(hidden[rows, positions]))
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows, positions]
-
-
-@torch.no_grad()
-def option_log_probs(model, input_ids, attention_mask, positions, option_ids):
-    """log P(option) at `positions`: per option, the log of the summed vocabulary probabilities of its ids.
-
-    The softmax is over the whole vocabulary, as published; float32 whatever the model's dtype.
-    """
-    log_probs = logits_at(model, input_ids, attention_mask, positions).float().log_softmax(dim=-1)
-    return torch.stack([log_probs[:, ids].logsumexp(dim=-1) for ids in option_ids], dim=1)
-
-
-def score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, batch_tokens,
-                    pad_to_multiple_of=64, shard=(0, 1), progress=False):
-    """Score token id lists (each holding a [MASK]) over the options; returns {index: [log P per option]}.
-
-    Batches are length-sorted and bounded by `batch_tokens`; with `shard=(rank, world)` this process
-    scores every world-th batch only, so that several processes split the work.
-    """
-    from tqdm import tqdm
-
-    device = next(model.parameters()).device
-    batches = length_sorted_batches([len(s) for s in sequences], batch_tokens, pad_to_multiple_of)
-    rank, world = shard
-    mine = batches[rank::world]
-    scores = {}
-    for batch in tqdm(mine, desc="scoring", unit="batch", disable=not progress):
-        input_ids, attention_mask = pad_batch([sequences[i] for i in batch], pad_token_id, pad_to_multiple_of)
-        positions = torch.tensor([last_index(sequences[i], mask_token_id) for i in batch])
-        batch_scores = option_log_probs(model, input_ids.to(device), attention_mask.to(device),
-                                        positions.to(device), option_ids)
-        scores.update(zip(batch, batch_scores.cpu().tolist()))
-    return scores
-
-
-def gather_scores(scores):
-    """Under torchrun, merge every process's {index: scores} so that each process holds them all."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return scores
-    gathered = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, scores)
-    return {i: s for part in gathered for i, s in part.items()}
-
-
-def pick(log_probs, n_options):
-    """Predicted option index and probabilities renormalised over the first `n_options` options.
-
-    Ties go to the earliest option, as in the published eval (Python's max over A, B, C, D).
-    """
-    valid = torch.tensor(log_probs[:n_options], dtype=torch.float64)
-    probs = valid.softmax(dim=0)
-    return int(valid.argmax()), probs.tolist()
+    return sequences, views
 
 
 # -----------------------------------------------------------------------------
 # Results
-
-
-def accuracy_table(correct, groups):
-    """{group: {accuracy, n}} for parallel lists of booleans and group names, sorted by name."""
-    totals, hits = Counter(groups), Counter(g for g, ok in zip(groups, correct) if ok)
-    return {g: {"accuracy": hits[g] / totals[g], "n": totals[g]} for g in sorted(totals)}
 
 
 def summarize(questions, predictions, task):
@@ -421,14 +280,6 @@ def summarize(questions, predictions, task):
     }
 
 
-def write_atomic(path, text):
-    """Write text to `path` through a temporary file and a rename, so no reader ever sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def format_table(results):
     """The console summary: accuracy per category, then overall micro and macro."""
     lines = [f"{'category':<28}{'n':>7}{'accuracy':>10}"]
@@ -440,17 +291,25 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def finish(questions, scores, task):
-    """Predicted letters, results.json's metrics and predictions.jsonl's records from the option scores."""
-    picks = [pick(scores[i], len(q["choices"])) for i, q in enumerate(questions)]
-    predictions = [LETTERS[best] for best, _ in picks]
-    records = []
-    for q, pred, (_, probs) in zip(questions, predictions, picks):
+def finish(questions, scores, views, task):
+    """Predicted letters, results.json's metrics and predictions.jsonl's records from the letter scores.
+
+    Each choice's probability is averaged over the question's views (rotations); ties go to the earlier
+    letter, as in the published eval.
+    """
+    per_question = [[] for _ in questions]
+    for k, (i, order) in enumerate(views):
+        per_question[i].append(slot_probabilities(scores[k], order))
+    records, predictions = [], []
+    for q, view_probs in zip(questions, per_question):
+        probs = combine_views(view_probs)
+        pred = LETTERS[first_max(probs)]
         record = {"subject": q["subject"], "row": q["row"], "gold": q["gold"], "pred": pred,
                   "probs": {letter: round(p, 6) for letter, p in zip(LETTERS, probs)}}
         if q.get("question_id") is not None:
             record["question_id"] = q["question_id"]
         records.append(record)
+        predictions.append(pred)
     return summarize(questions, predictions, task), records
 
 
@@ -459,61 +318,6 @@ def write_outputs(output_dir, results, records):
     os.makedirs(output_dir, exist_ok=True)
     write_atomic(os.path.join(output_dir, "results.json"), json.dumps(results, indent=2) + "\n")
     write_atomic(os.path.join(output_dir, "predictions.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
-
-
-# -----------------------------------------------------------------------------
-# Devices and models
-
-
-def resolve_device(device, local_rank):
-    """`auto` picks the process's GPU when there is one, else the CPU."""
-    if device != "auto":
-        return torch.device(device)
-    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def resolve_dtype(dtype, device):
-    """`auto` is bfloat16 on a GPU and float32 on the CPU."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
-
-
-def resolve_attn_implementation(attn_implementation, device, dtype):
-    """`auto` is flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa."""
-    if attn_implementation != "auto":
-        return attn_implementation
-    import importlib.util
-
-    if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and importlib.util.find_spec("flash_attn"):
-        return "flash_attention_2"
-    return "sdpa"
-
-
-def load_masked_lm(model_name, dtype, attn_implementation, device):
-    """The model in eval mode; the dtype is passed explicitly, since transformers 5 otherwise keeps the checkpoint's."""
-    from transformers import AutoModelForMaskedLM
-
-    model = AutoModelForMaskedLM.from_pretrained(model_name, dtype=dtype, attn_implementation=attn_implementation)
-    return model.to(device).eval()
-
-
-def init_distributed(device):
-    """(rank, world_size): under torchrun, start a process group (nccl on GPUs, gloo on the CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return int(os.environ.get("RANK", "0")), world
-
-
-def end_distributed():
-    """Under torchrun, leave together and tidily: free what still holds the process group (train.py's DDP
-    wrapper), wait for every process, then close the group. Left to the interpreter's exit, or closed while
-    another process is still talking, gloo can hang or abort ("terminate called without an active exception")."""
-    if torch.distributed.is_initialized():
-        gc.collect()
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 # -----------------------------------------------------------------------------
@@ -530,6 +334,9 @@ def parse_args(argv=None):
     p.add_argument("--split", default="test", choices=["test", "validation", "dev"])
     p.add_argument("--subjects", default="", help="comma-separated subjects (MMLU) or categories (MMLU-Pro)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N questions after filtering")
+    p.add_argument("--permutations", type=int, default=1,
+                   help="score each question under this many cyclic rotations of its choices and average each "
+                        "choice's probability (a question with fewer choices uses all of its rotations)")
     p.add_argument("--batch_tokens", type=int, default=None,
                    help="padded tokens per batch (default: 65536 on a GPU, 8192 on the CPU)")
     p.add_argument("--pad_to_multiple_of", type=int, default=None,
@@ -549,12 +356,12 @@ def main(argv=None):
     rank, world = init_distributed(device)
     dtype = resolve_dtype(args.dtype, device)
     attn_implementation = resolve_attn_implementation(args.attn_implementation, device, dtype)
-    on_gpu = device.type == "cuda"
-    batch_tokens = args.batch_tokens or (65536 if on_gpu else 8192)
-    pad_to_multiple_of = args.pad_to_multiple_of or (64 if on_gpu else 8)
+    batch_tokens, pad_to_multiple_of = batch_defaults(device, args.batch_tokens, args.pad_to_multiple_of)
     output_dir = args.output_dir or os.path.join(
         "results", f"{args.task}_{args.split}_{os.path.basename(args.model.rstrip('/'))}")
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
+    if args.permutations < 1:
+        raise InputError(f"--permutations {args.permutations} must be at least 1")
 
     # 1. Questions, validated before anything heavy is loaded.
     questions = load_questions(args.task, args.data_dir, args.split, subjects, args.limit)
@@ -562,15 +369,11 @@ def main(argv=None):
         raise InputError("no questions to score (check --subjects and --limit)")
     n_letters = max(len(q["choices"]) for q in questions)
 
-    # 2. Prompts -> token ids, with the option spellings checked as single tokens.
-    from transformers import AutoConfig, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    mask_token_id = require_mask_token(tokenizer, args.model)
+    # 2. Prompts -> token ids, with the letters' spellings checked as single tokens.
+    tokenizer = load_tokenizer(args.model, fast=False)
     option_ids = letter_token_ids(tokenizer, LETTERS[:n_letters])
-    max_positions = getattr(AutoConfig.from_pretrained(args.model), "max_position_embeddings", None)
     start = time.perf_counter()
-    sequences = encode_questions(tokenizer, questions, max_positions)
+    sequences, views = encode_questions(tokenizer, questions, max_positions(args.model, tokenizer), args.permutations)
     tokenize_seconds = time.perf_counter() - start
 
     # 3. The model, then the scores: each process takes its share of the length-sorted batches.
@@ -578,18 +381,19 @@ def main(argv=None):
     if args.compile:
         (getattr(model, "model", None) or model).compile(dynamic=True)
     start = time.perf_counter()
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id  # masked out anyway
-    scores = score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, batch_tokens,
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.mask_token_id
+    scores = score_sequences(model, sequences, tokenizer.mask_token_id, pad_token_id, option_ids, batch_tokens,
                              pad_to_multiple_of, shard=(rank, world), progress=rank == 0 and not args.no_progress)
     scores = gather_scores(scores)
     seconds = tokenize_seconds + time.perf_counter() - start
 
     # 4. Predictions and metrics, written by one process.
     if rank == 0:
-        results, records = finish(questions, scores, args.task)
-        results.update(task=args.task, split=args.split, model=args.model, dtype=str(dtype).removeprefix("torch."),
-                       device=str(device), attn_implementation=attn_implementation, processes=world,
-                       seconds=round(seconds, 3), questions_per_second=round(len(questions) / seconds, 2))
+        results, records = finish(questions, scores, views, args.task)
+        results.update(task=args.task, split=args.split, model=args.model, permutations=args.permutations,
+                       dtype=str(dtype).removeprefix("torch."), device=str(device),
+                       attn_implementation=attn_implementation, processes=world, seconds=round(seconds, 3),
+                       questions_per_second=round(len(questions) / seconds, 2))
         write_outputs(output_dir, results, records)
         print(format_table(results))
         print(f"{len(questions)} questions in {seconds:.1f} s ({results['questions_per_second']:.1f}/s) "

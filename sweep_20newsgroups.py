@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-import eval as mc
+import mlm_classifier as mc
 import train
 
 NEWSGROUPS = [  # label index = position (alphabetical, as sklearn and SetFit number them)
@@ -380,7 +380,7 @@ def main(argv=None):
     runs = make_grid(heads, args.learning_rates, args.cls_learning_rates, args.epochs, args.seeds)
     finished = load_finished(args.output_dir, runs)
     pending = [run for run in runs if run["name"] not in finished]
-    train.say(f"{len(runs)} runs in the grid, {len(finished)} already finished; {processes} process(es), "
+    mc.say(f"{len(runs)} runs in the grid, {len(finished)} already finished; {processes} process(es), "
               f"{args.per_device_train_batch_size} per device x {accumulation} accumulation steps")
 
     # 2. The data: a stratified validation slice of train, seeded samples, tokenized once per head.
@@ -390,7 +390,7 @@ def main(argv=None):
         samples = {"train": seeded_sample(train_rows, args.max_train_samples, args.data_seed),
                    "validation": seeded_sample(validation_rows, args.max_eval_samples, args.data_seed),
                    "test": seeded_sample(test_rows, args.max_eval_samples, args.data_seed)}
-        splits = {name: train.Split(f"20 Newsgroups {name}", [r["text"] for r in rows], [r["label_text"] for r in rows],
+        splits = {name: mc.Split(f"20 Newsgroups {name}", [r["text"] for r in rows], [r["label_text"] for r in rows],
                                     list(range(len(rows)))) for name, rows in samples.items()}
         if any(run["head"] == "mlm" for run in pending):
             mlm_data = train.prepare(args.model, PROMPT, "the sweep's prompt", LABEL_MAP, "the 20 newsgroups", splits,
@@ -403,7 +403,7 @@ def main(argv=None):
     for run in pending:
         position = len(finished) + 1
         left = f", about {statistics.mean(minutes_spent) * (len(runs) - position + 1):.1f} min left" if minutes_spent else ""
-        train.say(f"[{position}/{len(runs)}] {run['name']}{left}")
+        mc.say(f"[{position}/{len(runs)}] {run['name']}{left}")
         start = time.time()
         model_dir = os.path.join(args.output_dir, run["name"], "model")
         if run["head"] == "mlm":

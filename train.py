@@ -11,16 +11,17 @@ Optionally a share of the training examples gets standard MLM (30% of the tokens
         --train_file train.csv --test_file test.csv --text_column text --label_column label_text
     torchrun --nproc_per_node 2 train.py ...          # data-parallel (transformers' Trainer)
 
-The saved folder is a plain masked LM (transformers' `fill-mask` pipeline reads it) with `label_map.json`,
-`prompt.txt`, `metrics.json`, `trainer_state.json` and a model card. Every function below takes explicit
-arguments so it can be pasted into a notebook; sweep_20newsgroups.py imports them.
+The saved folder is a plain masked LM with `label_map.json`, `prompt.txt` and `classifier.json` (what
+classify.py and `MLMClassifier` need to use it), `metrics.json`, `trainer_state.json` and a model card.
+The prompt rules, the cutting of long texts and the scoring live in mlm_classifier.py; this file holds
+what is training's own. Every function takes explicit arguments so it can be pasted into a notebook;
+sweep_20newsgroups.py imports them.
 """
 
 import argparse
 import json
 import os
 import random
-import string
 import sys
 import time
 from dataclasses import dataclass
@@ -29,9 +30,12 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
-from eval import (InputError, accuracy_table, end_distributed, gather_scores, last_index, length_sorted_batches,
-                  load_masked_lm, pad_batch, pick, require_mask_token, resolve_attn_implementation, score_sequences,
-                  write_atomic)
+from mlm_classifier import (ANCHOR, SETTINGS_FILE, InputError, accuracy_table, answer_token_ids,
+                            check_fixed_length, current_shard, encode_prompts, end_distributed, fill_prompt,
+                            gather_scores, length_sorted_batches, load_masked_lm, load_tokenizer, mask_answers,
+                            options_block, pad_batch, parse_prompt, pick, prediction_record, read_label_map,
+                            read_prompt, read_table, records_to_jsonl, resolve_attn_implementation, say,
+                            score_sequences, take_columns, write_atomic)
 
 # The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
 # trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
@@ -52,193 +56,10 @@ PUBLISHED_PROMPT = (
 # The published agnews_label_map.json: SetFit/ag_news's label_text -> verbalizer.
 PUBLISHED_LABEL_MAP = {"Business": "Business", "World": "World", "Sports": "Sports", "Sci/Tech": "Tech"}
 
-ANCHOR = "[unused0]"  # the model was instruction-tuned to put the answer token right after it
-TEXT_PLACEHOLDERS = ("{text}", "{txt}")
-TABLE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
-
-def say(*parts):
-    """Print from the first process only, so that torchrun does not repeat every line."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(*parts, flush=True)
-
-
-# -----------------------------------------------------------------------------
-# The prompt and the label map, checked before any work
-
-
-def read_prompt(path):
-    """The prompt template from `path` (the published AG News prompt when None), trailing white space stripped."""
-    if path is None:
-        return PUBLISHED_PROMPT
-    if not os.path.isfile(path):
-        raise InputError(f"--prompt_file {path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        return f.read().rstrip()
-
-
-def read_label_map(path):
-    """The `{raw label: verbalizer}` map from a JSON file (the published AG News map when None)."""
-    if path is None:
-        return dict(PUBLISHED_LABEL_MAP)
-    if not os.path.isfile(path):
-        raise InputError(f"--label_map {path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        try:
-            label_map = json.load(f)
-        except json.JSONDecodeError as e:
-            raise InputError(f"--label_map {path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(label_map, dict) or not label_map:
-        raise InputError(f"--label_map {path}: expected a JSON object {{\"raw label\": \"verbalizer\", ...}}")
-    for label, verbalizer in label_map.items():
-        if not isinstance(verbalizer, str):
-            raise InputError(f"--label_map {path}: the verbalizer of {label!r} is {verbalizer!r}, not a string")
-    return label_map
-
-
-def parse_prompt(prompt, source="the prompt"):
-    """Check a prompt template and split it at its text placeholder into (before, after).
-
-    The rules: exactly one `{text}` (or the published `{txt}`), exactly one `{label}`, `[unused0]` right
-    before `{label}` (one space allowed), and nothing but white space after `{label}`, because the answer
-    token must be the last token, right after the anchor the model was tuned on. `{options}` may appear
-    anywhere; other braces are left as they are.
-    """
-    prompt = prompt.rstrip()
-    found = [p for p in TEXT_PLACEHOLDERS if p in prompt]
-    n_text = sum(prompt.count(p) for p in TEXT_PLACEHOLDERS)
-    if n_text != 1:
-        raise InputError(f"{source} has {n_text} text placeholders; it needs exactly one {{text}} "
-                         "(or the published {txt}) where each example's text goes")
-    if prompt.count("{label}") != 1:
-        raise InputError(f"{source} has {prompt.count('{label}')} {{label}} placeholders; it needs exactly one, "
-                         f"at the very end, after {ANCHOR}")
-    if not prompt.endswith("{label}"):
-        tail = prompt[prompt.index("{label}") + len("{label}"):]
-        raise InputError(f"{source}: only white space may follow {{label}}, but {tail[:40]!r} does; "
-                         "the answer token must be the prompt's last token")
-    before_label = prompt[: -len("{label}")]
-    if not (before_label.endswith(ANCHOR) or before_label.endswith(ANCHOR + " ")):
-        raise InputError(f"{source}: {ANCHOR} must come right before {{label}} (one space allowed), "
-                         f"as in `Answer: {ANCHOR} {{label}}`; found {before_label[-30:]!r} before {{label}}")
-    before, after = prompt.split(found[0])
-    return before, after
-
-
-def options_block(label_map):
-    """What `{options}` becomes: one line per label, `- <verbalizer>: <label>`."""
-    return "\n".join(f"- {verbalizer}: {label}" for label, verbalizer in label_map.items())
-
-
-def fill_prompt(before, after, text, verbalizer, options):
-    """The filled prompt and the character span of the text in it."""
-    head = before.replace("{options}", options)
-    tail = after.replace("{options}", options).replace("{label}", verbalizer)
-    return head + text + tail, (len(head), len(head) + len(text))
-
-
-def letter_suggestion(label_map):
-    """A letter label map to suggest when a verbalizer is not one token: letters are single tokens."""
-    letters = dict(zip(label_map, string.ascii_uppercase))
-    return (f"try letters, e.g. --label_map with {json.dumps(letters)} and an {{options}} line "
-            "in the prompt so the model sees which letter means what")
-
-
-def answer_token_ids(tokenizer, before, after, label_map, options):
-    """For each label, in label map order, the id of the token right after [unused0] in its filled prompt.
-
-    That token is what ATP masks and teaches, so it must be exactly one token in context (` Business` after
-    `[unused0] ` is one token where `Business` alone might be another), and different for every label.
-    """
-    anchor_id = tokenizer.convert_tokens_to_ids(ANCHOR)
-    if anchor_id is None or anchor_id == tokenizer.unk_token_id:
-        raise InputError(f"the tokenizer has no {ANCHOR} token; the prompt's answer anchor needs it")
-    ids = []
-    for label, verbalizer in label_map.items():
-        encoded = tokenizer(fill_prompt(before, after, "", verbalizer, options)[0], return_special_tokens_mask=True)
-        if anchor_id not in encoded["input_ids"]:
-            raise InputError(f"the tokenizer splits {ANCHOR} into pieces; it must be one (added) token")
-        start = last_index(encoded["input_ids"], anchor_id) + 1
-        answer = [i for i, special in zip(encoded["input_ids"][start:], encoded["special_tokens_mask"][start:])
-                  if not special]
-        if len(answer) != 1:
-            raise InputError(
-                f"label {label!r}: its verbalizer {verbalizer!r} is {len(answer)} tokens after {ANCHOR} in the prompt "
-                f"{tokenizer.convert_ids_to_tokens(answer)}; the answer must be one token: "
-                f"{letter_suggestion(label_map)}")
-        ids.append(answer[0])
-    for a, id_a in enumerate(ids):
-        for b in range(a):
-            if ids[b] == id_a:
-                labels = list(label_map)
-                raise InputError(f"labels {labels[b]!r} and {labels[a]!r} both answer with the token "
-                                 f"{tokenizer.convert_ids_to_tokens([id_a])[0]!r}; give them different verbalizers")
-    return ids
-
-
-def fixed_length(tokenizer, before, after, verbalizer, options):
-    """Tokens the prompt needs without any text: the fixed part, options and special tokens included."""
-    return len(tokenizer(fill_prompt(before, after, "", verbalizer, options)[0])["input_ids"])
-
-
-def check_fixed_length(tokenizer, before, after, label_map, options, max_length):
-    """An InputError when the prompt leaves no room for the text within `max_length` tokens."""
-    needed = fixed_length(tokenizer, before, after, next(iter(label_map.values())), options)
-    if needed >= max_length:
-        raise InputError(f"the prompt needs {needed} tokens without any text (options and special tokens included), "
-                         f"which leaves no room for the text within --max_length {max_length}; raise --max_length "
-                         "or shorten the prompt")
-    return needed
 
 
 # -----------------------------------------------------------------------------
 # Rows: texts and raw labels of one split, with their row numbers for error messages
-
-
-@dataclass
-class Split:
-    """One split's texts and raw labels (strings; None for a file to predict), and each one's row in `source`."""
-    source: str
-    texts: list
-    labels: list | None
-    rows: list
-
-    def __len__(self):
-        return len(self.texts)
-
-    def select(self, indices):
-        """The split restricted to `indices` (positions in this split)."""
-        labels = None if self.labels is None else [self.labels[i] for i in indices]
-        return Split(self.source, [self.texts[i] for i in indices], labels, [self.rows[i] for i in indices])
-
-
-def read_table(path, flag):
-    """A csv, json, jsonl or parquet file as a `datasets.Dataset`."""
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in TABLE_FORMATS:
-        raise InputError(f"{flag} {path}: unknown format {extension!r}; use .csv, .json, .jsonl or .parquet")
-    if not os.path.isfile(path):
-        raise InputError(f"{flag} {path}: no such file")
-    from datasets import load_dataset
-
-    return load_dataset(TABLE_FORMATS[extension], data_files=path, split="train")
-
-
-def take_columns(table, source, text_column, label_column):
-    """The Split in `table`'s text and label columns (no labels when `label_column` is None), rows from 0."""
-    for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
-        if column is not None and column not in table.column_names:
-            raise InputError(f"{source}: no column {column!r} ({flag}); its columns are "
-                             f"{', '.join(repr(c) for c in table.column_names)}")
-    texts = table[text_column]
-    labels = None if label_column is None else table[label_column]
-    for row, text in enumerate(texts):
-        if text is None:
-            raise InputError(f"{source}: row {row} has no text in column {text_column!r}")
-        if labels is not None and labels[row] is None:
-            raise InputError(f"{source}: row {row} has no label in column {label_column!r}")
-    labels = None if labels is None else [str(label) for label in labels]
-    return Split(source, [str(t).strip() for t in texts], labels, list(range(len(texts))))
 
 
 def check_labels(split, label_map, label_map_source):
@@ -305,39 +126,6 @@ def load_splits(dataset, train_file, validation_file, test_file, predict_file, t
 
 # -----------------------------------------------------------------------------
 # Examples: filled prompts -> token ids -> ATP, MLM or dummy MLM
-
-
-def encode_prompts(tokenizer, before, after, texts, verbalizers, options, max_length, rows=None, source=""):
-    """Token ids of the filled prompts, each one's answer position, and how many texts were cut.
-
-    Each prompt is tokenised whole, so an example that fits gets exactly the ids a user's own tokenizer
-    call gives at inference. One that does not fit loses the tail of its text at the token level: the ids
-    of the tokens overlapping the text are cut, and the prompt's own ids before and after are joined
-    around them (decoding and re-tokenising could overshoot). The prompt, options and answer are never cut.
-    The answer position is the token right after the last [unused0] (a text may contain one too).
-    """
-    anchor_id = tokenizer.convert_tokens_to_ids(ANCHOR)
-    rows = rows if rows is not None else list(range(len(texts)))
-    sequences, positions, n_cut = [], [], 0
-    chunk = 1000
-    for start in range(0, len(texts), chunk):
-        filled = [fill_prompt(before, after, text, verbalizer, options)
-                  for text, verbalizer in zip(texts[start:start + chunk], verbalizers[start:start + chunk])]
-        encoded = tokenizer([prompt for prompt, _ in filled], return_offsets_mapping=True, verbose=False)
-        for k, ((_, (t0, t1)), ids, offsets) in enumerate(zip(filled, encoded["input_ids"], encoded["offset_mapping"])):
-            if len(ids) > max_length:
-                # Special tokens have the empty offset (0, 0) and never overlap the text.
-                text_tokens = [i for i, (a, b) in enumerate(offsets) if a < t1 and b > t0]
-                excess = len(ids) - max_length
-                if len(text_tokens) < excess:
-                    raise InputError(f"{source}: row {rows[start + k]}: the prompt without its text is "
-                                     f"{len(ids) - len(text_tokens)} tokens, more than --max_length {max_length}")
-                end = text_tokens[-1] + 1
-                ids = ids[: end - excess] + ids[end:]
-                n_cut += 1
-            sequences.append(ids)
-            positions.append(last_index(ids, anchor_id) + 1)
-    return sequences, positions, n_cut
 
 
 def atp_example(ids, answer_position, mask_token_id):
@@ -454,20 +242,18 @@ class TokenBudgetBatchSampler:
 def score_examples(model, sequences, answer_ids, mask_token_id, pad_token_id, batch_tokens, pad_to_multiple_of):
     """log P(each label's answer token) per sequence (whole-vocabulary softmax), in order.
 
-    eval.py's batched scoring reads the last [MASK] of each sequence. Under torchrun each process scores its
-    share of the batches and the shares are gathered, so every process returns all scores.
+    The core module's batched scoring reads the last [MASK] of each sequence. Under torchrun each process
+    scores its share of the batches and the shares are gathered, so every process returns all scores.
     """
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    shard = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
     scores = gather_scores(score_sequences(model, sequences, mask_token_id, pad_token_id, [[i] for i in answer_ids],
-                                          batch_tokens, pad_to_multiple_of, shard=shard))
+                                          batch_tokens, pad_to_multiple_of, shard=current_shard()))
     return [scores[i] for i in range(len(sequences))]
 
 
 def classification_metrics(scores, gold, class_names):
     """Accuracy, macro-F1, ATP loss, per-class accuracy and confusion matrix from scores and gold indices.
 
-    The prediction is the label whose answer token is likeliest (ties to the earlier label, as eval.pick).
+    The prediction is the label whose answer token is likeliest (ties to the earlier label, as in `pick`).
     The loss is the mean -log P(gold answer token): the ATP training loss. The confusion matrix has a row
     per gold label and a column per predicted label, both in label map order.
     """
@@ -538,13 +324,18 @@ class ATPTrainer(Trainer):
 # Outputs
 
 
-def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, metrics):
-    """A short README.md for the saved folder: base model, prompt, label map, metrics, and how to use it."""
-    rows = "\n".join(f"| {label} | `{verbalizer}` | `{token!r}` |"
+def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, max_length, metrics):
+    """README.md for the saved folder: base model, prompt, labels, metrics, and how to use it.
+
+    `answer_tokens` are the labels' answer tokens as the vocabulary spells them (`ĠWorld`): given so, the
+    fill-mask pipeline finds them without the "does not exist in the model vocabulary" warning.
+    """
+    rows = "\n".join(f"| {label} | `{verbalizer}` | `{token}` |"
                      for (label, verbalizer), token in zip(label_map.items(), answer_tokens))
     scores = "\n".join(f"| {split} | {metrics[f'{split}_accuracy']:.4f} | {metrics[f'{split}_macro_f1']:.4f} | "
                        f"{metrics[f'{split}_n']} |"
                        for split in ("validation", "test") if f"{split}_accuracy" in metrics)
+    targets = json.dumps(dict(zip(answer_tokens, label_map)), ensure_ascii=False)
     return f"""---
 base_model: {base_model}
 pipeline_tag: fill-mask
@@ -552,7 +343,8 @@ pipeline_tag: fill-mask
 # Classifier fine-tuned from {base_model} with Answer Token Prediction
 
 Trained with `train.py` (the method of *It's All in The [MASK]*, Clavié, Cooper, Warner, 2025): the model
-answers with one token, predicted by its MLM head at the `[MASK]` after `{ANCHOR}`.
+answers with one token, predicted by its MLM head at the `[MASK]` after `{ANCHOR}`. Texts were cut to fit
+{max_length} tokens; only the text is ever cut, never the prompt or the answer.
 
 ## Prompt (`prompt.txt`)
 ```text
@@ -570,26 +362,43 @@ answers with one token, predicted by its MLM head at the `[MASK]` after `{ANCHOR
 {scores or "| (no validation or test split) | | | |"}
 
 ## Use
+
+With the cookbook's `mlm_classifier.py` beside your code, which reads `prompt.txt`, `label_map.json` and
+`classifier.json` and cuts long texts as training did:
+```python
+from mlm_classifier import MLMClassifier
+
+clf = MLMClassifier.from_pretrained("path/to/this/folder")
+print(clf(["your text here"]))  # [{{"label": ..., "probabilities": {{label: probability, ...}}}}]
+```
+or from the command line: `python classify.py --model path/to/this/folder --input texts.csv`.
+
+With transformers alone (texts longer than {max_length} tokens are not cut here):
 ```python
 from transformers import pipeline
 
 fill = pipeline("fill-mask", model="path/to/this/folder")
-template = {json.dumps(inference_prompt)}
-answers = fill(template.replace("{{text}}", "your text here"), targets={json.dumps(answer_tokens)})
-print(answers[0]["token_str"])  # the likeliest answer token; label_map.json maps labels to verbalizers
+template = {json.dumps(inference_prompt, ensure_ascii=False)}
+targets = {targets}  # each label's answer token, spelled as in the vocabulary -> label
+answers = fill(template.replace("{{text}}", "your text here".strip()), targets=list(targets), top_k=len(targets))
+total = sum(a["score"] for a in answers)
+probabilities = {{targets[fill.tokenizer.convert_ids_to_tokens(a["token"])]: a["score"] / total for a in answers}}
+label = max(probabilities, key=probabilities.get)
+print(label, probabilities)
 ```
 """
 
 
 def write_predictions(path, split, scores, class_names):
     """predictions.jsonl: per row, its index, text, predicted label and the probability of each label."""
-    lines = []
-    for row, text, s in zip(split.rows, split.texts, scores):
-        best, probs = pick(s, len(class_names))
-        record = {"row": row, "text": text, "label": class_names[best],
-                  "probabilities": {name: round(p, 6) for name, p in zip(class_names, probs)}}
-        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    write_atomic(path, "".join(lines))
+    records = [prediction_record(row, text, class_names, pick(s, len(class_names))[1])
+               for row, text, s in zip(split.rows, split.texts, scores)]
+    write_atomic(path, records_to_jsonl(records))
+
+
+def classifier_settings(base_model, max_length):
+    """classifier.json: what classify.py needs beyond prompt.txt and label_map.json to score as training did."""
+    return {"max_length": max_length, "base_model": base_model}
 
 
 # -----------------------------------------------------------------------------
@@ -759,8 +568,7 @@ class TrainingData:
         sequences, positions = self.encoded[name]
         labels = self.splits[name].labels
         gold = None if labels is None else [self.class_names.index(label) for label in labels]
-        return EvalSet([atp_example(ids, p, self.tokenizer.mask_token_id)[0] for ids, p in zip(sequences, positions)],
-                       gold)
+        return EvalSet(mask_answers(sequences, positions, self.tokenizer.mask_token_id), gold)
 
 
 def prepare(model_name, prompt, prompt_source, label_map, label_map_source, splits, max_length):
@@ -769,12 +577,7 @@ def prepare(model_name, prompt, prompt_source, label_map, label_map_source, spli
     for split in splits.values():
         if split.labels is not None:
             check_labels(split, label_map, label_map_source)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_name)
-    if not tokenizer.is_fast:
-        raise InputError(f"--model {model_name}: a fast tokenizer is needed (token offsets locate the text)")
-    require_mask_token(tokenizer, model_name)
+    tokenizer = load_tokenizer(model_name)
     options = options_block(label_map)
     answer_ids = answer_token_ids(tokenizer, before, after, label_map, options)
     check_fixed_length(tokenizer, before, after, label_map, options, max_length)
@@ -855,10 +658,12 @@ def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
                      json.dumps(data.label_map, indent=2, ensure_ascii=False) + "\n")
         write_atomic(os.path.join(out, "prompt.txt"), data.prompt + "\n")
         write_atomic(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
+        write_atomic(os.path.join(out, SETTINGS_FILE),
+                     json.dumps(classifier_settings(args.model, args.max_length), indent=2) + "\n")
         inference_prompt = fill_prompt(data.before, data.after, "{text}", tokenizer.mask_token, data.options)[0]
-        answer_tokens = [tokenizer.decode([i]) for i in data.answer_ids]
-        write_atomic(os.path.join(out, "README.md"),
-                     model_card(args.model, data.prompt, data.label_map, answer_tokens, inference_prompt, metrics))
+        answer_tokens = tokenizer.convert_ids_to_tokens(data.answer_ids)
+        write_atomic(os.path.join(out, "README.md"), model_card(args.model, data.prompt, data.label_map, answer_tokens,
+                                                                inference_prompt, args.max_length, metrics))
         if prediction_scores is not None:
             write_predictions(os.path.join(out, "predictions.jsonl"), data.splits["predict"], prediction_scores,
                               class_names)
@@ -878,10 +683,10 @@ def main(argv=None):
         args.mlm_proportion, args.dummy_mlm_proportion, args.true_mlm_proportion, args.dummy_examples)
 
     # 1. The prompt, the label map and the rows, each checked before anything heavy; then token ids.
-    prompt = read_prompt(args.prompt_file)
+    prompt = read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else PUBLISHED_PROMPT
     prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else "the default prompt"
     parse_prompt(prompt, prompt_source)  # a bad prompt fails before the data loads
-    label_map = read_label_map(args.label_map)
+    label_map = read_label_map(args.label_map, "--label_map") if args.label_map else dict(PUBLISHED_LABEL_MAP)
     splits = load_splits(args.dataset, args.train_file, args.validation_file, args.test_file, args.predict_file,
                          args.text_column, args.label_column, args.validation_fraction, args.max_train_samples,
                          args.max_eval_samples, args.seed)

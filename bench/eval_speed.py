@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import eval as mc  # noqa: E402  (eval.py, imported under a name that does not shadow the builtin)
+import mlm_classifier as core  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
 
@@ -65,11 +66,11 @@ def random_modernbert(shape, tokenizer, seed=0):
 def run_ours(model, tokenizer, questions, batch_tokens, pad_to_multiple_of, output_dir):
     """eval.py's path from question texts to written files; returns (seconds, records)."""
     start = time.perf_counter()
-    sequences = mc.encode_questions(tokenizer, questions)
-    option_ids = mc.letter_token_ids(tokenizer, "ABCD")
-    scores = mc.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id, option_ids,
-                                batch_tokens, pad_to_multiple_of)
-    results, records = mc.finish(questions, scores, "mmlu")
+    sequences, views = mc.encode_questions(tokenizer, questions)
+    option_ids = core.letter_token_ids(tokenizer, "ABCD")
+    scores = core.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id, option_ids,
+                                  batch_tokens, pad_to_multiple_of)
+    results, records = mc.finish(questions, scores, views, "mmlu")
     mc.write_outputs(output_dir, results, records)
     if model.device.type == "cuda":
         torch.cuda.synchronize()
@@ -93,9 +94,9 @@ def main():
 
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    device = mc.resolve_device(args.device, 0)
-    dtype = mc.resolve_dtype(args.dtype, device)
-    attn = mc.resolve_attn_implementation(args.attn_implementation, device, dtype)
+    device = core.resolve_device(args.device, 0)
+    dtype = core.resolve_dtype(args.dtype, device)
+    attn = core.resolve_attn_implementation(args.attn_implementation, device, dtype)
     on_gpu = device.type == "cuda"
     batch_tokens = args.batch_tokens or (65536 if on_gpu else 8192)
     pad_to_multiple_of = 64 if on_gpu else 8
@@ -107,7 +108,7 @@ def main():
     else:
         reference = random_modernbert(args.shape, tokenizer, args.seed)
     reference = reference.to(device).eval()
-    n_tokens = sum(len(ids) for ids in mc.encode_questions(tokenizer, questions))
+    n_tokens = sum(len(ids) for ids in mc.encode_questions(tokenizer, questions)[0])
     print(f"{len(questions)} questions, {n_tokens / 1e6:.2f} M tokens (mean {n_tokens / len(questions):.0f}), "
           f"{sum(p.numel() for p in reference.parameters()) / 1e6:.0f} M parameters, {device}")
 

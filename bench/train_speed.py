@@ -31,7 +31,7 @@ sys.path.insert(0, REPO)
 
 import sweep_20newsgroups as sweep  # noqa: E402
 import train  # noqa: E402
-from eval import resolve_attn_implementation  # noqa: E402
+from mlm_classifier import options_block, parse_prompt, encode_prompts, resolve_attn_implementation  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 LARGE = dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
@@ -59,10 +59,10 @@ def newsgroups_rows(data_dir):
 def build_examples(tokenizer, texts, labels, prompt, label_map, max_length, n, seed=0):
     """`n` seeded rows encoded by train.py: [{"input_ids", "answer_position"}], and how many were cut."""
     picked = random.Random(seed).sample(range(len(texts)), min(n, len(texts)))
-    before, after = train.parse_prompt(prompt)
-    sequences, positions, n_cut = train.encode_prompts(
+    before, after = parse_prompt(prompt)
+    sequences, positions, n_cut = encode_prompts(
         tokenizer, before, after, [texts[i].strip() for i in picked], [label_map[labels[i]] for i in picked],
-        train.options_block(label_map), max_length)
+        options_block(label_map), max_length)
     return [{"input_ids": s, "answer_position": p} for s, p in zip(sequences, positions)], n_cut
 
 

@@ -11,6 +11,7 @@ from conftest import REPO, make_mmlu_dir, write_mmlu_csv
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import eval as mc
+import mlm_classifier as core
 from bench.eval_speed import published_predict
 
 
@@ -28,10 +29,17 @@ def questions_from(root, **kwargs):
     return mc.load_mmlu_local(make_mmlu_dir(root, **kwargs), "test", [])
 
 
-def score(model, tokenizer, questions, batch_tokens=4096, letters="ABCD"):
-    sequences = mc.encode_questions(tokenizer, questions)
-    return mc.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id,
-                              mc.letter_token_ids(tokenizer, letters), batch_tokens, pad_to_multiple_of=8)
+def score(model, tokenizer, questions, batch_tokens=4096, letters="ABCD", permutations=1):
+    """(scores, views) of eval.py's path: the prompts under `permutations` rotations, batched."""
+    sequences, views = mc.encode_questions(tokenizer, questions, permutations=permutations)
+    scores = core.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id,
+                                  core.letter_token_ids(tokenizer, letters), batch_tokens, pad_to_multiple_of=8)
+    return scores, views
+
+
+def predict(model, tokenizer, questions, task="mmlu", **kwargs):
+    """(results, records) of eval.py's path."""
+    return mc.finish(questions, *score(model, tokenizer, questions, **kwargs), task)
 
 
 def run_eval(*args):
@@ -56,26 +64,26 @@ def test_prompt_ends_with_unused0_then_mask(tokenizer):
     ids = tokenizer(mc.build_prompt("Q?", ["a", "b", "c", "d"]))["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
     assert tokens[-3:] == ["[unused0]", "[MASK]", "[SEP]"]  # [MASK]'s lstrip ate the space
-    assert mc.last_index(ids, tokenizer.mask_token_id) == len(ids) - 2
+    assert core.last_index(ids, tokenizer.mask_token_id) == len(ids) - 2
 
 
 def test_letter_ids_are_both_single_token_spellings(tokenizer):
-    ids = mc.letter_token_ids(tokenizer, "ABCD")
+    ids = core.letter_token_ids(tokenizer, "ABCD")
     for letter, pair in zip("ABCD", ids):
         assert pair == sorted([tokenizer.convert_tokens_to_ids(letter), tokenizer.convert_tokens_to_ids("Ġ" + letter)])
 
 
 def test_multi_token_spelling_is_an_error_naming_it(tokenizer):
-    with pytest.raises(mc.InputError, match="'Ω'.*2 tokens"):
-        mc.letter_token_ids(tokenizer, ["Ω"])
+    with pytest.raises(core.InputError, match="'Ω'.*2 tokens"):
+        core.letter_token_ids(tokenizer, ["Ω"])
 
 
 def test_tokenizer_without_mask_token_is_an_error():
     class NoMask:
         mask_token_id = None
 
-    with pytest.raises(mc.InputError, match="no mask token"):
-        mc.require_mask_token(NoMask(), "some/bert")
+    with pytest.raises(core.InputError, match="no mask token"):
+        core.require_mask_token(NoMask(), "some/bert")
 
 
 # --- scoring
@@ -84,7 +92,7 @@ def test_tokenizer_without_mask_token_is_an_error():
 def test_known_answer_is_picked(model, tokenizer, tmp_path):
     questions = questions_from(tmp_path)
     model.decoder.bias.data[tokenizer.convert_tokens_to_ids("ĠC")] += 30.0
-    records = mc.finish(questions, score(model, tokenizer, questions), "mmlu")[1]
+    records = predict(model, tokenizer, questions)[1]
     assert {r["pred"] for r in records} == {"C"}
     assert all(r["probs"]["C"] > 0.99 for r in records)
 
@@ -96,7 +104,7 @@ def test_each_letter_sums_both_spellings(model, tokenizer, tmp_path):
     bias = model.decoder.bias.data
     bias[ids("A")] = bias[ids("ĠA")] = 10.0
     bias[ids("B")] = 10.5
-    records = mc.finish(questions, score(model, tokenizer, questions), "mmlu")[1]
+    records = predict(model, tokenizer, questions)[1]
     assert {r["pred"] for r in records} == {"A"}
 
 
@@ -106,13 +114,13 @@ def test_batched_scores_equal_one_at_a_time_and_the_published_loop(tmp_path, tok
 
     varied = build_tiny_modernbert(str(tmp_path / "m"), tokenizer, seed=3, initializer_range=0.5).eval()
     questions = questions_from(tmp_path, subjects=("anatomy", "virology", "nutrition"), per_subject=10)
-    batched = score(varied, tokenizer, questions, batch_tokens=4096)
-    alone = score(varied, tokenizer, questions, batch_tokens=1)
-    assert max(len(b) for b in mc.length_sorted_batches(
-        [len(s) for s in mc.encode_questions(tokenizer, questions)], 4096, 8)) > 5  # really batched
+    batched, views = score(varied, tokenizer, questions, batch_tokens=4096)
+    alone, _ = score(varied, tokenizer, questions, batch_tokens=1)
+    assert max(len(b) for b in core.length_sorted_batches(
+        [len(s) for s in mc.encode_questions(tokenizer, questions)[0]], 4096, 8)) > 5  # really batched
     for i in range(len(questions)):
         assert batched[i] == pytest.approx(alone[i], abs=1e-4)
-    ours = [r["pred"] for r in mc.finish(questions, batched, "mmlu")[1]]
+    ours = [r["pred"] for r in mc.finish(questions, batched, views, "mmlu")[1]]
     published = [published_predict(varied, tokenizer, mc.build_prompt(q["question"], q["choices"]))
                  for q in questions]
     assert ours == published
@@ -121,7 +129,7 @@ def test_batched_scores_equal_one_at_a_time_and_the_published_loop(tmp_path, tok
 
 def test_batches_cover_every_index_once_within_the_budget():
     lengths = [5, 90, 17, 17, 64, 3, 40, 200, 8, 33]
-    batches = mc.length_sorted_batches(lengths, batch_tokens=128, pad_to_multiple_of=8)
+    batches = core.length_sorted_batches(lengths, batch_tokens=128, pad_to_multiple_of=8)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
         width = -(-max(lengths[i] for i in batch) // 8) * 8
@@ -142,20 +150,20 @@ def test_csv_rows_count_records_not_lines(tmp_path):
 def test_wrong_field_count_names_file_and_record(tmp_path):
     path = str(tmp_path / "test" / "virology_test.csv")
     write_mmlu_csv(path, [["q\nspanning lines", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "A"]])
-    with pytest.raises(mc.InputError, match=r"virology_test\.csv: line 2: expected 6 fields .* found 5"):
+    with pytest.raises(core.InputError, match=r"virology_test\.csv: line 2: expected 6 fields .* found 5"):
         mc.read_mmlu_csv(path, "virology")
 
 
 def test_answer_outside_a_to_d_names_file_and_record(tmp_path):
     path = str(tmp_path / "anatomy_test.csv")
     write_mmlu_csv(path, [["q", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "d", "E"]])
-    with pytest.raises(mc.InputError, match=r"anatomy_test\.csv: line 3: answer 'E'"):
+    with pytest.raises(core.InputError, match=r"anatomy_test\.csv: line 3: answer 'E'"):
         mc.read_mmlu_csv(path, "anatomy")
 
 
 def test_unknown_subject_lists_the_valid_ones(tmp_path):
     root = make_mmlu_dir(tmp_path, subjects=("anatomy", "virology"))
-    with pytest.raises(mc.InputError, match="unknown subject astrology; valid: anatomy, virology"):
+    with pytest.raises(core.InputError, match="unknown subject astrology; valid: anatomy, virology"):
         mc.load_mmlu_local(root, "test", ["astrology"])
 
 
@@ -164,7 +172,7 @@ def test_flat_layout_validation_split_and_subject_filter(tmp_path):
     write_mmlu_csv(str(tmp_path / "virology_val.csv"), [["q", "a", "b", "c", "d", "A"]] * 2)
     questions = mc.load_questions("mmlu", str(tmp_path), "validation", ["virology"], limit=None)
     assert [(q["subject"], q["gold"]) for q in questions] == [("virology", "A")] * 2
-    with pytest.raises(mc.InputError, match="no MMLU test files"):
+    with pytest.raises(core.InputError, match="no MMLU test files"):
         mc.find_mmlu_files(str(tmp_path), "test")
 
 
@@ -200,7 +208,7 @@ def test_mmlu_pro_scores_each_question_over_its_own_letters(model, tokenizer, tm
     assert [q["gold"] for q in questions] == ["B", "J", "C"]  # answer_index wins
     model.decoder.bias.data[tokenizer.convert_tokens_to_ids("ĠJ")] += 30.0
     model.decoder.bias.data[tokenizer.convert_tokens_to_ids("ĠB")] += 20.0
-    results, records = mc.finish(questions, score(model, tokenizer, questions, letters="ABCDEFGHIJ"), "mmlu_pro")
+    results, records = predict(model, tokenizer, questions, "mmlu_pro", letters="ABCDEFGHIJ")
     assert [r["pred"] for r in records] == ["B", "J", "B"]
     assert list(records[0]["probs"]) == ["A", "B", "C"]
     assert set(results["categories"]) == {"law", "math"}
@@ -209,7 +217,7 @@ def test_mmlu_pro_scores_each_question_over_its_own_letters(model, tokenizer, tm
 def test_mmlu_pro_answer_beyond_the_options_is_an_error(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", [{"question": "q", "options": ["a", "b", "c"], "answer": "D",
                                            "category": "math"}])
-    with pytest.raises(mc.InputError, match=r"test\.jsonl: line 1: answer 'D' is not one of A, B, C"):
+    with pytest.raises(core.InputError, match=r"test\.jsonl: line 1: answer 'D' is not one of A, B, C"):
         mc.load_questions("mmlu_pro", str(tmp_path), "test", [], None)
 
 

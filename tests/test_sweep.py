@@ -7,7 +7,7 @@ import random
 import pytest
 from conftest import WORDS, build_tiny_modernbert
 
-import eval as mc
+import mlm_classifier as mc
 import sweep_20newsgroups as sweep
 
 POST = ("From: someone@example.com\nSubject: {subject}\nLines: 9\n\n{body}\n"

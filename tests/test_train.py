@@ -12,8 +12,9 @@ import torch
 
 from conftest import REPO, WORDS
 
+import mlm_classifier as core
 import train
-from eval import InputError, score_sequences
+from mlm_classifier import InputError, score_sequences
 
 COLORS = ["red", "green", "blue", "yellow"]
 LABEL_MAP = {c.upper(): c for c in COLORS}  # raw label RED -> verbalizer `red`, one token ` red` after [unused0]
@@ -81,9 +82,9 @@ def base_args(tiny_model_dir, files, output_dir, *extra):
 
 
 def encode(tokenizer, texts, labels, prompt=PROMPT, label_map=LABEL_MAP, max_length=512):
-    before, after = train.parse_prompt(prompt)
-    options = train.options_block(label_map)
-    return train.encode_prompts(tokenizer, before, after, texts, [label_map[l] for l in labels], options, max_length)
+    before, after = core.parse_prompt(prompt)
+    options = core.options_block(label_map)
+    return core.encode_prompts(tokenizer, before, after, texts, [label_map[l] for l in labels], options, max_length)
 
 
 # -----------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def test_atp_masks_exactly_the_answer_token_after_the_anchor(tokenizer):
     texts = ["the river red city", "a b", "market team law cell"]
     labels = ["RED", "BLUE", "YELLOW"]
     sequences, positions, n_cut = encode(tokenizer, texts, labels)
-    answer_ids = train.answer_token_ids(tokenizer, *train.parse_prompt(PROMPT), LABEL_MAP, "")
+    answer_ids = core.answer_token_ids(tokenizer, *core.parse_prompt(PROMPT), LABEL_MAP, "")
     anchor = tokenizer.convert_tokens_to_ids("[unused0]")
     assert n_cut == 0
     for text, label, ids, position in zip(texts, labels, sequences, positions):
@@ -110,8 +111,8 @@ def test_atp_masks_exactly_the_answer_token_after_the_anchor(tokenizer):
 def test_options_fill_and_published_txt_placeholder():
     prompt = "Pick one:\n{options}\nText: {txt}\nAnswer: [unused0]{label}"
     label_map = {"RED": "A", "GREEN": "B"}
-    before, after = train.parse_prompt(prompt)
-    filled, (t0, t1) = train.fill_prompt(before, after, "the sky", "B", train.options_block(label_map))
+    before, after = core.parse_prompt(prompt)
+    filled, (t0, t1) = core.fill_prompt(before, after, "the sky", "B", core.options_block(label_map))
     assert filled == "Pick one:\n- A: RED\n- B: GREEN\nText: the sky\nAnswer: [unused0]B"
     assert filled[t0:t1] == "the sky"
 
@@ -136,9 +137,9 @@ def test_truncation_cuts_only_the_text_and_counts_the_cuts(tokenizer):
 
 
 def test_text_that_cannot_fit_names_the_row(tokenizer):
-    before, after = train.parse_prompt(PROMPT)
+    before, after = core.parse_prompt(PROMPT)
     with pytest.raises(InputError, match="row 7"):
-        train.encode_prompts(tokenizer, before, after, ["a b c"], ["red"], "", 5, rows=[7], source="f.csv")
+        core.encode_prompts(tokenizer, before, after, ["a b c"], ["red"], "", 5, rows=[7], source="f.csv")
 
 
 def test_mlm_masks_30_percent_with_mask_only_and_original_labels(tokenizer):
