@@ -53,6 +53,28 @@ def say(*parts):
         print(*parts, flush=True)
 
 
+def add_flag(parser, name, **kwargs):
+    """Register `--name` under both spellings, underscores and hyphens: the published scripts mixed them."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+def check_output_path(path, flag, folder=False):
+    """An InputError, before any work, when `path` cannot be written: it is a folder (or, with `folder`, a file),
+    a folder above it is a file, or the nearest existing folder above it is not writable."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and os.path.isdir(path) != folder:
+        raise InputError(f"{flag} {path}: is a {'file' if folder else 'folder'}; "
+                         f"give a {'folder' if folder else 'file name'}")
+    parent = path if folder else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{flag} {path}: {parent} is not writable")
+
+
 def write_atomic(path, text):
     """Write text to `path` through a temporary file and a rename, so no reader ever sees half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
@@ -248,35 +270,85 @@ class Split:
         return Split(self.source, pick(self.texts), pick(self.labels), pick(self.rows), pick(self.ids))
 
 
-def read_jsonl(path):
-    """Yield (1-based line number, record) for each non-blank line of a JSONL file; bad JSON names the line."""
+def read_jsonl(path, source=None):
+    """Yield (1-based line number, record) for each non-blank line of a JSONL file; bad JSON names the line.
+
+    Errors start with `source` (default: the path), e.g. "--input data.jsonl".
+    """
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if line.strip():
                 try:
                     yield number, json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise InputError(f"{path}: line {number}: not valid JSON ({e.msg})") from None
+                    raise InputError(f"{source or path}: line {number}: not valid JSON ({e.msg})") from None
 
 
 def read_table(path, flag):
-    """A csv, json, jsonl or parquet file as a `datasets.Dataset`."""
+    """A csv, json, jsonl or parquet file as {column: list of values}, every cell as the file has it.
+
+    CSV cells are read as text (an empty cell is None); a .json file holds a list of objects (or JSON
+    lines); a .jsonl file one object per line. Any file that cannot be read is an InputError naming it.
+    """
+    source = f"{flag} {path}"
     extension = os.path.splitext(path)[1].lower()
     if extension not in TABLE_FORMATS:
-        raise InputError(f"{flag} {path}: unknown format {extension!r}; use .csv, .json, .jsonl or .parquet")
+        raise InputError(f"{source}: unknown format {extension!r}; use .csv, .json, .jsonl or .parquet")
     if not os.path.isfile(path):
-        raise InputError(f"{flag} {path}: no such file")
-    from datasets import load_dataset
+        raise InputError(f"{source}: no such file")
+    try:
+        if extension == ".csv":
+            import pandas
 
-    return load_dataset(TABLE_FORMATS[extension], data_files=path, split="train")
+            frame = pandas.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+            return {str(c): [None if v != v else v for v in frame[c].tolist()] for c in frame.columns}  # NaN -> None
+        if extension == ".parquet":
+            import pyarrow.parquet
+
+            return pyarrow.parquet.read_table(path).to_pydict()
+        return records_to_columns(read_json_records(path, source), source)
+    except InputError:
+        raise
+    except UnicodeDecodeError as e:
+        raise InputError(f"{source}: not UTF-8 text (byte {e.start})") from None
+    except Exception as e:  # pandas' and pyarrow's many error types: the message is what the user needs
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{source}: cannot be read as {extension[1:]} ({message})") from None
+
+
+def read_json_records(path, source):
+    """The objects of a JSON lines file, or of a .json file holding a list of them; bad JSON names its line."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.lower().endswith(".json"):
+        try:
+            whole = json.loads(text)
+            return whole if isinstance(whole, list) else [whole]
+        except json.JSONDecodeError as e:
+            if e.msg != "Extra data":  # more than one value: JSON lines under a .json name
+                raise InputError(f"{source}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    return [record for _, record in read_jsonl(path, source)]
+
+
+def records_to_columns(records, source):
+    """{column: values} from a list of JSON objects; a key absent from a record gives None there."""
+    columns = {}
+    for row, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise InputError(f"{source}: row {row} is {type(record).__name__}, not a JSON object")
+        for key in record:
+            columns.setdefault(key, [None] * row)
+        for key, values in columns.items():
+            values.append(record.get(key))
+    return columns
 
 
 def take_columns(table, source, text_column, label_column=None, id_column=None):
     """The Split in `table`'s text (and label, id) columns, rows counted from 0; texts are stripped."""
     for column, flag in ((text_column, "--text_column"), (label_column, "--label_column"), (id_column, "--id_column")):
-        if column is not None and column not in table.column_names:
+        if column is not None and column not in table:
             raise InputError(f"{source}: no column {column!r} ({flag}); its columns are "
-                             f"{', '.join(repr(c) for c in table.column_names)}")
+                             f"{', '.join(repr(c) for c in table) or 'none'}")
     texts = table[text_column]
     labels = None if label_column is None else table[label_column]
     for row, text in enumerate(texts):

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
-from mlm_classifier import (ANCHOR, SETTINGS_FILE, InputError, accuracy_table, answer_token_ids,
+from mlm_classifier import (ANCHOR, SETTINGS_FILE, InputError, add_flag, accuracy_table, answer_token_ids,
                             check_fixed_length, current_shard, encode_prompts, end_distributed, fill_prompt,
                             gather_scores, length_sorted_batches, load_masked_lm, load_tokenizer, mask_answers,
                             options_block, pad_batch, parse_prompt, pick, prediction_record, read_label_map,
@@ -105,7 +105,7 @@ def load_splits(dataset, train_file, validation_file, test_file, predict_file, t
         hub = load_dataset(dataset)
         if "train" not in hub:
             raise InputError(f"--dataset {dataset}: no train split (it has {', '.join(hub)})")
-        tables = {name: (hub[name], f"{dataset}[{name}]") for name in ("train", "test") if name in hub}
+        tables = {name: (hub[name].to_dict(), f"{dataset}[{name}]") for name in ("train", "test") if name in hub}
     for name, path in (("train", train_file), ("validation", validation_file), ("test", test_file),
                        ("predict", predict_file)):
         if path is not None:
@@ -403,12 +403,6 @@ def classifier_settings(base_model, max_length):
 
 # -----------------------------------------------------------------------------
 # Flags
-
-
-def add_flag(parser, name, **kwargs):
-    """Register `--name` under both spellings, underscores and hyphens: the published script mixed them."""
-    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-    parser.add_argument(*spellings, dest=name, **kwargs)
 
 
 def build_parser():

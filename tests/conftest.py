@@ -7,6 +7,7 @@ sliding-window layers with a window small enough that test prompts cross it.
 """
 
 import csv
+import json
 import os
 import random
 import sys
@@ -103,3 +104,79 @@ def make_mmlu_dir(root, subjects=("astronomy", "virology", "formal_logic"), per_
             rows.append([question.capitalize() + "?", *choices, rng.choice("ABCD")])
         write_mmlu_csv(os.path.join(root, "test", f"{subject}_test.csv"), rows)
     return str(root)
+
+
+# -----------------------------------------------------------------------------
+# The colour task: the label is the colour word in the text, learnable from scratch in seconds
+
+
+COLORS = ["red", "green", "blue", "yellow"]
+LABEL_MAP = {c.upper(): c for c in COLORS}  # raw label RED -> verbalizer `red`, one token ` red` after [unused0]
+PROMPT = "Text: {text}\nAnswer: [unused0] {label}\n"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+       "TOKENIZERS_PARALLELISM": "false"}
+
+
+def color_rows(n, seed, long_every=0):
+    """Rows whose label is the colour word in the text (learnable from scratch); every `long_every`-th is long."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        color = rng.choice(COLORS)
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 10))]
+        words.insert(rng.randint(0, len(words)), color)
+        if long_every and i % long_every == 0:
+            words = [color] + [rng.choice(WORDS) for _ in range(80)]  # cut to fit; the colour comes first
+        rows.append({"text": " ".join(words), "label_text": color.upper()})
+    return rows
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
+
+
+def write(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory):
+    """The colour task's files: train and predict (each with a few long rows), validation, test, label map, prompt."""
+    d = tmp_path_factory.mktemp("data")
+    return {
+        "train": write_csv(d / "train.csv", color_rows(600, 1, long_every=100)),
+        "validation": write_csv(d / "validation.csv", color_rows(80, 2)),
+        "test": write_csv(d / "test.csv", color_rows(80, 3)),
+        "predict": write(d / "predict.jsonl", "".join(json.dumps({"text": r["text"], "uid": f"u{i}"}) + "\n"
+                                                      for i, r in enumerate(color_rows(20, 4, long_every=5)))),
+        "label_map": write(d / "labels.json", json.dumps(LABEL_MAP)),
+        "prompt": write(d / "prompt.txt", PROMPT),
+        "dir": d,
+    }
+
+
+def base_args(tiny_model_dir, files, output_dir, *extra):
+    return ["--model", tiny_model_dir, "--train_file", files["train"], "--label_map", files["label_map"],
+            "--prompt_file", files["prompt"], "--output_dir", str(output_dir), "--max_length", "48",
+            "--learning_rate", "1e-2", "--warmup_ratio", "0.1", "--per_device_train_batch_size", "16", "--logging_steps", "10",
+            *extra]  # warm-up: at 1e-2 without it, some random inits stall at 3 of 4 classes
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_model_dir, files):
+    """A tiny ModernBERT trained on the colour task by train.py: (its folder, its metrics)."""
+    import train
+
+    output_dir = files["dir"] / "run"
+    metrics = train.main(base_args(
+        tiny_model_dir, files, output_dir, "--validation_file", files["validation"], "--test_file", files["test"],
+        "--predict_file", files["predict"], "--num_train_epochs", "4", "--eval_steps", "25"))
+    return str(output_dir), metrics
+
+

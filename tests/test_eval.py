@@ -67,23 +67,10 @@ def test_prompt_ends_with_unused0_then_mask(tokenizer):
     assert core.last_index(ids, tokenizer.mask_token_id) == len(ids) - 2
 
 
-def test_letter_ids_are_both_single_token_spellings(tokenizer):
-    ids = core.letter_token_ids(tokenizer, "ABCD")
-    for letter, pair in zip("ABCD", ids):
-        assert pair == sorted([tokenizer.convert_tokens_to_ids(letter), tokenizer.convert_tokens_to_ids("Ġ" + letter)])
 
 
-def test_multi_token_spelling_is_an_error_naming_it(tokenizer):
-    with pytest.raises(core.InputError, match="'Ω'.*2 tokens"):
-        core.letter_token_ids(tokenizer, ["Ω"])
 
 
-def test_tokenizer_without_mask_token_is_an_error():
-    class NoMask:
-        mask_token_id = None
-
-    with pytest.raises(core.InputError, match="no mask token"):
-        core.require_mask_token(NoMask(), "some/bert")
 
 
 # --- scoring
@@ -127,13 +114,25 @@ def test_batched_scores_equal_one_at_a_time_and_the_published_loop(tmp_path, tok
     assert len(set(ours)) >= 2
 
 
-def test_batches_cover_every_index_once_within_the_budget():
-    lengths = [5, 90, 17, 17, 64, 3, 40, 200, 8, 33]
-    batches = core.length_sorted_batches(lengths, batch_tokens=128, pad_to_multiple_of=8)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for batch in batches:
-        width = -(-max(lengths[i] for i in batch) // 8) * 8
-        assert len(batch) == 1 or len(batch) * width <= 128
+
+
+def test_full_permutations_make_each_choice_independent_of_its_letter(tmp_path, tokenizer):
+    from conftest import build_tiny_modernbert
+
+    varied = build_tiny_modernbert(str(tmp_path / "m"), tokenizer, seed=3, initializer_range=0.5).eval()
+    questions = questions_from(tmp_path, subjects=("anatomy", "virology"), per_subject=6)
+    shifted = [dict(q, choices=q["choices"][1:] + q["choices"][:1]) for q in questions]  # choice k now under letter k-1
+
+    def choice_probs(qs, permutations, shift=0):
+        """Per question, the probability of each original choice k (listed under letter k - shift)."""
+        records = predict(varied, tokenizer, qs, permutations=permutations)[1]
+        return [[r["probs"]["ABCD"[(k - shift) % 4]] for k in range(4)] for r in records]
+
+    plain, plain_shifted = choice_probs(questions, 1), choice_probs(shifted, 1, shift=1)
+    assert max(abs(a - b) for p, q in zip(plain, plain_shifted) for a, b in zip(p, q)) > 0.1  # letters matter ...
+    full, full_shifted = choice_probs(questions, 4), choice_probs(shifted, 4, shift=1)
+    for p, q in zip(full, full_shifted):  # ... until every choice is scored once under every letter
+        assert p == pytest.approx(q, abs=1e-6) and sum(p) == pytest.approx(1, abs=1e-5)  # records round to 1e-6
 
 
 # --- loading MMLU files, and the errors for bad ones
@@ -241,7 +240,7 @@ def test_summary_arithmetic():
 def test_cli_end_to_end_writes_consistent_files(tiny_model_dir, tmp_path):
     root = make_mmlu_dir(tmp_path / "mmlu")
     out = tmp_path / "out"
-    result = run_eval("--model", tiny_model_dir, "--data_dir", root, "--output_dir", str(out))
+    result = run_eval("--model", tiny_model_dir, "--data_dir", root, "--output_dir", str(out), "--permutations", "2")
     assert result.returncode == 0, result.stderr
     assert "overall (micro)" in result.stdout
     results = json.loads((out / "results.json").read_text())
@@ -254,7 +253,7 @@ def test_cli_end_to_end_writes_consistent_files(tiny_model_dir, tmp_path):
     for r in records:
         assert sum(r["probs"].values()) == pytest.approx(1, abs=1e-5)
         assert r["pred"] == max(r["probs"], key=r["probs"].get)
-    assert results["dtype"] == "float32" and results["device"] == "cpu"
+    assert results["dtype"] == "float32" and results["device"] == "cpu" and results["permutations"] == 2
 
 
 def test_torchrun_two_processes_write_the_same_files_as_one(tiny_model_dir, tmp_path):

@@ -1,6 +1,5 @@
 """train.py offline: example construction, input checks, and short CPU runs of a tiny ModernBERT."""
 
-import csv
 import json
 import os
 import random
@@ -10,75 +9,17 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, WORDS
+from conftest import COLORS, ENV, LABEL_MAP, PROMPT, REPO, WORDS, base_args, write, write_csv
 
 import mlm_classifier as core
 import train
 from mlm_classifier import InputError, score_sequences
-
-COLORS = ["red", "green", "blue", "yellow"]
-LABEL_MAP = {c.upper(): c for c in COLORS}  # raw label RED -> verbalizer `red`, one token ` red` after [unused0]
-PROMPT = "Text: {text}\nAnswer: [unused0] {label}\n"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-       "TOKENIZERS_PARALLELISM": "false"}
-
-
-def color_rows(n, seed, long_every=0):
-    """Rows whose label is the colour word in the text (learnable from scratch); every `long_every`-th is long."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        color = rng.choice(COLORS)
-        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 10))]
-        words.insert(rng.randint(0, len(words)), color)
-        if long_every and i % long_every == 0:
-            words = [color] + [rng.choice(WORDS) for _ in range(80)]  # cut to fit; the colour comes first
-        rows.append({"text": " ".join(words), "label_text": color.upper()})
-    return rows
-
-
-def write_csv(path, rows):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
-
-
-def write(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    return str(path)
-
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """Train (with a few long rows), validation, test and predict files, the label map and the prompt."""
-    d = tmp_path_factory.mktemp("data")
-    return {
-        "train": write_csv(d / "train.csv", color_rows(600, 1, long_every=100)),
-        "validation": write_csv(d / "validation.csv", color_rows(80, 2)),
-        "test": write_csv(d / "test.csv", color_rows(80, 3)),
-        "predict": write(d / "predict.jsonl", "".join(json.dumps({"text": r["text"]}) + "\n"
-                                                      for r in color_rows(20, 4))),
-        "label_map": write(d / "labels.json", json.dumps(LABEL_MAP)),
-        "prompt": write(d / "prompt.txt", PROMPT),
-        "dir": d,
-    }
-
-
-def base_args(tiny_model_dir, files, output_dir, *extra):
-    return ["--model", tiny_model_dir, "--train_file", files["train"], "--label_map", files["label_map"],
-            "--prompt_file", files["prompt"], "--output_dir", str(output_dir), "--max_length", "48",
-            "--learning_rate", "1e-2", "--warmup_ratio", "0.1", "--per_device_train_batch_size", "16", "--logging_steps", "10",
-            *extra]  # warm-up: at 1e-2 without it, some random inits stall at 3 of 4 classes
 
 
 def encode(tokenizer, texts, labels, prompt=PROMPT, label_map=LABEL_MAP, max_length=512):
@@ -108,38 +49,10 @@ def test_atp_masks_exactly_the_answer_token_after_the_anchor(tokenizer):
         assert input_ids[:position] == ids[:position] and input_ids[position + 1:] == ids[position + 1:]
 
 
-def test_options_fill_and_published_txt_placeholder():
-    prompt = "Pick one:\n{options}\nText: {txt}\nAnswer: [unused0]{label}"
-    label_map = {"RED": "A", "GREEN": "B"}
-    before, after = core.parse_prompt(prompt)
-    filled, (t0, t1) = core.fill_prompt(before, after, "the sky", "B", core.options_block(label_map))
-    assert filled == "Pick one:\n- A: RED\n- B: GREEN\nText: the sky\nAnswer: [unused0]B"
-    assert filled[t0:t1] == "the sky"
 
 
-def test_truncation_cuts_only_the_text_and_counts_the_cuts(tokenizer):
-    rng = random.Random(0)
-    texts = [" ".join(rng.choice(WORDS) for _ in range(n)) for n in (3, 40, 5, 90, 60)]
-    labels = ["RED", "GREEN", "BLUE", "YELLOW", "RED"]
-    full, full_positions, _ = encode(tokenizer, texts, labels)
-    max_length = 30
-    cut, positions, n_cut = encode(tokenizer, texts, labels, max_length=max_length)
-    too_long = [len(ids) > max_length for ids in full]
-    assert n_cut == sum(too_long) == 3
-    for ids, position, whole, whole_position, long, label in zip(cut, positions, full, full_positions, too_long,
-                                                                 labels):
-        assert len(ids) == (max_length if long else len(whole))
-        # What follows the text ("\nAnswer: [unused0] red" and [SEP]) is kept whole, the answer at its place.
-        suffix = len(tokenizer("\nAnswer: [unused0] " + LABEL_MAP[label], add_special_tokens=False)["input_ids"]) + 1
-        assert ids[-suffix:] == whole[-suffix:] and len(ids) - position == len(whole) - whole_position
-        # Before it: the prompt's prefix and the head of the text, token for token.
-        assert ids[:-suffix] == whole[: len(ids) - suffix]
 
 
-def test_text_that_cannot_fit_names_the_row(tokenizer):
-    before, after = core.parse_prompt(PROMPT)
-    with pytest.raises(InputError, match="row 7"):
-        core.encode_prompts(tokenizer, before, after, ["a b c"], ["red"], "", 5, rows=[7], source="f.csv")
 
 
 def test_mlm_masks_30_percent_with_mask_only_and_original_labels(tokenizer):
@@ -303,19 +216,10 @@ def test_command_line_error_exits_1_with_one_line(tiny_model_dir, tmp_path):
 # End to end: a tiny ModernBERT from scratch learns to name the colour in the text
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_model_dir, files):
-    output_dir = files["dir"] / "run"
-    metrics = train.main(base_args(
-        tiny_model_dir, files, output_dir, "--validation_file", files["validation"], "--test_file", files["test"],
-        "--predict_file", files["predict"], "--num_train_epochs", "4", "--eval_steps", "25"))
-    return str(output_dir), metrics
-
-
 def test_tiny_model_learns_the_task_and_writes_every_output(trained):
     output_dir, metrics = trained
     assert metrics["test_accuracy"] >= 0.9 and metrics["validation_accuracy"] >= 0.9
-    assert metrics["truncated"] == {"train": 6, "validation": 0, "test": 0, "predict": 0}
+    assert metrics["truncated"] == {"train": 6, "validation": 0, "test": 0, "predict": 4}
     for name in ("config.json", "model.safetensors", "tokenizer.json", "label_map.json", "prompt.txt", "README.md",
                  "metrics.json", "trainer_state.json", "predictions.jsonl"):
         assert os.path.exists(os.path.join(output_dir, name)), name
@@ -341,7 +245,8 @@ def test_tiny_model_learns_the_task_and_writes_every_output(trained):
 
 
 def test_saved_folder_reloads_and_predicts_the_same(trained, files):
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+    """predictions.jsonl is consistent, and a plain reload of the folder scores the texts that fit the same way."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     output_dir, _ = trained
     with open(os.path.join(output_dir, "predictions.jsonl")) as f:
@@ -355,17 +260,13 @@ def test_saved_folder_reloads_and_predicts_the_same(trained, files):
 
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     model = AutoModelForMaskedLM.from_pretrained(output_dir).eval()
-    prompts = [PROMPT.rstrip().replace("{text}", t).replace("{label}", tokenizer.mask_token) for t in texts]
+    fits = [i for i in range(20) if i % 5]  # every 5th text is longer than --max_length 48 and was cut
+    prompts = [PROMPT.rstrip().replace("{text}", texts[i]).replace("{label}", tokenizer.mask_token) for i in fits]
     answer_ids = [[tokenizer(" " + c, add_special_tokens=False)["input_ids"][0]] for c in COLORS]
     scores = score_sequences(model, tokenizer(prompts)["input_ids"], tokenizer.mask_token_id, tokenizer.pad_token_id,
                              answer_ids, batch_tokens=4096)
-    assert [list(LABEL_MAP)[max(range(4), key=scores[i].__getitem__)] for i in range(20)] == [
-        p["label"] for p in predictions]
-
-    fill = pipeline("fill-mask", model=output_dir, device="cpu")
-    for prompt, prediction in zip(prompts, predictions):
-        best = fill(prompt, targets=[" " + c for c in COLORS])[0]["token_str"]
-        assert best.strip().upper() == prediction["label"]
+    assert [list(LABEL_MAP)[max(range(4), key=scores[k].__getitem__)] for k in range(len(fits))] == [
+        predictions[i]["label"] for i in fits]
 
 
 def test_dummy_mlm_loss_collapses_while_standard_mlm_loss_does_not(tiny_model_dir, files, tmp_path):

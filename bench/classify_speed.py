@@ -1,0 +1,135 @@
+"""Benchmark: classify.py's path against transformers' zero-shot pipelines, at 4 and at 20 labels.
+
+    python bench/classify_speed.py                      # GPU: ModernBERT-Large shape, random weights
+    python bench/classify_speed.py --device cpu --tiny  # smoke test, about a minute
+
+Three ways to label the same real texts (AG News rows from ../shared/data/ag_news) zero-shot:
+- NLI pipeline: transformers' `zero-shot-classification` on a sequence-classification model with an
+  entailment / neutral / contradiction head, which runs one forward pass per (text, label) pair;
+- fill-mask loop: transformers' `fill-mask` pipeline, one prompt at a time, the labels' letters as targets;
+- ours: `MLMClassifier` (what classify.py runs): one forward pass per text, batched by length under a
+  token budget, the MLM head only at [MASK].
+All three use the same backbone shape with random weights and the 50k stand-in tokenizer
+(../shared/tokenizers/modernbert-standin), so figures compare between sessions; with random weights
+the labels themselves mean nothing, only the time does. Prints texts/s of each; asserts nothing.
+"""
+
+import argparse
+import csv
+import os
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import mlm_classifier as core  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+LARGE = dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
+             global_attn_every_n_layers=3, local_attention=128)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+            global_attn_every_n_layers=3, local_attention=32)
+NEWSGROUPS = ["atheism", "graphics", "windows", "pc hardware", "mac hardware", "x window", "for sale", "autos",
+              "motorcycles", "baseball", "hockey", "cryptography", "electronics", "medicine", "space", "christianity",
+              "guns", "middle east", "politics", "religion"]
+LABEL_SETS = {4: ["World", "Sports", "Business", "Sci/Tech"], 20: NEWSGROUPS}
+NLI_LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
+
+
+def ag_news_texts(data_dir, n):
+    """The first `n` AG News test rows as `title description`, the way SetFit/ag_news joins them."""
+    with open(os.path.join(data_dir, "ag_news", "test.csv"), newline="", encoding="utf-8") as f:
+        return [f"{title} {description}".replace("\\n", " ") for _, title, description in list(csv.reader(f))[:n]]
+
+
+def random_models(tokenizer, shape, device, dtype):
+    """A masked LM and a 3-way NLI sequence classifier of the same ModernBERT shape, random weights."""
+    from transformers import ModernBertConfig, ModernBertForMaskedLM, ModernBertForSequenceClassification
+
+    config = ModernBertConfig(vocab_size=len(tokenizer), max_position_embeddings=8192,
+                              pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+                              sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+                              eos_token_id=tokenizer.sep_token_id, num_labels=3, id2label=NLI_LABELS,
+                              label2id={v: k for k, v in NLI_LABELS.items()}, **shape)
+    torch.manual_seed(0)
+    masked_lm = ModernBertForMaskedLM(config).to(device, dtype).eval()
+    nli = ModernBertForSequenceClassification(config).to(device, dtype).eval()
+    return masked_lm, nli
+
+
+def timed(function, device):
+    """(seconds, result) of one call, the GPU synchronised."""
+    start = time.perf_counter()
+    result = function()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--tiny", action="store_true", help="a tiny model (smoke test)")
+    p.add_argument("--texts", type=int, default=None, help="texts for ours (default 2000, tiny 400)")
+    p.add_argument("--baseline_texts", type=int, default=None,
+                   help="texts timed for each pipeline, extrapolated (default 200, tiny 50)")
+    p.add_argument("--pipeline_batch_size", type=int, default=32, help="batch size of the NLI pipeline's pairs")
+    p.add_argument("--data_dir", default=os.path.join(SHARED, "data"))
+    p.add_argument("--tokenizer", default=os.path.join(SHARED, "tokenizers", "modernbert-standin"))
+    args = p.parse_args(argv)
+
+    from transformers import AutoTokenizer, pipeline
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # the pipelines' advice on batching would interleave with the table
+    device = core.resolve_device(args.device)
+    dtype = core.resolve_dtype("auto", device)
+    n_texts = args.texts or (400 if args.tiny else 2000)
+    n_baseline = args.baseline_texts or (50 if args.tiny else 200)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    masked_lm, nli = random_models(tokenizer, TINY if args.tiny else LARGE, device, dtype)
+    texts = ag_news_texts(args.data_dir, n_texts)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"{name}; {'tiny' if args.tiny else 'ModernBERT-Large'} shape, random weights, "
+          f"{str(dtype).removeprefix('torch.')}; {len(texts)} AG News texts for ours, {n_baseline} for each pipeline")
+    print(f"{'labels':>6}  {'path':<44}{'texts/s':>10}{'vs NLI':>9}")
+
+    nli_pipe = pipeline("zero-shot-classification", model=nli, tokenizer=tokenizer, device=device)
+    fill_pipe = pipeline("fill-mask", model=masked_lm, tokenizer=tokenizer, device=device)
+    speedups = {}
+    for n_labels, labels in LABEL_SETS.items():
+        spec = core.ClassifierSpec("random weights", labels, core.ZERO_SHOT_PROMPT, None, 512, "zero-shot")
+        ours = core.MLMClassifier(spec, tokenizer, masked_lm)
+        ours(texts[:16])  # warm-up
+        seconds, _ = timed(lambda: ours.probabilities(texts), device)
+        ours_rate = len(texts) / seconds
+
+        sample = texts[:n_baseline]
+        nli_pipe(sample[:2], candidate_labels=labels)  # warm-up
+        seconds, _ = timed(lambda: nli_pipe(sample, candidate_labels=labels, batch_size=args.pipeline_batch_size),
+                           device)
+        nli_rate = len(sample) / seconds
+
+        template = core.parse_prompt(core.ZERO_SHOT_PROMPT)
+        label_map = dict(zip(labels, core.LETTERS))
+        options = core.options_block(label_map)
+        prompts = [core.fill_prompt(*template, text, tokenizer.mask_token, options)[0] for text in sample]
+        targets = [tokenizer.convert_ids_to_tokens(core.single_token_id(tokenizer, " " + letter))
+                   for letter in label_map.values()]  # ` A` as the vocabulary spells it: no warning, no lookup
+        seconds, _ = timed(lambda: [fill_pipe(prompt, targets=targets, top_k=n_labels) for prompt in prompts], device)
+        fill_rate = len(sample) / seconds
+
+        speedups[n_labels] = ours_rate / nli_rate
+        for path, rate in ((f"NLI pipeline (batch {args.pipeline_batch_size} pairs)", nli_rate),
+                           ("fill-mask pipeline, one text at a time", fill_rate),
+                           ("ours: MLMClassifier (classify.py)", ours_rate)):
+            print(f"{n_labels:>6}  {path:<44}{rate:>10.1f}{rate / nli_rate:>8.1f}x")
+        print(f"{'':>6}  ours vs fill-mask loop: {ours_rate / fill_rate:.1f}x")
+    print(f"speedup vs NLI pipeline: {speedups[4]:.1f}x at 4 labels, {speedups[20]:.1f}x at 20 labels")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""mlm_classifier.py, the core: prompt rules, cutting, answer tokens, batching, bias controls, tables, paths."""
+
+import json
+import os
+import random
+
+import pytest
+from conftest import LABEL_MAP, PROMPT, WORDS, write
+
+import mlm_classifier as core
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def encode(tokenizer, texts, labels, prompt=PROMPT, label_map=LABEL_MAP, max_length=512):
+    before, after = core.parse_prompt(prompt)
+    return core.encode_prompts(tokenizer, before, after, texts, [label_map[label] for label in labels],
+                               core.options_block(label_map), max_length)
+
+
+# --- answer tokens and batches
+
+
+def test_letter_ids_are_both_single_token_spellings(tokenizer):
+    ids = core.letter_token_ids(tokenizer, "ABCD")
+    for letter, pair in zip("ABCD", ids):
+        assert pair == sorted([tokenizer.convert_tokens_to_ids(letter), tokenizer.convert_tokens_to_ids("Ġ" + letter)])
+
+
+def test_multi_token_spelling_is_an_error_naming_it(tokenizer):
+    with pytest.raises(core.InputError, match="'Ω'.*2 tokens"):
+        core.letter_token_ids(tokenizer, ["Ω"])
+
+
+def test_tokenizer_without_mask_token_is_an_error():
+    class NoMask:
+        mask_token_id = None
+
+    with pytest.raises(core.InputError, match="no mask token"):
+        core.require_mask_token(NoMask(), "some/bert")
+
+
+def test_batches_cover_every_index_once_within_the_budget():
+    lengths = [5, 90, 17, 17, 64, 3, 40, 200, 8, 33]
+    batches = core.length_sorted_batches(lengths, batch_tokens=128, pad_to_multiple_of=8)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        width = -(-max(lengths[i] for i in batch) // 8) * 8
+        assert len(batch) == 1 or len(batch) * width <= 128
+
+
+# --- prompt rules and cutting
+
+
+def test_options_fill_and_published_txt_placeholder():
+    prompt = "Pick one:\n{options}\nText: {txt}\nAnswer: [unused0]{label}"
+    label_map = {"RED": "A", "GREEN": "B"}
+    before, after = core.parse_prompt(prompt)
+    filled, (t0, t1) = core.fill_prompt(before, after, "the sky", "B", core.options_block(label_map))
+    assert filled == "Pick one:\n- A: RED\n- B: GREEN\nText: the sky\nAnswer: [unused0]B"
+    assert filled[t0:t1] == "the sky"
+
+
+def test_truncation_cuts_only_the_text_and_counts_the_cuts(tokenizer):
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(n)) for n in (3, 40, 5, 90, 60)]
+    labels = ["RED", "GREEN", "BLUE", "YELLOW", "RED"]
+    full, full_positions, _ = encode(tokenizer, texts, labels)
+    max_length = 30
+    cut, positions, n_cut = encode(tokenizer, texts, labels, max_length=max_length)
+    too_long = [len(ids) > max_length for ids in full]
+    assert n_cut == sum(too_long) == 3
+    for ids, position, whole, whole_position, long, label in zip(cut, positions, full, full_positions, too_long,
+                                                                 labels):
+        assert len(ids) == (max_length if long else len(whole))
+        # What follows the text ("\nAnswer: [unused0] red" and [SEP]) is kept whole, the answer at its place.
+        suffix = len(tokenizer("\nAnswer: [unused0] " + LABEL_MAP[label], add_special_tokens=False)["input_ids"]) + 1
+        assert ids[-suffix:] == whole[-suffix:] and len(ids) - position == len(whole) - whole_position
+        # Before it: the prompt's prefix and the head of the text, token for token.
+        assert ids[:-suffix] == whole[: len(ids) - suffix]
+
+
+def test_text_that_cannot_fit_names_the_row(tokenizer):
+    before, after = core.parse_prompt(PROMPT)
+    with pytest.raises(core.InputError, match="row 7"):
+        core.encode_prompts(tokenizer, before, after, ["a b c"], ["red"], "", 5, rows=[7], source="f.csv")
+
+
+# --- bias controls
+
+
+def test_rotations_show_every_option_once_at_every_position():
+    orders = core.rotations(4, 4)
+    assert orders[0] == [0, 1, 2, 3] and orders[1] == [1, 2, 3, 0]
+    for position in range(4):
+        assert sorted(order[position] for order in orders) == [0, 1, 2, 3]
+    assert core.rotations(4, 2) == orders[:2]
+    with pytest.raises(core.InputError, match="--permutations 5 must be between 1 and the number of options \\(4\\)"):
+        core.rotations(4, 5)
+
+
+def test_slot_probabilities_follow_the_option_shown_in_each_slot():
+    log_probs = [0.0, -1.0, -2.0]  # slot 0 likeliest
+    assert core.slot_probabilities(log_probs, [0, 1, 2]) == pytest.approx([0.665241, 0.244728, 0.090031], abs=1e-6)
+    assert core.slot_probabilities(log_probs, [2, 0, 1]) == pytest.approx([0.244728, 0.090031, 0.665241], abs=1e-6)
+
+
+def test_calibration_divides_by_the_content_free_probabilities():
+    assert core.calibrate([0.5, 0.3, 0.2], [0.5, 0.3, 0.2]) == pytest.approx([1 / 3] * 3)
+    assert core.calibrate([0.6, 0.4], [0.75, 0.25]) == pytest.approx([0.8 / 2.4, 1.6 / 2.4])
+    views = [[0.6, 0.4], [0.2, 0.8]]
+    assert core.combine_views(views) == pytest.approx([0.4, 0.6])
+    assert core.combine_views(views, content_free=views) == pytest.approx([0.5, 0.5])
+
+
+def test_ties_go_to_the_earliest_option():
+    assert core.first_max([0.2, 0.4, 0.4]) == 1
+    assert core.pick([-1.0, -1.0], 2)[0] == 0
+
+
+# --- labels, tables and output paths
+
+
+def test_labels_from_a_comma_list_or_a_file(tmp_path):
+    assert core.parse_labels(" World, Sports ,Sci/Tech") == ["World", "Sports", "Sci/Tech"]
+    path = write(tmp_path / "labels.txt", "spam\n\nnot spam\n")
+    assert core.parse_labels(path) == ["spam", "not spam"]
+    with pytest.raises(core.InputError, match="'spam' given more than once"):
+        core.parse_labels("spam,ham,spam")
+
+
+def test_every_table_format_reads_the_same_rows(tmp_path):
+    import pandas
+
+    rows = [{"text": "first, with a comma", "label": "A", "n": "1"}, {"text": "second", "label": "B", "n": "2"}]
+    pandas.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    pandas.DataFrame(rows).to_parquet(tmp_path / "t.parquet")
+    write(tmp_path / "t.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write(tmp_path / "t.json", json.dumps(rows))
+    for extension in ("csv", "parquet", "jsonl", "json"):
+        table = core.read_table(str(tmp_path / f"t.{extension}"), "--input")
+        split = core.take_columns(table, "t", "text", "label", id_column="n")
+        assert (split.texts, split.labels, split.ids, split.rows) == (
+            ["first, with a comma", "second"], ["A", "B"], ["1", "2"], [0, 1]), extension
+
+
+def test_a_missing_cell_is_an_error_naming_the_row(tmp_path):
+    write(tmp_path / "t.csv", "text,label\na,X\n,Y\n")
+    with pytest.raises(core.InputError, match="t.csv: row 1 has no text in column 'text'"):
+        core.take_columns(core.read_table(str(tmp_path / "t.csv"), "--input"), str(tmp_path / "t.csv"), "text", "label")
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("t.jsonl", '{"text": "a"}\n{"text": \n', "line 2: not valid JSON"),
+    ("t.jsonl", '{"text": "a"}\n["text"]\n', "row 1 is list, not a JSON object"),
+    ("t.csv", "", "cannot be read as csv"),
+    ("t.parquet", "not parquet at all", "cannot be read as parquet"),
+])
+def test_unreadable_tables_name_the_file(tmp_path, name, content, expected):
+    path = write(tmp_path / name, content)
+    with pytest.raises(core.InputError, match=expected) as error:
+        core.read_table(path, "--input")
+    assert str(error.value).startswith(f"--input {path}: ")
+
+
+def test_latin1_file_is_named_as_not_utf8(tmp_path):
+    (tmp_path / "t.csv").write_bytes("text\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(core.InputError, match="not UTF-8"):
+        core.read_table(str(tmp_path / "t.csv"), "--input")
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    a_file = write(tmp_path / "a_file", "x")
+    core.check_output_path(str(tmp_path / "new" / "deeper" / "out.jsonl"), "--output")  # folders get made later
+    with pytest.raises(core.InputError, match="is a file, so nothing can be written under it"):
+        core.check_output_path(os.path.join(a_file, "out.jsonl"), "--output")
+    with pytest.raises(core.InputError, match="is a folder"):
+        core.check_output_path(str(tmp_path), "--output")
+    with pytest.raises(core.InputError, match="is a file; give a folder"):
+        core.check_output_path(a_file, "--output_dir", folder=True)
