@@ -17,24 +17,21 @@ The output has one record per input row, in input order: row, (id), text, label 
 train.py's predictions.jsonl; `<output stem>.settings.json` beside it records everything that shaped it.
 """
 
-import argparse
 import json
 import os
-import sys
 import time
 from collections import Counter
 
-from mlm_classifier import (CONTENT_FREE_TEXT, InputError, MLMClassifier, add_flag, check_output_path,
-                            end_distributed, init_distributed, load_masked_lm, load_spec, load_tokenizer,
-                            parse_labels, plan_scoring, prediction_record, read_prompt, read_table, records_to_csv,
-                            records_to_jsonl, resolve_attn_implementation, resolve_device, resolve_dtype, say,
-                            take_columns, write_atomic)
+from mlm_classifier import (CONTENT_FREE_TEXT, InputError, MLMClassifier, add_flag, check_model_source,
+                            check_output_path, check_positive, end_distributed, init_distributed, load_masked_lm,
+                            load_spec, load_tokenizer, make_parser, parse_labels, plan_scoring, prediction_record,
+                            read_prompt, read_table, records_to_csv, records_to_jsonl, resolve_attn_implementation,
+                            resolve_device, resolve_dtype, run_command, say, take_columns, write_atomic)
 
 
 def build_parser():
     """The command line, every default in view; each flag also takes hyphens (--text-column)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     add_flag(p, "model", default="answerdotai/ModernBERT-Large-Instruct",
              help="a folder written by train.py, or any masked LM (hub name or folder) with --labels")
     add_flag(p, "labels", default=None,
@@ -43,7 +40,7 @@ def build_parser():
              help="zero-shot template with {text}, {options} and `[unused0] {label}` at the end "
                   "(default: the zero-shot template in README.md)")
     add_flag(p, "input", required=True, help="csv, json, jsonl or parquet")
-    add_flag(p, "text_column", default="text")
+    add_flag(p, "text_column", default="text", help="the column holding the texts")
     add_flag(p, "id_column", default=None, help="a column passed through to the output as `id`")
     add_flag(p, "output", default="predictions.jsonl", help="a .csv name writes CSV, anything else JSON lines")
     add_flag(p, "max_length", type=int, default=None,
@@ -58,7 +55,8 @@ def build_parser():
     add_flag(p, "pad_to_multiple_of", type=int, default=None, help="batch width rounding (default: 64 GPU, 8 CPU)")
     add_flag(p, "dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
              help="auto: bfloat16 on a GPU, float32 on the CPU")
-    add_flag(p, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"])
+    add_flag(p, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"],
+             help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
     add_flag(p, "device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     add_flag(p, "no_progress", action="store_true", help="no progress bar")
     return p
@@ -66,12 +64,10 @@ def build_parser():
 
 def check_flags(args):
     """InputErrors for flags out of range, before anything is read or loaded."""
-    for flag in ("max_length", "batch_tokens", "pad_to_multiple_of"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise InputError(f"--{flag} {value} must be a positive number")
-    if args.permutations < 1:
-        raise InputError(f"--permutations {args.permutations} must be at least 1")
+    check_positive(max_length=args.max_length, batch_tokens=args.batch_tokens,
+                   pad_to_multiple_of=args.pad_to_multiple_of, permutations=args.permutations)
+    if not args.content_free_text.strip():
+        raise InputError("--content_free_text is empty; calibration needs a text, such as N/A")
 
 
 def settings_path(output):
@@ -81,21 +77,22 @@ def settings_path(output):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    check_flags(args)
 
-    # 1. Everything a user can get wrong, checked before any model loads: the labels, the prompt, the
-    #    folder's own files, the input file and its columns, and the output path.
+    # 1. Everything a user can get wrong, checked before any model loads: the flags and the device, the
+    #    labels and the prompt, the input file and its columns, the output path, the folder's own files.
+    check_flags(args)
+    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    check_model_source(args.model)
     labels = parse_labels(args.labels) if args.labels is not None else None
     prompt = read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else None
-    spec = load_spec(args.model, labels, prompt, args.max_length)
     rows = take_columns(read_table(args.input, "--input"), args.input, args.text_column, id_column=args.id_column)
     if not len(rows):
         raise InputError(f"--input {args.input}: no rows")
     check_output_path(args.output, "--output")
     check_output_path(settings_path(args.output), "--output")
+    spec = load_spec(args.model, labels, prompt, args.max_length)
 
     # 2. The tokenizer's checks (single-token answers, letters that fit, room for text), then the model.
-    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     rank, world = init_distributed(device)
     tokenizer = load_tokenizer(args.model)
     plan = plan_scoring(spec, tokenizer, args.permutations)
@@ -140,7 +137,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except InputError as e:
-        sys.exit(f"error: {e}")
+    run_command(main)

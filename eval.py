@@ -16,21 +16,22 @@ This file holds what is MMLU's own (the template, the files, subjects and catego
 the core module's. Every function takes explicit arguments, so it can be pasted into a notebook.
 """
 
-import argparse
 import csv
 import glob
+import io
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from collections import Counter
 
-from mlm_classifier import (InputError, accuracy_table, batch_defaults, combine_views, end_distributed, first_max,
+from mlm_classifier import (InputError, accuracy_table, add_flag, batch_defaults, check_model_source,
+                            check_output_path, check_positive, combine_views, end_distributed, first_max,
                             gather_scores, init_distributed, letter_token_ids, load_masked_lm, load_tokenizer,
-                            max_positions, read_jsonl, resolve_attn_implementation, resolve_device, resolve_dtype,
-                            rotations, score_sequences, slot_probabilities, write_atomic)
+                            located, make_parser, max_positions, read_jsonl, read_text, resolve_attn_implementation,
+                            resolve_device, resolve_dtype, rotations, run_command, score_sequences,
+                            slot_probabilities, write_atomic)
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -93,27 +94,29 @@ MMLU_SPLIT_FILES = {"test": ("test", "test"), "validation": ("val", "val"), "dev
 def read_mmlu_csv(path, subject):
     """Read one original MMLU CSV (headerless `question,A,B,C,D,answer`) into question dicts.
 
-    `row` counts CSV records from 0, not physical lines: many questions span several lines.
-    Errors name the file and the record's 1-based number as `line N`.
+    `row` counts CSV records from 0, not physical lines: many questions span several lines. Errors name
+    the file, the row and the line where that record starts.
     """
     questions = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for number, record in enumerate(csv.reader(f), start=1):
-            if len(record) != 6:
-                raise InputError(
-                    f"{path}: line {number}: expected 6 fields (question, A, B, C, D, answer), "
-                    f"found {len(record)}"
-                )
-            answer = record[5].strip()
-            if answer not in ("A", "B", "C", "D"):
-                raise InputError(f"{path}: line {number}: answer {record[5]!r} is not one of A, B, C, D")
-            questions.append({"subject": subject, "row": number - 1, "question": record[0],
-                              "choices": record[1:5], "gold": answer})
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    line = 1
+    for row, record in enumerate(reader):
+        where = f"{path}: {located(row, line)}"
+        line = reader.line_num + 1  # where the next record starts
+        if len(record) != 6:
+            raise InputError(f"{where}: expected 6 fields (question, A, B, C, D, answer), found {len(record)}")
+        answer = record[5].strip()
+        if answer not in ("A", "B", "C", "D"):
+            raise InputError(f"{where}: answer {record[5]!r} is not one of A, B, C, D")
+        questions.append({"subject": subject, "row": row, "question": record[0], "choices": record[1:5],
+                          "gold": answer})
     return questions
 
 
 def find_mmlu_files(data_dir, split):
     """Map subject -> CSV path for one split, from `DIR/<split>/<subject>_<split>.csv` or `DIR/*_<split>.csv`."""
+    if not os.path.isdir(data_dir):
+        raise InputError(f"--data_dir {data_dir}: no such folder")
     folder, suffix = MMLU_SPLIT_FILES[split]
     for pattern in (os.path.join(data_dir, folder, f"*_{suffix}.csv"), os.path.join(data_dir, f"*_{suffix}.csv")):
         paths = sorted(glob.glob(pattern))
@@ -151,7 +154,7 @@ def load_mmlu_hub(split, subjects):
     wanted = select_subjects(MMLU_SUBJECTS, subjects)
     rows_seen = Counter()
     questions = []
-    for example in load_dataset("cais/mmlu", "all", split=split):
+    for example in load_hub_dataset(load_dataset, "cais/mmlu", "all", split=split):
         subject = example["subject"]
         row = rows_seen[subject]
         rows_seen[subject] += 1
@@ -161,33 +164,53 @@ def load_mmlu_hub(split, subjects):
     return questions
 
 
-def read_mmlu_pro_jsonl(path):
-    """Read MMLU-Pro records (`question`, `options`, `answer` and/or `answer_index`, `category`).
+def load_hub_dataset(load_dataset, *args, **kwargs):
+    """`load_dataset(*args, **kwargs)`; a hub that cannot serve it is one InputError pointing at --data_dir."""
+    try:
+        return load_dataset(*args, **kwargs)
+    except Exception as e:  # connection, missing dataset or split: datasets raises many kinds
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"the dataset hub cannot serve {args[0]} ({reason}); "
+                         "give local files with --data_dir") from None
 
-    When `answer` and `answer_index` disagree, `answer_index` wins; a warning counts such rows.
+
+def read_mmlu_pro_jsonl(path):
+    """Read MMLU-Pro records (`question`, `options`, `answer` and/or `answer_index`, `category`), each checked.
+
+    `answer` must be exactly one of the question's letters and `answer_index` an integer (not a bool or a
+    float) in range; when both are given and disagree, `answer_index` wins and a warning counts such rows.
     """
     questions, disagreements = [], 0
-    for number, record in read_jsonl(path):
+    for row, line, record in read_jsonl(path):
+        where = f"{path}: {located(row, line)}"
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: a {type(record).__name__}, not a JSON object")
         missing = [k for k in ("question", "options", "category") if k not in record]
         if missing:
-            raise InputError(f"{path}: line {number}: missing field {', '.join(missing)}")
+            raise InputError(f"{where}: missing field {', '.join(missing)}")
+        for field in ("question", "category"):
+            if not isinstance(record[field], str) or not record[field].strip():
+                raise InputError(f"{where}: `{field}` is {record[field]!r}, not a non-empty string")
         options = record["options"]
         if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
-            raise InputError(f"{path}: line {number}: options must be a list of 2 to {len(LETTERS)} strings")
+            raise InputError(f"{where}: options must be a list of 2 to {len(LETTERS)} strings")
+        if not all(isinstance(option, str) for option in options):
+            raise InputError(f"{where}: every option must be a string, found {options!r:.80}")
         valid = LETTERS[: len(options)]
         from_letter = record.get("answer")
         from_index = record.get("answer_index")
         if from_letter is None and from_index is None:
-            raise InputError(f"{path}: line {number}: needs `answer` or `answer_index`")
-        if from_letter is not None and from_letter not in valid:
-            raise InputError(f"{path}: line {number}: answer {from_letter!r} is not one of {', '.join(valid)}")
-        if from_index is not None and not (isinstance(from_index, int) and 0 <= from_index < len(options)):
-            raise InputError(f"{path}: line {number}: answer_index {from_index!r} is outside 0..{len(options) - 1}")
+            raise InputError(f"{where}: needs `answer` or `answer_index`")
+        if from_letter is not None and not (isinstance(from_letter, str) and len(from_letter) == 1
+                                            and from_letter in valid):
+            raise InputError(f"{where}: answer {from_letter!r} is not one letter of {', '.join(valid)}")
+        if from_index is not None and not (type(from_index) is int and 0 <= from_index < len(options)):
+            raise InputError(f"{where}: answer_index {from_index!r} is not an integer in 0..{len(options) - 1}")
         gold = from_letter
         if from_index is not None:
             gold = valid[from_index]
             disagreements += from_letter is not None and from_letter != gold
-        questions.append({"subject": record["category"], "row": number - 1, "question": record["question"],
+        questions.append({"subject": record["category"], "row": row, "question": record["question"],
                           "choices": options, "gold": gold, "question_id": record.get("question_id")})
     if disagreements:
         warnings.warn(f"{path}: {disagreements} rows where `answer` and `answer_index` disagree; used answer_index",
@@ -206,7 +229,7 @@ def load_mmlu_pro(data_dir, split, subjects):
         from datasets import load_dataset
 
         questions = []
-        for row, ex in enumerate(load_dataset("TIGER-Lab/MMLU-Pro", split=split)):
+        for row, ex in enumerate(load_hub_dataset(load_dataset, "TIGER-Lab/MMLU-Pro", split=split)):
             questions.append({"subject": ex["category"], "row": row, "question": ex["question"],
                               "choices": list(ex["options"]), "gold": LETTERS[ex["answer_index"]],
                               "question_id": ex["question_id"]})
@@ -323,45 +346,54 @@ def write_outputs(output_dir, results, records):
 # -----------------------------------------------------------------------------
 
 
+def build_parser():
+    """The command line, every default in view; each flag also takes hyphens (--output-dir)."""
+    p = make_parser(__doc__)
+    add_flag(p, "model", default="answerdotai/ModernBERT-Large-Instruct", help="hub name or local folder")
+    add_flag(p, "task", default="mmlu", choices=["mmlu", "mmlu_pro"], help="the benchmark")
+    add_flag(p, "data_dir", default=None,
+             help="local data: MMLU's original CSV folder, or a folder with MMLU-Pro's <split>.jsonl "
+                  "(default: the hub's cais/mmlu or TIGER-Lab/MMLU-Pro)")
+    add_flag(p, "split", default="test", choices=["test", "validation", "dev"], help="which questions")
+    add_flag(p, "subjects", default="",
+             help="comma-separated subjects (MMLU) or categories (MMLU-Pro) (default: all)")
+    add_flag(p, "limit", type=int, default=None, help="score only the first N questions after filtering")
+    add_flag(p, "permutations", type=int, default=1,
+             help="score each question under this many cyclic rotations of its choices and average each "
+                  "choice's probability (a question with fewer choices uses all of its rotations)")
+    add_flag(p, "batch_tokens", type=int, default=None,
+             help="padded tokens per batch (default: 65536 on a GPU, 8192 on the CPU)")
+    add_flag(p, "pad_to_multiple_of", type=int, default=None,
+             help="pad batch width to a multiple of this (default: 64 on a GPU, 8 on the CPU)")
+    add_flag(p, "dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+             help="auto: bfloat16 on a GPU, float32 on the CPU")
+    add_flag(p, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"],
+             help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
+    add_flag(p, "device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_flag(p, "compile", action="store_true", help="torch.compile the encoder (slow first pass)")
+    add_flag(p, "output_dir", default=None, help="where the files go (default: results/<task>_<split>_<model name>)")
+    add_flag(p, "no_progress", action="store_true", help="no progress bar")
+    return p
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="answerdotai/ModernBERT-Large-Instruct", help="hub name or local folder")
-    p.add_argument("--task", default="mmlu", choices=["mmlu", "mmlu_pro"])
-    p.add_argument("--data_dir", default=None,
-                   help="local data: MMLU's original CSV folder, or a folder with MMLU-Pro's <split>.jsonl; "
-                        "without it the hub (cais/mmlu, TIGER-Lab/MMLU-Pro)")
-    p.add_argument("--split", default="test", choices=["test", "validation", "dev"])
-    p.add_argument("--subjects", default="", help="comma-separated subjects (MMLU) or categories (MMLU-Pro)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N questions after filtering")
-    p.add_argument("--permutations", type=int, default=1,
-                   help="score each question under this many cyclic rotations of its choices and average each "
-                        "choice's probability (a question with fewer choices uses all of its rotations)")
-    p.add_argument("--batch_tokens", type=int, default=None,
-                   help="padded tokens per batch (default: 65536 on a GPU, 8192 on the CPU)")
-    p.add_argument("--pad_to_multiple_of", type=int, default=None,
-                   help="pad batch width to a multiple of this (default: 64 on a GPU, 8 on the CPU)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"])
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoder (slow first pass)")
-    p.add_argument("--output_dir", default=None, help="default: results/<task>_<split>_<model name>")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    check_positive(limit=args.limit, permutations=args.permutations, batch_tokens=args.batch_tokens,
+                   pad_to_multiple_of=args.pad_to_multiple_of)
+    output_dir = args.output_dir or os.path.join(
+        "results", f"{args.task}_{args.split}_{os.path.basename(args.model.rstrip('/'))}")
+    check_output_path(output_dir, "--output_dir", folder=True)
+    check_model_source(args.model)
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     rank, world = init_distributed(device)
     dtype = resolve_dtype(args.dtype, device)
     attn_implementation = resolve_attn_implementation(args.attn_implementation, device, dtype)
     batch_tokens, pad_to_multiple_of = batch_defaults(device, args.batch_tokens, args.pad_to_multiple_of)
-    output_dir = args.output_dir or os.path.join(
-        "results", f"{args.task}_{args.split}_{os.path.basename(args.model.rstrip('/'))}")
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
-    if args.permutations < 1:
-        raise InputError(f"--permutations {args.permutations} must be at least 1")
 
     # 1. Questions, validated before anything heavy is loaded.
     questions = load_questions(args.task, args.data_dir, args.split, subjects, args.limit)
@@ -402,7 +434,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except InputError as e:
-        sys.exit(f"error: {e}")
+    run_command(main)

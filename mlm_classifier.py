@@ -19,6 +19,7 @@ import this module (as nanoGPT's train.py and sample.py import model.py); it hol
 Every function takes explicit arguments, so that it can be pasted into a notebook on its own.
 """
 
+import argparse
 import gc
 import json
 import os
@@ -47,16 +48,63 @@ class InputError(ValueError):
     """Bad user input (a file, row, label or flag). The scripts print it as one line and exit 1."""
 
 
+def run_command(main):
+    """Run a script's main(): bad input ends as one line, `error: ...`, and exit status 1, never a traceback."""
+    import sys
+
+    try:
+        main()
+    except InputError as e:
+        sys.exit(f"error: {e}")
+
+
 def say(*parts):
     """Print from the first process only, so that torchrun does not repeat every line."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(*parts, flush=True)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """--help shows each flag's default once: appended unless the help already says it, left out when None/off."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if "default" in help.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return help
+        return f"{help} (default: %(default)s)".lstrip()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a bad flag ends like any other bad input: one `error:` line and exit status 1."""
+
+    def error(self, message):
+        import sys
+
+        sys.exit(f"error: {message} (see --help)")
+
+
+def make_parser(doc):
+    """A parser with the script's first docstring paragraph, our help formatter and no abbreviations."""
+    return ArgumentParser(description=doc.split("\n\n")[0], formatter_class=HelpFormatter, allow_abbrev=False)
+
+
 def add_flag(parser, name, **kwargs):
     """Register `--name` under both spellings, underscores and hyphens: the published scripts mixed them."""
     spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
     parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+def check_positive(**flags):
+    """An InputError naming the first flag (given by its dest name) whose value is set but not above zero."""
+    for name, value in flags.items():
+        if value is not None and value <= 0:
+            raise InputError(f"--{name} {value} must be a positive number")
+
+
+def located(row, line=None):
+    """How errors name a record: `row N`, counted from 0 as `row` in predictions.jsonl, and `(line L)`, the file's
+    1-based line where the record starts, when the file has lines and that line is known."""
+    return f"row {row}" if line is None else f"row {row} (line {line})"
 
 
 def check_output_path(path, flag, folder=False):
@@ -87,29 +135,38 @@ def write_atomic(path, text):
 # Prompt templates: `{text}`, optional `{options}`, and `[unused0] {label}` at the very end
 
 
+def read_text(path, source=None):
+    """A whole UTF-8 text file; a missing file or one that is not UTF-8 is an InputError naming `source` or the path."""
+    source = source or path
+    if not os.path.isfile(path):
+        raise InputError(f"{source}: no such file")
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        line = 1 + open(path, "rb").read(e.start).count(b"\n")
+        raise InputError(f"{source}: not UTF-8 text (line {line}, byte {e.start}); save it as UTF-8") from None
+
+
 def read_prompt(path, flag=""):
     """A prompt template from a file, trailing white space stripped; errors name `flag` and the path."""
-    if not os.path.isfile(path):
-        raise InputError(f"{flag} {path}: no such file".lstrip())
-    with open(path, encoding="utf-8") as f:
-        return f.read().rstrip()
+    return read_text(path, f"{flag} {path}".lstrip()).rstrip()
 
 
 def read_label_map(path, flag=""):
     """A `{raw label: verbalizer}` map from a JSON file, in the file's order; errors name `flag` and the path."""
     source = f"{flag} {path}".lstrip()
-    if not os.path.isfile(path):
-        raise InputError(f"{source}: no such file")
-    with open(path, encoding="utf-8") as f:
-        try:
-            label_map = json.load(f)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{source}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    try:
+        label_map = json.loads(read_text(path, source))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{source}: not valid JSON ({e.msg}, line {e.lineno})") from None
     if not isinstance(label_map, dict) or not label_map:
         raise InputError(f"{source}: expected a JSON object {{\"raw label\": \"verbalizer\", ...}}")
     for label, verbalizer in label_map.items():
         if not isinstance(verbalizer, str):
             raise InputError(f"{source}: the verbalizer of {label!r} is {verbalizer!r}, not a string")
+        if not verbalizer.strip():
+            raise InputError(f"{source}: the verbalizer of {label!r} is empty; the answer must be one real token")
     return label_map
 
 
@@ -271,17 +328,19 @@ class Split:
 
 
 def read_jsonl(path, source=None):
-    """Yield (1-based line number, record) for each non-blank line of a JSONL file; bad JSON names the line.
+    """[(row, line, record)] for each non-blank line of a JSONL file: `row` counts records from 0, `line` is 1-based.
 
-    Errors start with `source` (default: the path), e.g. "--input data.jsonl".
+    Errors start with `source` (default: the path), e.g. "--input data.jsonl", and name the row and line.
     """
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{source or path}: line {number}: not valid JSON ({e.msg})") from None
+    source = source or path
+    records = []
+    for line, text in enumerate(read_text(path, source).split("\n"), start=1):  # not splitlines: JSON may hold U+2028
+        if text.strip():
+            try:
+                records.append((len(records), line, json.loads(text)))
+            except json.JSONDecodeError as e:
+                raise InputError(f"{source}: {located(len(records), line)}: not valid JSON ({e.msg})") from None
+    return records
 
 
 def read_table(path, flag):
@@ -296,6 +355,8 @@ def read_table(path, flag):
         raise InputError(f"{source}: unknown format {extension!r}; use .csv, .json, .jsonl or .parquet")
     if not os.path.isfile(path):
         raise InputError(f"{source}: no such file")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{source}: the file is empty")
     try:
         if extension == ".csv":
             import pandas
@@ -318,8 +379,7 @@ def read_table(path, flag):
 
 def read_json_records(path, source):
     """The objects of a JSON lines file, or of a .json file holding a list of them; bad JSON names its line."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_text(path, source)
     if path.lower().endswith(".json"):
         try:
             whole = json.loads(text)
@@ -327,7 +387,7 @@ def read_json_records(path, source):
         except json.JSONDecodeError as e:
             if e.msg != "Extra data":  # more than one value: JSON lines under a .json name
                 raise InputError(f"{source}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    return [record for _, record in read_jsonl(path, source)]
+    return [record for _, _, record in read_jsonl(path, source)]
 
 
 def records_to_columns(records, source):
@@ -565,10 +625,18 @@ def combine_views(view_probs, content_free=None):
 
 
 def resolve_device(device, local_rank=0):
-    """`auto` picks the process's GPU when there is one, else the CPU."""
-    if device != "auto":
-        return torch.device(device)
-    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    """`auto` picks the process's GPU when there is one, else the CPU; a GPU asked for but absent is an InputError."""
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: torch sees no GPU here; use --device cpu (or auto)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: there are only {torch.cuda.device_count()} GPU(s)")
+    return resolved
 
 
 def resolve_dtype(dtype, device):
@@ -598,11 +666,50 @@ def batch_defaults(device, batch_tokens=None, pad_to_multiple_of=None):
     return batch_tokens or (65536 if on_gpu else 8192), pad_to_multiple_of or (64 if on_gpu else 8)
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
+                   "sentencepiece.bpe.model")
+
+
+def looks_local(name):
+    """Whether a --model value means a folder rather than a hub id (`org/name`): it exists, or is written as a path."""
+    return (os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1
+            or (os.sep != "/" and os.sep in name))
+
+
+def check_model_source(name, flag="--model", weights=True):
+    """An InputError, before anything loads, for a local model folder that is missing or lacks a config,
+    a tokenizer or (with `weights`) weights. Hub ids are checked when they load (see load_pretrained)."""
+    if not looks_local(name):
+        return
+    if not os.path.isdir(name):
+        raise InputError(f"{flag} {name}: no such folder (a hub model is named as org/name)")
+    files = set(os.listdir(name))
+    missing = [what for what, needed in (("config.json", ("config.json",)), ("tokenizer files", TOKENIZER_FILES),
+                                         ("weights", WEIGHT_FILES if weights else ("config.json",)))
+               if not files & set(needed)]
+    if missing:
+        raise InputError(f"{flag} {name}: the folder has no {', no '.join(missing)}; give a folder that "
+                         "save_pretrained wrote for both the model and its tokenizer")
+
+
+def load_pretrained(loader, name, flag="--model", **kwargs):
+    """`loader.from_pretrained(name, **kwargs)`, with a hub or folder that cannot serve it as one InputError."""
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if looks_local(name):
+            raise InputError(f"{flag} {name}: cannot be loaded ({reason})") from None
+        raise InputError(f"{flag} {name}: not a local folder, and the model hub cannot serve it ({reason}); "
+                         "give a local folder, or run where the hub is reachable") from None
+
+
 def load_masked_lm(model_name, dtype, attn_implementation, device):
     """The model in eval mode; the dtype is passed explicitly, since transformers 5 otherwise keeps the checkpoint's."""
     from transformers import AutoModelForMaskedLM
 
-    model = AutoModelForMaskedLM.from_pretrained(model_name, dtype=dtype, attn_implementation=attn_implementation)
+    model = load_pretrained(AutoModelForMaskedLM, model_name, dtype=dtype, attn_implementation=attn_implementation)
     return model.to(device).eval()
 
 
@@ -610,7 +717,7 @@ def max_positions(model_name, tokenizer):
     """The most tokens one prompt may have: the model's positions, or the tokenizer's limit when smaller."""
     from transformers import AutoConfig
 
-    limits = [getattr(AutoConfig.from_pretrained(model_name), "max_position_embeddings", None),
+    limits = [getattr(load_pretrained(AutoConfig, model_name), "max_position_embeddings", None),
               tokenizer.model_max_length if tokenizer.model_max_length < 1e9 else None]  # 1e30 means "unset"
     limits = [n for n in limits if n]
     return min(limits) if limits else None
@@ -739,6 +846,10 @@ def locate(model_name, filename):
 def load_spec(model_name, labels=None, prompt=None, max_length=None, prompt_source="--prompt_file"):
     """The ClassifierSpec for a trained folder (its label_map.json, prompt.txt and classifier.json) or for
     zero-shot `labels` (letters A, B, ... by position, the zero-shot template unless `prompt` is given)."""
+    if not looks_local(model_name):  # a hub that cannot serve the model says so, not "no label_map.json"
+        from transformers import AutoConfig
+
+        load_pretrained(AutoConfig, model_name)
     label_map_path = locate(model_name, "label_map.json")
     if label_map_path and labels is not None:
         raise InputError(f"--labels: {model_name} is a trained folder with its own label_map.json; it answers with "
@@ -940,7 +1051,7 @@ def load_tokenizer(model_name, fast=True):
     """The model's tokenizer, with a mask token; a fast one unless `fast=False` (its offsets locate a text to cut)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_name)
+    tokenizer = load_pretrained(AutoTokenizer, model_name)
     if fast and not tokenizer.is_fast:
         raise InputError(f"--model {model_name}: a fast tokenizer is needed (token offsets locate the text)")
     require_mask_token(tokenizer, model_name)

@@ -12,7 +12,6 @@ sweep resumes where it stopped. Validation accuracy (a stratified slice of train
 run; test accuracy is reported for every run and never used to choose.
 """
 
-import argparse
 import itertools
 import json
 import math
@@ -20,7 +19,6 @@ import os
 import random
 import shutil
 import statistics
-import sys
 import time
 
 import mlm_classifier as mc
@@ -70,19 +68,25 @@ def strip_post(text):
 
 
 def read_newsgroups_jsonl(path):
-    """Rows of a 20 Newsgroups JSONL file (`text`, `label_text` among the 20 newsgroups), checked."""
+    """Rows of a 20 Newsgroups JSONL file (`text` a string, `label_text` among the 20 newsgroups), checked."""
     rows = []
-    for number, row in mc.read_jsonl(path):
-        if "text" not in row or row.get("label_text") not in LABEL_MAP:
-            raise mc.InputError(f"{path}: line {number}: needs `text` and a `label_text` among the 20 newsgroups"
-                                f" (found {row.get('label_text')!r})")
-        rows.append({"text": row["text"], "label_text": row["label_text"]})
+    for row, line, record in mc.read_jsonl(path):
+        where = f"{path}: {mc.located(row, line)}"
+        if not isinstance(record, dict):
+            raise mc.InputError(f"{where}: a {type(record).__name__}, not a JSON object")
+        if not isinstance(record.get("text"), str):
+            raise mc.InputError(f"{where}: `text` is {record.get('text')!r:.40}, not a string")
+        if record.get("label_text") not in LABEL_MAP:
+            raise mc.InputError(f"{where}: `label_text` {record.get('label_text')!r} is not one of the 20 newsgroups")
+        rows.append({"text": record["text"], "label_text": record["label_text"]})
     return rows
 
 
 def load_newsgroups(data_dir, strip_headers):
     """(train rows, test rows) from local JSONL files (optionally stripped) or the hub's SetFit/20_newsgroups."""
     if data_dir:
+        if not os.path.isdir(data_dir):
+            raise mc.InputError(f"--data_dir {data_dir}: no such folder")
         train_rows, test_rows = (read_newsgroups_jsonl(os.path.join(data_dir, f"{split}.jsonl"))
                                  for split in ("train", "test"))
         if strip_headers:
@@ -91,7 +95,12 @@ def load_newsgroups(data_dir, strip_headers):
         return train_rows, test_rows
     from datasets import load_dataset
 
-    splits = load_dataset("SetFit/20_newsgroups")
+    try:
+        splits = load_dataset("SetFit/20_newsgroups")
+    except Exception as e:  # connection, missing dataset: datasets raises many kinds
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise mc.InputError(f"the dataset hub cannot serve SetFit/20_newsgroups ({reason}); give the local files "
+                            "with --data_dir (train.jsonl and test.jsonl, `text` and `label_text` per line)") from None
     return tuple([{"text": r["text"], "label_text": r["label_text"]} for r in splits[s]] for s in ("train", "test"))
 
 
@@ -107,6 +116,10 @@ def stratified_split(rows, fraction, seed):
     from sklearn.model_selection import train_test_split
 
     labels = [r["label_text"] for r in rows]
+    n_validation = math.ceil(fraction * len(rows))  # as train_test_split counts it
+    if n_validation < len(set(labels)) or n_validation >= len(rows):
+        raise mc.InputError(f"--validation_fraction {fraction} of {len(rows)} training rows holds out {n_validation}; "
+                            f"it must hold out at least one per newsgroup ({len(set(labels))}) and leave rows to train")
     stratify = labels if min(labels.count(label) for label in set(labels)) >= 2 else None
     return train_test_split(rows, test_size=fraction, random_state=seed, stratify=stratify)
 
@@ -115,12 +128,22 @@ def stratified_split(rows, fraction, seed):
 # The grid, resuming, and the summaries
 
 
+def unique(values):
+    """The values without repeats, in their first order (`1e-3 0.001` is one learning rate)."""
+    return list(dict.fromkeys(values))
+
+
 def make_grid(heads, learning_rates, cls_learning_rates, epochs, seeds):
-    """One dict per run: head, lr, epochs, seed and a name unique in the sweep."""
+    """One dict per run: head, lr, epochs, seed and a name unique in the sweep; repeated grid points run once."""
+    for flag, values in (("learning_rates", learning_rates), ("cls_learning_rates", cls_learning_rates),
+                         ("epochs", epochs)):
+        bad = [v for v in values if v <= 0]
+        if bad:
+            raise mc.InputError(f"--{flag} {bad[0]:g}: every value must be a positive number")
     runs = []
     for head in heads:
         lrs = learning_rates if head == "mlm" else cls_learning_rates
-        for lr, n_epochs, seed in itertools.product(lrs, epochs, seeds):
+        for lr, n_epochs, seed in itertools.product(unique(lrs), unique(epochs), unique(seeds)):
             runs.append({"head": head, "lr": lr, "epochs": n_epochs, "seed": seed,
                          "name": f"{head}_lr{lr:g}_ep{n_epochs}_seed{seed}"})
     return runs
@@ -139,14 +162,45 @@ def metrics_path(output_dir, run):
     return os.path.join(output_dir, run["name"], "metrics.json")
 
 
-def load_finished(output_dir, runs):
-    """{run name: metrics} for the runs whose metrics.json exists."""
+def run_settings(args, head):
+    """Everything besides the grid point that defines a run's result; recorded in its metrics.json, and checked
+    when a sweep resumes, so that a run made with other settings is never reported as this sweep's."""
+    return {"model": args.model if head == "mlm" else args.cls_model,
+            "data": args.data_dir or "SetFit/20_newsgroups", "strip_headers": args.strip_headers,
+            "max_length": args.max_length, "max_train_samples": args.max_train_samples,
+            "max_eval_samples": args.max_eval_samples, "validation_fraction": args.validation_fraction,
+            "data_seed": args.data_seed, "per_device_train_batch_size": args.per_device_train_batch_size,
+            "effective_batch_size": args.effective_batch_size, "weight_decay": args.weight_decay,
+            "warmup_ratio": args.warmup_ratio}
+
+
+def load_finished(output_dir, runs, settings):
+    """{run name: metrics} for the runs whose metrics.json exists; `settings` maps each head to run_settings.
+
+    A run recorded with other settings is an InputError naming them (resuming must never mix two sweeps).
+    An empty or unreadable metrics.json (a crash outside our atomic writes) does not count as finished.
+    """
     finished = {}
     for run in runs:
         path = metrics_path(output_dir, run)
-        if os.path.exists(path):
+        if not os.path.exists(path):
+            continue
+        try:
             with open(path, encoding="utf-8") as f:
-                finished[run["name"]] = json.load(f)
+                metrics = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            mc.say(f"note: {path} is empty or not JSON (left by a crash?); the run starts again")
+            continue
+        recorded, wanted = metrics.get("settings"), settings[run["head"]]
+        if recorded != wanted:
+            if recorded is None:
+                differences = "settings were not recorded"
+            else:
+                differences = "; ".join(f"{k} {recorded.get(k)!r} (now {wanted.get(k)!r})"
+                                        for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k))
+            raise mc.InputError(f"--output_dir {output_dir}: {run['name']} was run with other settings: {differences}. "
+                                "Use another --output_dir, or delete that run's folder to run it again")
+        finished[run["name"]] = metrics
     return finished
 
 
@@ -328,34 +382,65 @@ def fit_classifier(flags, tokenizer, datasets):
 # -----------------------------------------------------------------------------
 
 
+def build_parser():
+    """The command line, every default in view; each flag also takes hyphens (--output-dir)."""
+    p = mc.make_parser(__doc__)
+    mc.add_flag(p, "model", default="answerdotai/ModernBERT-Large-Instruct", help="MLM head: hub name or folder")
+    mc.add_flag(p, "cls_model", default="answerdotai/ModernBERT-large", help="classification head's base model")
+    mc.add_flag(p, "data_dir", default=None,
+                help="folder with train.jsonl and test.jsonl (`text`, `label_text`) (default: the hub's "
+                     "SetFit/20_newsgroups)")
+    mc.add_flag(p, "strip_headers", action="store_true",
+                help="remove headers, signatures and quotes from local files, as the hub copy has them removed")
+    mc.add_flag(p, "output_dir", default="sweep_results", help="one folder per run, and the summaries")
+    mc.add_flag(p, "head", default="both", choices=["mlm", "cls", "both"], help="which heads to run")
+    mc.add_flag(p, "learning_rates", type=float, nargs="+", default=[2e-5, 3e-5, 5e-5], help="MLM head's grid")
+    mc.add_flag(p, "cls_learning_rates", type=float, nargs="+", default=[3e-5, 5e-5, 8e-5],
+                help="classification head's grid")
+    mc.add_flag(p, "epochs", type=int, nargs="+", default=[1, 2, 3], help="both heads' grid")
+    mc.add_flag(p, "seeds", type=int, nargs="+", default=[42], help="training seeds; every grid point runs each")
+    mc.add_flag(p, "max_length", type=int, default=4096, help="tokens per example; only the text is cut")
+    mc.add_flag(p, "per_device_train_batch_size", type=int, default=8, help="examples per batch and process")
+    mc.add_flag(p, "per_device_eval_batch_size", type=int, default=8,
+                help="evaluation batches hold up to this x --max_length padded tokens")
+    mc.add_flag(p, "effective_batch_size", type=int, default=32,
+                help="examples per optimizer step: accumulation = this / (per device x processes)")
+    mc.add_flag(p, "weight_decay", type=float, default=0.01, help="AdamW weight decay")
+    mc.add_flag(p, "warmup_ratio", type=float, default=0.05, help="share of the steps spent warming up")
+    mc.add_flag(p, "max_train_samples", type=int, default=None, help="at most this many training rows, seeded")
+    mc.add_flag(p, "max_eval_samples", type=int, default=None,
+                help="at most this many validation and test rows each, seeded")
+    mc.add_flag(p, "validation_fraction", type=float, default=0.1,
+                help="seeded, stratified share of train held out to choose runs")
+    mc.add_flag(p, "data_seed", type=int, default=42, help="seed of the validation split and the samples")
+    mc.add_flag(p, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"],
+                help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
+    mc.add_flag(p, "logging_steps", type=int, default=50, help="log the training loss every N steps")
+    mc.add_flag(p, "save_models", action="store_true", help="keep each run's weights in <run>/model")
+    return p
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="answerdotai/ModernBERT-Large-Instruct", help="MLM head: hub name or folder")
-    p.add_argument("--cls_model", default="answerdotai/ModernBERT-large", help="classification head's base model")
-    p.add_argument("--data_dir", default=None, help="folder with train.jsonl and test.jsonl; default: the hub")
-    p.add_argument("--strip_headers", action="store_true",
-                   help="remove headers, signatures and quotes from local files, as the hub copy has them removed")
-    p.add_argument("--output_dir", default="sweep_results")
-    p.add_argument("--head", default="both", choices=["mlm", "cls", "both"])
-    p.add_argument("--learning_rates", type=float, nargs="+", default=[2e-5, 3e-5, 5e-5], help="MLM head")
-    p.add_argument("--cls_learning_rates", type=float, nargs="+", default=[3e-5, 5e-5, 8e-5])
-    p.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--seeds", type=int, nargs="+", default=[42])
-    p.add_argument("--max_length", type=int, default=4096)
-    p.add_argument("--per_device_train_batch_size", type=int, default=8)
-    p.add_argument("--per_device_eval_batch_size", type=int, default=8)
-    p.add_argument("--effective_batch_size", type=int, default=32, help="accumulation = this / (per device x processes)")
-    p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--warmup_ratio", type=float, default=0.05)
-    p.add_argument("--max_train_samples", type=int, default=None, help="after a seeded shuffle")
-    p.add_argument("--max_eval_samples", type=int, default=None, help="validation and test, after a seeded shuffle")
-    p.add_argument("--validation_fraction", type=float, default=0.1, help="seeded, stratified, held out from train")
-    p.add_argument("--data_seed", type=int, default=42, help="seed of the validation split and the samples")
-    p.add_argument("--attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"])
-    p.add_argument("--logging_steps", type=int, default=50)
-    p.add_argument("--save_models", action="store_true", help="keep each run's weights in <run>/model")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
+def check_flags(args, heads):
+    """InputErrors for flags out of range, a model folder that cannot serve, or an output folder that cannot be
+    written, before any data or model loads."""
+    mc.check_positive(max_length=args.max_length, per_device_train_batch_size=args.per_device_train_batch_size,
+                      per_device_eval_batch_size=args.per_device_eval_batch_size,
+                      effective_batch_size=args.effective_batch_size, max_train_samples=args.max_train_samples,
+                      max_eval_samples=args.max_eval_samples, logging_steps=args.logging_steps)
+    if not 0 < args.validation_fraction < 1:
+        raise mc.InputError(f"--validation_fraction {args.validation_fraction} must be in (0, 1): runs are chosen on it")
+    if not 0 <= args.warmup_ratio < 1:
+        raise mc.InputError(f"--warmup_ratio {args.warmup_ratio} must be in [0, 1)")
+    if args.weight_decay < 0:
+        raise mc.InputError(f"--weight_decay {args.weight_decay} must not be negative")
+    mc.check_output_path(args.output_dir, "--output_dir", folder=True)
+    for head in heads:
+        mc.check_model_source(args.model if head == "mlm" else args.cls_model,
+                              "--model" if head == "mlm" else "--cls_model")
 
 
 def text_note(data_dir, strip_headers):
@@ -369,16 +454,16 @@ def text_note(data_dir, strip_headers):
 def main(argv=None):
     args = parse_args(argv)
     heads = ["mlm", "cls"] if args.head == "both" else [args.head]
+    check_flags(args, heads)
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = accumulation_steps(args.effective_batch_size, args.per_device_train_batch_size, processes)
-    if not 0 < args.validation_fraction < 1:
-        raise mc.InputError(f"--validation_fraction {args.validation_fraction} must be in (0, 1): runs are chosen on it")
     note = text_note(args.data_dir, args.strip_headers)
     first_process = int(os.environ.get("RANK", "0")) == 0
 
-    # 1. The grid, and the runs already finished: checked before any data or model is loaded.
+    # 1. The grid, and the runs already finished with these settings: checked before any data or model loads.
     runs = make_grid(heads, args.learning_rates, args.cls_learning_rates, args.epochs, args.seeds)
-    finished = load_finished(args.output_dir, runs)
+    settings = {head: run_settings(args, head) for head in heads}
+    finished = load_finished(args.output_dir, runs, settings)
     pending = [run for run in runs if run["name"] not in finished]
     mc.say(f"{len(runs)} runs in the grid, {len(finished)} already finished; {processes} process(es), "
               f"{args.per_device_train_batch_size} per device x {accumulation} accumulation steps")
@@ -414,7 +499,8 @@ def main(argv=None):
         minutes_spent.append((time.time() - start) / 60)
         record = {**run, "minutes": minutes_spent[-1], "text": note, "processes": processes,
                   "gradient_accumulation_steps": accumulation,
-                  "effective_batch_size": args.per_device_train_batch_size * processes * accumulation, **metrics}
+                  "effective_batch_size": args.per_device_train_batch_size * processes * accumulation,
+                  "settings": settings[run["head"]], **metrics}
         finished[run["name"]] = record
         if first_process:
             if not args.save_models:
@@ -435,7 +521,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except mc.InputError as e:
-        sys.exit(f"error: {e}")
+    mc.run_command(main)

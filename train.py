@@ -18,11 +18,9 @@ what is training's own. Every function takes explicit arguments so it can be pas
 sweep_20newsgroups.py imports them.
 """
 
-import argparse
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 
@@ -30,12 +28,13 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
-from mlm_classifier import (ANCHOR, SETTINGS_FILE, InputError, add_flag, accuracy_table, answer_token_ids,
-                            check_fixed_length, current_shard, encode_prompts, end_distributed, fill_prompt,
-                            gather_scores, length_sorted_batches, load_masked_lm, load_tokenizer, mask_answers,
-                            options_block, pad_batch, parse_prompt, pick, prediction_record, read_label_map,
-                            read_prompt, read_table, records_to_jsonl, resolve_attn_implementation, say,
-                            score_sequences, take_columns, write_atomic)
+from mlm_classifier import (ANCHOR, SETTINGS_FILE, InputError, accuracy_table, add_flag, answer_token_ids,
+                            check_fixed_length, check_model_source, check_output_path, check_positive,
+                            current_shard, encode_prompts, end_distributed, fill_prompt, gather_scores,
+                            length_sorted_batches, load_masked_lm, load_tokenizer, make_parser, mask_answers,
+                            max_positions, options_block, pad_batch, parse_prompt, pick, prediction_record,
+                            read_label_map, read_prompt, read_table, records_to_jsonl, resolve_attn_implementation,
+                            run_command, say, score_sequences, take_columns, write_atomic)
 
 # The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
 # trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
@@ -84,10 +83,20 @@ def subsample(split, max_samples, seed):
 
 
 def hold_out(split, fraction, seed):
-    """(train, validation): a seeded `fraction` of the rows held out for validation."""
+    """(train, validation): a seeded `fraction` of the rows held out for validation.
+
+    An InputError when that leaves no training rows, or fewer validation rows than the training rows have
+    labels (accuracy on such a slice cannot choose a checkpoint).
+    """
     order = list(range(len(split)))
     random.Random(seed).shuffle(order)
     n_validation = max(1, round(fraction * len(split)))
+    n_labels = len(set(split.labels))
+    if n_validation >= len(split):
+        raise InputError(f"--validation_fraction {fraction} of {len(split)} training rows leaves no rows to train on")
+    if n_validation < n_labels:
+        raise InputError(f"--validation_fraction {fraction} holds out {n_validation} of {len(split)} rows, fewer than "
+                         f"the {n_labels} labels; raise it, or give --validation_file")
     return split.select(sorted(order[n_validation:])), split.select(sorted(order[:n_validation]))
 
 
@@ -102,7 +111,12 @@ def load_splits(dataset, train_file, validation_file, test_file, predict_file, t
     if train_file is None:
         from datasets import load_dataset
 
-        hub = load_dataset(dataset)
+        try:
+            hub = load_dataset(dataset)
+        except Exception as e:  # connection, missing dataset: datasets raises many kinds
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"--dataset {dataset}: the dataset hub cannot serve it ({reason}); give local files "
+                             "with --train_file (and --validation_file, --test_file)") from None
         if "train" not in hub:
             raise InputError(f"--dataset {dataset}: no train split (it has {', '.join(hub)})")
         tables = {name: (hub[name].to_dict(), f"{dataset}[{name}]") for name in ("train", "test") if name in hub}
@@ -406,9 +420,8 @@ def classifier_settings(base_model, max_length):
 
 
 def build_parser():
-    """The command line, every default in view."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """The command line, every default in view; each flag also takes hyphens (--eval-steps), as published."""
+    p = make_parser(__doc__)
     # Data
     add_flag(p, "dataset", default="SetFit/ag_news",
              help="hub dataset (its train and test splits), used without --train_file")
@@ -416,51 +429,54 @@ def build_parser():
     add_flag(p, "validation_file", default=None, help="picks the best checkpoint by accuracy")
     add_flag(p, "test_file", default=None, help="replaces the hub's test split")
     add_flag(p, "predict_file", default=None, help="texts to label: writes predictions.jsonl")
-    add_flag(p, "text_column", default="text")
-    add_flag(p, "label_column", default="label_text")
-    add_flag(p, "max_train_samples", type=int, default=None, help="after a seeded shuffle")
-    add_flag(p, "max_eval_samples", type=int, default=None, help="for validation and test, after a seeded shuffle")
+    add_flag(p, "text_column", default="text", help="the column holding the texts")
+    add_flag(p, "label_column", default="label_text", help="the column holding the raw labels")
+    add_flag(p, "max_train_samples", type=int, default=None, help="at most this many training rows, seeded")
+    add_flag(p, "max_eval_samples", type=int, default=None, help="at most this many validation and test rows, seeded")
     add_flag(p, "validation_fraction", type=float, default=0.0, help="hold out this share of the training rows")
     # Prompt and labels
-    add_flag(p, "label_map", default=None, help="JSON {raw label: verbalizer}; default: the published AG News map")
+    add_flag(p, "label_map", default=None, help="JSON {raw label: verbalizer} (default: the published AG News map)")
     add_flag(p, "prompt_file", default=None,
-             help="template with {text} (or {txt}), optional {options}, ending in `[unused0] {label}`; "
-                  "default: the published AG News prompt")
+             help="template with {text} (or {txt}), optional {options}, ending in `[unused0] {label}` "
+                  "(default: the published AG News prompt)")
     add_flag(p, "max_length", type=int, default=512, help="tokens per example; only the text is cut to fit")
     # Objective
     add_flag(p, "mlm_proportion", type=float, default=None,
-             help="share of training examples with standard MLM (default 0)")
-    add_flag(p, "dummy_mlm_proportion", type=float, default=None, help="share with dummy MLM (default 0)")
+             help="share of training examples with standard MLM (default: 0)")
+    add_flag(p, "dummy_mlm_proportion", type=float, default=None, help="share with dummy MLM (default: 0)")
     add_flag(p, "mlm_probability", type=float, default=0.3, help="share of tokens masked in (dummy) MLM examples")
     add_flag(p, "true_mlm_proportion", type=float, default=None,
              help="published spelling: this share gets standard MLM, or dummy MLM with --dummy_examples")
     add_flag(p, "dummy_examples", action="store_true", help="published: --true_mlm_proportion means dummy MLM")
     # Model and training
     add_flag(p, "model", default="answerdotai/ModernBERT-Large-Instruct", help="hub name or local folder")
-    add_flag(p, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"])
-    add_flag(p, "num_train_epochs", type=float, default=2)
+    add_flag(p, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"],
+             help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
+    add_flag(p, "num_train_epochs", type=float, default=2, help="passes over the training rows")
     add_flag(p, "max_steps", type=int, default=-1, help="stop after this many optimizer steps (-1: epochs decide)")
     add_flag(p, "per_device_train_batch_size", type=int, default=8, help="at most this many examples per batch")
     add_flag(p, "per_device_eval_batch_size", type=int, default=8,
              help="evaluation batches hold up to this x --max_length padded tokens")
     add_flag(p, "max_batch_tokens", type=int, default=None,
              help="padded tokens per training batch (default: per_device_train_batch_size x max_length)")
-    add_flag(p, "pad_to_multiple_of", type=int, default=None, help="default: 64 on a GPU, 8 on the CPU")
-    add_flag(p, "gradient_accumulation_steps", type=int, default=1)
-    add_flag(p, "learning_rate", type=float, default=2e-5)
-    add_flag(p, "weight_decay", type=float, default=0.01)
+    add_flag(p, "pad_to_multiple_of", type=int, default=None,
+             help="batch width rounding (default: 64 on a GPU, 8 on the CPU)")
+    add_flag(p, "gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
+    add_flag(p, "learning_rate", type=float, default=2e-5, help="peak learning rate (linear decay)")
+    add_flag(p, "weight_decay", type=float, default=0.01, help="AdamW weight decay")
     add_flag(p, "warmup_ratio", type=float, default=0.0, help="share of the steps spent warming up")
-    add_flag(p, "logging_steps", type=int, default=10)
+    add_flag(p, "logging_steps", type=int, default=10, help="log the training loss every N steps")
     add_flag(p, "eval_strategy", default="auto", choices=["auto", "no", "steps", "epoch"],
-             help="auto: steps with a validation set, else no")
-    add_flag(p, "eval_steps", type=int, default=500)
+             help="auto: steps with a validation set, else no (default: auto)")
+    add_flag(p, "eval_steps", type=int, default=500, help="evaluate every N steps")
     add_flag(p, "save_strategy", default="auto", choices=["auto", "no", "steps", "epoch", "best"],
-             help="auto: best when evaluating, else no")
-    add_flag(p, "save_steps", type=int, default=500)
-    add_flag(p, "save_total_limit", type=int, default=1)
-    add_flag(p, "seed", type=int, default=42)
-    add_flag(p, "output_dir", default="./finetuned_model_agn")
-    add_flag(p, "resume_from_checkpoint", default=None, help="a checkpoint folder under --output_dir")
+             help="auto: best when evaluating, else no (default: auto)")
+    add_flag(p, "save_steps", type=int, default=500, help="save a checkpoint every N steps")
+    add_flag(p, "save_total_limit", type=int, default=1, help="checkpoints kept (the best one is always kept)")
+    add_flag(p, "seed", type=int, default=42, help="seeds the model init, sampling, shuffles and held-out rows")
+    add_flag(p, "output_dir", default="./finetuned_model_agn", help="where the model, files and checkpoints go")
+    add_flag(p, "resume_from_checkpoint", default=None,
+             help="a checkpoint folder, or `last` for the newest complete one under --output_dir")
     return p
 
 
@@ -488,7 +504,20 @@ def objective_proportions(mlm_proportion, dummy_mlm_proportion, true_mlm_proport
 
 
 def check_flags(args):
-    """InputErrors for flags that cannot work together, before anything is loaded."""
+    """InputErrors for flags out of range or that cannot work together, before anything is loaded."""
+    check_positive(per_device_train_batch_size=args.per_device_train_batch_size,
+                   per_device_eval_batch_size=args.per_device_eval_batch_size,
+                   gradient_accumulation_steps=args.gradient_accumulation_steps, max_length=args.max_length,
+                   max_batch_tokens=args.max_batch_tokens, pad_to_multiple_of=args.pad_to_multiple_of,
+                   learning_rate=args.learning_rate, logging_steps=args.logging_steps, eval_steps=args.eval_steps,
+                   save_steps=args.save_steps, save_total_limit=args.save_total_limit,
+                   max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise InputError(f"--max_steps {args.max_steps} must be a positive number, or -1 to let epochs decide")
+    if args.max_steps == -1:
+        check_positive(num_train_epochs=args.num_train_epochs)
+    if args.weight_decay < 0:
+        raise InputError(f"--weight_decay {args.weight_decay} must not be negative")
     if args.validation_file and args.validation_fraction:
         raise InputError("give --validation_file or --validation_fraction, not both")
     if not 0 <= args.validation_fraction < 1:
@@ -501,6 +530,75 @@ def check_flags(args):
     if args.eval_strategy not in ("auto", "no") and not validating:
         raise InputError(f"--eval_strategy {args.eval_strategy} needs a validation set: give --validation_file or "
                          "--validation_fraction (the test set is never used to pick a checkpoint)")
+    check_output_path(args.output_dir, "--output_dir", folder=True)
+
+
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def checkpoint_step(path):
+    """The step of a `checkpoint-<step>` folder, or None for any other name."""
+    name = os.path.basename(os.path.normpath(path))
+    prefix, _, step = name.rpartition("-")
+    return int(step) if prefix == "checkpoint" and step.isdigit() else None
+
+
+def missing_from_checkpoint(path):
+    """What a checkpoint folder lacks to resume from (Trainer writes these; a crash can leave some out)."""
+    files = set(os.listdir(path))
+    missing = [name for name in CHECKPOINT_FILES if name not in files]
+    if not files & {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"}:
+        missing.append("the model weights")
+    return missing
+
+
+def resolve_checkpoint(resume_from_checkpoint, output_dir):
+    """The checkpoint folder to resume from: a complete one given by path, or with `last` the newest complete
+    `checkpoint-<step>` under `output_dir` (a half-written newer one is skipped, and said so)."""
+    if resume_from_checkpoint is None:
+        return None
+    if resume_from_checkpoint == "last":
+        if not os.path.isdir(output_dir):
+            raise InputError(f"--resume_from_checkpoint last: --output_dir {output_dir} does not exist yet")
+        steps = sorted(((checkpoint_step(name), name) for name in os.listdir(output_dir) if checkpoint_step(name)
+                        is not None and os.path.isdir(os.path.join(output_dir, name))), reverse=True)
+        for _, name in steps:
+            path = os.path.join(output_dir, name)
+            if not missing_from_checkpoint(path):
+                return path
+            say(f"note: skipping {path}: it lacks {', '.join(missing_from_checkpoint(path))} (half-written?)")
+        raise InputError(f"--resume_from_checkpoint last: no complete checkpoint-<step> folder under {output_dir}")
+    if not os.path.isdir(resume_from_checkpoint):
+        raise InputError(f"--resume_from_checkpoint {resume_from_checkpoint}: no such folder")
+    missing = missing_from_checkpoint(resume_from_checkpoint)
+    if missing:
+        raise InputError(f"--resume_from_checkpoint {resume_from_checkpoint}: it lacks {', '.join(missing)}, "
+                         "so it was not finished; give an earlier checkpoint, or `last`")
+    return resume_from_checkpoint
+
+
+def checkpoint_global_step(path):
+    """The global step a checkpoint was saved at (0 without one)."""
+    if path is None:
+        return 0
+    with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+        return json.load(f)["global_step"]
+
+
+def whole_run_loss(log_history, resumed_step, loss_since_resume, global_step):
+    """The mean training loss over the whole run, also after a resume (Trainer's own figure then covers only
+    the steps since the resume): the logged losses up to the resumed step, weighted by the steps each covers,
+    joined with Trainer's figure for the rest."""
+    if not resumed_step:
+        return loss_since_resume
+    covered, total, previous = 0, 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and entry.get("step", 0) <= resumed_step:
+            total += entry["loss"] * (entry["step"] - previous)
+            covered, previous = entry["step"], entry["step"]
+    if not covered:
+        return loss_since_resume
+    return (total + loss_since_resume * (global_step - resumed_step)) / (covered + global_step - resumed_step)
 
 
 def bf16_available():
@@ -572,6 +670,9 @@ def prepare(model_name, prompt, prompt_source, label_map, label_map_source, spli
         if split.labels is not None:
             check_labels(split, label_map, label_map_source)
     tokenizer = load_tokenizer(model_name)
+    positions = max_positions(model_name, tokenizer)
+    if positions and max_length > positions:
+        raise InputError(f"--max_length {max_length} is more than the {positions} positions of --model {model_name}")
     options = options_block(label_map)
     answer_ids = answer_token_ids(tokenizer, before, after, label_map, options)
     check_fixed_length(tokenizer, before, after, label_map, options, max_length)
@@ -630,9 +731,13 @@ def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
         f"process(es); {'bf16' if bf16 else 'float32'}, {attn_implementation}")
 
     # Train; with a validation set, Trainer reloads the checkpoint of best validation accuracy at the end.
+    resumed_step = checkpoint_global_step(args.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    metrics = {"labels": class_names, "train_loss": result.training_loss, "global_step": result.global_step,
+    train_loss = whole_run_loss(trainer.state.log_history, resumed_step, result.training_loss, result.global_step)
+    metrics = {"labels": class_names, "train_loss": train_loss, "global_step": result.global_step,
                "train_runtime": result.metrics.get("train_runtime"), "truncated": data.truncated}
+    if resumed_step:
+        metrics["resumed_from_step"] = resumed_step
     if training_args.load_best_model_at_end and trainer.state.best_global_step:
         metrics["best_step"] = trainer.state.best_global_step
 
@@ -673,6 +778,8 @@ def main(argv=None):
     """Train, evaluate and save; returns the metrics written to metrics.json."""
     args = parse_args(argv)
     check_flags(args)
+    check_model_source(args.model)
+    args.resume_from_checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     mlm_proportion, dummy_mlm_proportion = objective_proportions(
         args.mlm_proportion, args.dummy_mlm_proportion, args.true_mlm_proportion, args.dummy_examples)
 
@@ -694,7 +801,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except InputError as e:
-        sys.exit(f"error: {e}")
+    run_command(main)

@@ -179,7 +179,7 @@ def test_torchrun_two_processes_write_the_same_file_as_one(varied_model_dir, tmp
     (["--labels", ",".join(f"L{i}" for i in range(21))], "21 labels, but this tokenizer writes only 20 letters (A-T) "
                                                          "as single tokens, so at most 20 labels fit"),
     (["--labels", "World,Sports", "--permutations", "3"], "--permutations 3 must be between 1 and the number of"),
-    (["--labels", "World,Sports", "--permutations", "0"], "--permutations 0 must be at least 1"),
+    (["--labels", "World,Sports", "--permutations", "0"], "--permutations 0 must be a positive number"),
     (["--labels", "World,Sports", "--text_column", "body"], "no column 'body' (--text_column); its columns are 'text'"),
     (["--labels", "World,Sports", "--input", "missing.csv"], "--input missing.csv: no such file"),
     (["--labels", "World,Sports", "--input", "texts.txt"], "unknown format '.txt'"),
@@ -210,9 +210,9 @@ def test_a_trained_folder_keeps_its_own_labels_and_prompt(trained, tmp_path, fla
 
 
 def test_errors_print_one_line_and_exit_1_before_the_weights_load(tiny_model_dir, tmp_path):
-    weightless = tmp_path / "weightless"  # tokenizer and config only: loading the model would fail loudly
+    weightless = tmp_path / "weightless"  # garbage for weights: loading the model would fail loudly
     shutil.copytree(tiny_model_dir, weightless)
-    os.remove(weightless / "model.safetensors")
+    (weightless / "model.safetensors").write_bytes(b"not a safetensors file")
     source = write(tmp_path / "in.csv", "body\na red city\n")
     done = run_classify("--model", str(weightless), "--labels", "World,Sports", "--input", source)
     assert done.returncode == 1

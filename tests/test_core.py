@@ -156,9 +156,10 @@ def test_a_missing_cell_is_an_error_naming_the_row(tmp_path):
 
 
 @pytest.mark.parametrize("name, content, expected", [
-    ("t.jsonl", '{"text": "a"}\n{"text": \n', "line 2: not valid JSON"),
+    ("t.jsonl", '{"text": "a"}\n\n{"text": \n', r"row 1 \(line 3\): not valid JSON"),
     ("t.jsonl", '{"text": "a"}\n["text"]\n', "row 1 is list, not a JSON object"),
-    ("t.csv", "", "cannot be read as csv"),
+    ("t.csv", "", "the file is empty"),
+    ("t.csv", "text,label\n\"unclosed,A\n", "cannot be read as csv"),
     ("t.parquet", "not parquet at all", "cannot be read as parquet"),
 ])
 def test_unreadable_tables_name_the_file(tmp_path, name, content, expected):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -149,14 +150,14 @@ def test_csv_rows_count_records_not_lines(tmp_path):
 def test_wrong_field_count_names_file_and_record(tmp_path):
     path = str(tmp_path / "test" / "virology_test.csv")
     write_mmlu_csv(path, [["q\nspanning lines", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "A"]])
-    with pytest.raises(core.InputError, match=r"virology_test\.csv: line 2: expected 6 fields .* found 5"):
+    with pytest.raises(core.InputError, match=r"virology_test\.csv: row 1 \(line 3\): expected 6 fields .* found 5"):
         mc.read_mmlu_csv(path, "virology")
 
 
 def test_answer_outside_a_to_d_names_file_and_record(tmp_path):
     path = str(tmp_path / "anatomy_test.csv")
     write_mmlu_csv(path, [["q", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "d", "E"]])
-    with pytest.raises(core.InputError, match=r"anatomy_test\.csv: line 3: answer 'E'"):
+    with pytest.raises(core.InputError, match=r"anatomy_test\.csv: row 2 \(line 3\): answer 'E'"):
         mc.read_mmlu_csv(path, "anatomy")
 
 
@@ -175,13 +176,16 @@ def test_flat_layout_validation_split_and_subject_filter(tmp_path):
         mc.find_mmlu_files(str(tmp_path), "test")
 
 
-def test_bad_csv_stops_before_the_model_is_loaded(tmp_path):
+def test_bad_csv_stops_before_the_model_is_loaded(tiny_model_dir, tmp_path):
     root = make_mmlu_dir(tmp_path)
     with open(os.path.join(root, "test", "virology_test.csv"), "a") as f:
         f.write("only,three,fields\n")
-    result = run_eval("--model", str(tmp_path / "no-such-model"), "--data_dir", root)
+    broken = tmp_path / "broken-model"  # loading these weights would fail loudly
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    result = run_eval("--model", str(broken), "--data_dir", root)
     assert result.returncode == 1
-    assert "virology_test.csv: line 8: expected 6 fields" in result.stderr
+    assert "virology_test.csv: row 7 (line 9): expected 6 fields" in result.stderr  # record 2 spans 2 lines
     assert "Traceback" not in result.stderr
 
 
@@ -216,7 +220,7 @@ def test_mmlu_pro_scores_each_question_over_its_own_letters(model, tokenizer, tm
 def test_mmlu_pro_answer_beyond_the_options_is_an_error(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", [{"question": "q", "options": ["a", "b", "c"], "answer": "D",
                                            "category": "math"}])
-    with pytest.raises(core.InputError, match=r"test\.jsonl: line 1: answer 'D' is not one of A, B, C"):
+    with pytest.raises(core.InputError, match=r"test\.jsonl: row 0 \(line 1\): answer 'D' is not one letter of A, B, C"):
         mc.load_questions("mmlu_pro", str(tmp_path), "test", [], None)
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import random
 
 import pytest
@@ -65,11 +66,17 @@ def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, 
     assert "| MLM head |" in markdown and "| classification head |" in markdown and "**(selected)**" in markdown
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # A second call finds every run finished and returns before loading any data or model (these paths
-    # do not exist); run under two processes, the accumulation steps halve.
+    # A second call finds every run finished and returns before loading any data or model (the data files
+    # are moved away); under two processes the accumulation steps halve, and the settings stay the same.
     capsys.readouterr()
     monkeypatch.setenv("WORLD_SIZE", "2")
-    again = sweep.main(micro_grid(setup, str(setup / "no-such-model")))
+    for name in ("train.jsonl", "test.jsonl"):
+        os.rename(setup / name, setup / f"{name}.away")
+    try:
+        again = sweep.main(micro_grid(setup, str(setup / "model")))
+    finally:
+        for name in ("train.jsonl", "test.jsonl"):
+            os.rename(setup / f"{name}.away", setup / name)
     assert again == {name: json.loads((out / name / "metrics.json").read_text()) for name in finished}
     assert "2 already finished; 2 process(es), 4 per device x 1 accumulation steps" in capsys.readouterr().out
 
@@ -111,5 +118,5 @@ def test_unknown_newsgroup_names_file_and_line(tmp_path):
     with open(tmp_path / "train.jsonl", "a") as f:
         f.write(json.dumps({"text": "x", "label": 99, "label_text": "rec.gardening"}) + "\n")
     write_newsgroups(tmp_path / "test.jsonl", 3, seed=0)
-    with pytest.raises(mc.InputError, match=r"train\.jsonl: line 4: .*'rec\.gardening'"):
+    with pytest.raises(mc.InputError, match=r"train\.jsonl: row 3 \(line 4\): .*'rec\.gardening'"):
         sweep.load_newsgroups(str(tmp_path), strip_headers=False)
