@@ -414,6 +414,8 @@ def take_columns(table, source, text_column, label_column=None, id_column=None):
     for row, text in enumerate(texts):
         if text is None:
             raise InputError(f"{source}: row {row} has no text in column {text_column!r}")
+        if isinstance(text, (dict, list, tuple)):
+            raise InputError(f"{source}: row {row}: column {text_column!r} holds a {type(text).__name__}, not a text")
         if labels is not None and labels[row] is None:
             raise InputError(f"{source}: row {row} has no label in column {label_column!r}")
     labels = None if labels is None else [str(label) for label in labels]
@@ -789,9 +791,8 @@ def records_to_csv(records):
 def parse_labels(value):
     """A label list from a comma list (`"World,Sports"`) or a file with one label per line (blank lines skipped)."""
     if os.path.isfile(value):
-        with open(value, encoding="utf-8") as f:
-            labels = [line.strip() for line in f if line.strip()]
         source = f"--labels {value}"
+        labels = [line.strip() for line in read_text(value, source).split("\n") if line.strip()]
     else:
         labels = [label.strip() for label in value.split(",")]
         source = "--labels"
@@ -832,6 +833,17 @@ class ClassifierSpec:
         return self.verbalizers is None
 
 
+def read_settings(path):
+    """A trained folder's classifier.json, checked: what it must hold is a positive integer max_length."""
+    try:
+        settings = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(settings, dict) or type(settings.get("max_length")) is not int or settings["max_length"] < 1:
+        raise InputError(f"{path}: needs a positive integer max_length, as train.py writes it")
+    return settings
+
+
 def locate(model_name, filename):
     """Path of `filename` in a local folder or a hub repository, or None when it is not there."""
     if os.path.isdir(model_name):
@@ -868,8 +880,7 @@ def load_spec(model_name, labels=None, prompt=None, max_length=None, prompt_sour
         if max_length is None:
             settings_path = locate(model_name, SETTINGS_FILE)
             if settings_path:
-                with open(settings_path, encoding="utf-8") as f:
-                    max_length = json.load(f)["max_length"]
+                max_length = read_settings(settings_path)["max_length"]
             else:
                 max_length = 512
                 notes.append(f"{model_name} has no {SETTINGS_FILE} (trained before it was written): "

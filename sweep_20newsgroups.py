@@ -189,7 +189,9 @@ def load_finished(output_dir, runs, settings):
             with open(path, encoding="utf-8") as f:
                 metrics = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            mc.say(f"note: {path} is empty or not JSON (left by a crash?); the run starts again")
+            metrics = None
+        if not isinstance(metrics, dict):
+            mc.say(f"note: {path} is empty or not a JSON object (left by a crash?); the run starts again")
             continue
         recorded, wanted = metrics.get("settings"), settings[run["head"]]
         if recorded != wanted:

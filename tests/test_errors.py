@@ -101,7 +101,9 @@ def test_an_empty_metrics_file_left_by_a_crash_reruns_its_run(tmp_path, capsys):
     os.makedirs(tmp_path / runs[0]["name"])
     write(tmp_path / runs[0]["name"] / "metrics.json", "")
     assert sweep.load_finished(str(tmp_path), runs, {"mlm": sweep.run_settings(args, "mlm")}) == {}
-    assert "is empty or not JSON (left by a crash?); the run starts again" in capsys.readouterr().out
+    assert "is empty or not a JSON object (left by a crash?); the run starts again" in capsys.readouterr().out
+    write(tmp_path / runs[0]["name"] / "metrics.json", "[]")
+    assert sweep.load_finished(str(tmp_path), runs, {"mlm": sweep.run_settings(args, "mlm")}) == {}
 
 
 # -----------------------------------------------------------------------------
@@ -358,3 +360,23 @@ def test_help_shows_each_default_once_and_takes_hyphens(script):
         for option in long:
             if "_" in option:
                 assert option.replace("_", "-") in action.option_strings, option
+
+
+def test_a_trained_folders_own_files_are_checked(trained, tmp_path):
+    folder = tmp_path / "folder"
+    shutil.copytree(trained[0], folder)
+    source = write(tmp_path / "in.jsonl", json.dumps({"text": "a red city"}) + "\n")
+    write(folder / "classifier.json", '{"max_length": "48"}')
+    assert "classifier.json: needs a positive integer max_length" in error_of(
+        classify.main, ["--model", str(folder), "--input", source])
+    write(folder / "classifier.json", "{")
+    assert "classifier.json: not valid JSON" in error_of(classify.main, ["--model", str(folder), "--input", source])
+
+
+def test_labels_file_and_texts_of_the_wrong_kind_are_named(tiny_model_dir, tmp_path):
+    (tmp_path / "labels.txt").write_bytes("caf\xe9\nbar\n".encode("latin-1"))
+    source = write(tmp_path / "in.jsonl", json.dumps({"text": {"nested": "x"}}) + "\n")
+    assert "labels.txt: not UTF-8 text" in error_of(
+        classify.main, ["--model", tiny_model_dir, "--labels", str(tmp_path / "labels.txt"), "--input", source])
+    assert "row 0: column 'text' holds a dict, not a text" in error_of(
+        classify.main, ["--model", tiny_model_dir, "--labels", "a,b", "--input", source])
