@@ -22,7 +22,7 @@ import os
 import time
 from collections import Counter
 
-from mlm_classifier import (CONTENT_FREE_TEXT, InputError, MLMClassifier, add_flag, check_model_source,
+from mlm_classifier import (CONTENT_FREE_TEXT, InputError, MLMClassifier, add_flag, check_model_source, combine_views,
                             check_output_path, check_positive, end_distributed, init_distributed, load_masked_lm,
                             load_spec, load_tokenizer, make_parser, parse_labels, plan_scoring, prediction_record,
                             read_prompt, read_table, records_to_csv, records_to_jsonl, resolve_attn_implementation,
@@ -106,7 +106,8 @@ def main(argv=None):
 
     # 3. One forward pass per text (and rotation) scores every label; each process scores its share.
     start = time.perf_counter()
-    probabilities = classifier.probabilities(rows.texts, shard=(rank, world), progress=rank == 0 and not args.no_progress)
+    show_progress = rank == 0 and not args.no_progress
+    probabilities = classifier.probabilities(rows.texts, shard=(rank, world), progress=show_progress)
     seconds = time.perf_counter() - start
 
     # 4. One record per input row, in input order, and the settings beside them: written by one process.
@@ -116,6 +117,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         write_atomic(args.output, records_to_csv(records) if args.output.lower().endswith(".csv")
                      else records_to_jsonl(records))
+        content_free = combine_views(classifier.content_free_probabilities()) if args.calibrate else None
         settings = {
             "model": args.model, "mode": spec.source, "labels": spec.labels,
             "answers": ("letters by position, each scored as `A` + ` A`" if spec.zero_shot
@@ -123,6 +125,7 @@ def main(argv=None):
             "prompt": spec.prompt, "max_length": classifier.max_length, "truncated": classifier.truncated,
             "permutations": args.permutations, "calibrate": args.calibrate,
             "content_free_text": args.content_free_text if args.calibrate else None,
+            "content_free_probabilities": dict(zip(spec.labels, content_free)) if content_free else None,
             "input": args.input, "text_column": args.text_column, "id_column": args.id_column, "n": len(records),
             "dtype": str(dtype).removeprefix("torch."), "device": str(device),
             "attn_implementation": attn_implementation, "processes": world, "seconds": round(seconds, 3),

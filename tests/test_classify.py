@@ -149,6 +149,7 @@ def test_cli_zero_shot_writes_csv_in_input_order_with_ids_and_settings(varied_mo
     assert [r["label"] for r in table] == [a["label"] for a in api]
     settings = json.loads((tmp_path / "out" / "labelled.settings.json").read_text())
     assert (settings["permutations"], settings["calibrate"], settings["content_free_text"]) == (2, True, "N/A")
+    assert sum(settings["content_free_probabilities"].values()) == pytest.approx(1)  # what the texts were divided by
     assert settings["labels"] == NEWS and settings["mode"] == "zero-shot" and "{options}" in settings["prompt"]
 
 
