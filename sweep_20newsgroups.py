@@ -5,11 +5,12 @@
     python sweep_20newsgroups.py --head mlm --learning_rates 3e-5 --epochs 1 --max_train_samples 2000
 
 The MLM head (ModernBERT-Large-Instruct, Answer Token Prediction through train.py) answers with a
-letter A-T after `[unused0]`; the classification head (`AutoModelForSequenceClassification` on
-ModernBERT-Large) reads the raw text. Each run starts from its base model and writes
-`<output_dir>/<run>/metrics.json` when it ends; a run whose metrics exist is skipped, so an interrupted
-sweep resumes where it stopped. Validation accuracy (a stratified slice of train) selects the best
-run; test accuracy is reported for every run and never used to choose.
+letter A-T after `[unused0]`, in the published sweep's prompt; the
+classification head (`AutoModelForSequenceClassification` on ModernBERT-Large) reads the raw text. Each
+run starts from its base model and writes `<output_dir>/<run>/metrics.json` when it ends; a run whose
+metrics exist is skipped, so an interrupted sweep resumes where it stopped. Validation accuracy (a
+stratified slice of train) selects the best run; test accuracy is reported for every run and never used
+to choose.
 """
 
 import argparse
@@ -26,35 +27,47 @@ import time
 import mlm_classifier as mc
 import train
 
-NEWSGROUPS = [  # label index = position (alphabetical, as sklearn and SetFit number them)
-    ("alt.atheism", "atheism, and arguments about religion"),
-    ("comp.graphics", "computer graphics, images and rendering"),
-    ("comp.os.ms-windows.misc", "Microsoft Windows"),
-    ("comp.sys.ibm.pc.hardware", "IBM PC hardware"),
-    ("comp.sys.mac.hardware", "Apple Macintosh hardware"),
-    ("comp.windows.x", "the X Window System"),
-    ("misc.forsale", "items for sale"),
-    ("rec.autos", "cars"),
-    ("rec.motorcycles", "motorcycles"),
-    ("rec.sport.baseball", "baseball"),
-    ("rec.sport.hockey", "hockey"),
-    ("sci.crypt", "cryptography and privacy"),
-    ("sci.electronics", "electronics"),
-    ("sci.med", "medicine and health"),
-    ("sci.space", "space and astronomy"),
-    ("soc.religion.christian", "Christianity"),
-    ("talk.politics.guns", "gun politics"),
-    ("talk.politics.mideast", "Middle East politics"),
-    ("talk.politics.misc", "other political topics"),
-    ("talk.religion.misc", "other religious topics"),
+NEWSGROUPS = [  # label index = position (alphabetical, as sklearn and SetFit number them), published description
+    ("alt.atheism", "Discussion of atheism and criticism of religion"),
+    ("comp.graphics", "Computer graphics, rendering, and visualization"),
+    ("comp.os.ms-windows.misc", "General Microsoft Windows topics and issues"),
+    ("comp.sys.ibm.pc.hardware", "IBM PC compatible hardware and components"),
+    ("comp.sys.mac.hardware", "Apple Macintosh hardware and components"),
+    ("comp.windows.x", "X Window System software and configuration"),
+    ("misc.forsale", "General marketplace for selling items"),
+    ("rec.autos", "Cars, automotive repair and motorsports"),
+    ("rec.motorcycles", "Motorcycles, riding and maintenance"),
+    ("rec.sport.baseball", "Baseball discussion and news"),
+    ("rec.sport.hockey", "Hockey discussion and news"),
+    ("sci.crypt", "Cryptography and data security"),
+    ("sci.electronics", "Electronics and electrical engineering"),
+    ("sci.med", "Medicine, health and medical science"),
+    ("sci.space", "Space exploration and astronomy"),
+    ("soc.religion.christian", "Christianity-specific religious discussion"),
+    ("talk.politics.guns", "Gun politics and firearm regulations"),
+    ("talk.politics.mideast", "Middle East politics and current events"),
+    ("talk.politics.misc", "General political discussion and debate"),
+    ("talk.religion.misc", "General religious discussion across faiths"),
 ]
 LETTERS = "ABCDEFGHIJKLMNOPQRST"
 LABEL_MAP = {name: letter for (name, _), letter in zip(NEWSGROUPS, LETTERS)}
-OPTIONS = "".join(f"- {letter}: {name} ({about})\n" for (name, about), letter in zip(NEWSGROUPS, LETTERS))
+# The published sweep's template (AnswerDotAI's ModernBERT-Instruct mini cookbook, `newsgroup_template`), the
+# setting of the paper's Table 3, character for character: four spaces after `** Instructions **`, the stripped
+# post, then one `A: alt.atheism, <description>` line per newsgroup. The option lines are written in here
+# because their format is not train.py's `{options}` (`- A: alt.atheism`); only the post and the answer vary.
+OPTIONS = "\n".join(f"{letter}: {name}, {about}" for (name, about), letter in zip(NEWSGROUPS, LETTERS))
 PROMPT = (
-    "You will be given a newsgroup post. Read it carefully and select the newsgroup it was posted to "
-    "from the list.\nPOST:\n{text}\nNEWSGROUPS:\n" + OPTIONS + "\nANSWER:\nAnswer: [unused0] {label}"
+    "** Instructions **    \n"
+    "Given a short post from an online forum, determine which newsgroup category it belongs to.\n"
+    "** Content **\n"
+    "{text}\n"
+    "What's the category of the post above?\n"
+    "** Options **\n"
+    + OPTIONS + "\n"
+    "** Answer **\n"
+    "Answer: [unused0] {label}"
 )
+PROMPT_SOURCE = "the published 20 Newsgroups prompt"
 
 
 # -----------------------------------------------------------------------------
@@ -100,6 +113,13 @@ def seeded_sample(rows, n, seed):
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     return rows[:n] if n else rows
+
+
+def to_splits(samples):
+    """{name: mlm_classifier.Split} from {name: rows}, each text stripped as the published template strips the
+    post (and as train.py's tables strip their texts), so that the prompt holds exactly what it held there."""
+    return {name: mc.Split(f"20 Newsgroups {name}", [r["text"].strip() for r in rows], [r["label_text"] for r in rows],
+                           list(range(len(rows)))) for name, rows in samples.items()}
 
 
 def stratified_split(rows, fraction, seed):
@@ -390,10 +410,9 @@ def main(argv=None):
         samples = {"train": seeded_sample(train_rows, args.max_train_samples, args.data_seed),
                    "validation": seeded_sample(validation_rows, args.max_eval_samples, args.data_seed),
                    "test": seeded_sample(test_rows, args.max_eval_samples, args.data_seed)}
-        splits = {name: mc.Split(f"20 Newsgroups {name}", [r["text"] for r in rows], [r["label_text"] for r in rows],
-                                    list(range(len(rows)))) for name, rows in samples.items()}
+        splits = to_splits(samples)
         if any(run["head"] == "mlm" for run in pending):
-            mlm_data = train.prepare(args.model, PROMPT, "the sweep's prompt", LABEL_MAP, "the 20 newsgroups", splits,
+            mlm_data = train.prepare(args.model, PROMPT, PROMPT_SOURCE, LABEL_MAP, "the 20 newsgroups", splits,
                                      args.max_length)
         if any(run["head"] == "cls" for run in pending):
             cls_tokenizer, cls_datasets = tokenize_for_classifier(args.cls_model, splits, args.max_length)
