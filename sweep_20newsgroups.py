@@ -5,7 +5,7 @@
     python sweep_20newsgroups.py --head mlm --learning_rates 3e-5 --epochs 1 --max_train_samples 2000
 
 The MLM head (ModernBERT-Large-Instruct, Answer Token Prediction through train.py) answers with a
-letter A-T after `[unused0]`, in the published sweep's prompt; the
+letter A-T after `[unused0]`, in the published sweep's prompt unless --prompt_file gives another; the
 classification head (`AutoModelForSequenceClassification` on ModernBERT-Large) reads the raw text. Each
 run starts from its base model and writes `<output_dir>/<run>/metrics.json` when it ends; a run whose
 metrics exist is skipped, so an interrupted sweep resumes where it stopped. Validation accuracy (a
@@ -170,6 +170,17 @@ def load_finished(output_dir, runs):
     return finished
 
 
+def check_finished_prompts(output_dir, runs, finished, prompt):
+    """An InputError when a finished MLM head run was trained with another prompt than `prompt`: the run's name
+    does not hold the prompt, so resuming would silently mix two settings in one grid."""
+    for run in runs:
+        metrics = finished.get(run["name"])
+        if run["head"] == "mlm" and metrics is not None and metrics.get("prompt") != prompt:
+            used = metrics.get("prompt_source", "no prompt recorded: it predates the published prompt as default")
+            raise mc.InputError(f"{metrics_path(output_dir, run)}: this run was trained with another prompt ({used}); "
+                                "resume it with the same --prompt_file, or give another --output_dir")
+
+
 def select_best(runs, finished):
     """{head: name of the finished run with the best validation accuracy}; test accuracy plays no part."""
     best = {}
@@ -202,7 +213,7 @@ def summary_rows(runs, finished):
     return rows
 
 
-def write_summaries(output_dir, runs, finished, text_note):
+def write_summaries(output_dir, runs, finished, text_note, prompt_source, prompt):
     """summary.csv, summary.md and summary.png (validation accuracy over lr x epochs per head), atomically."""
     rows = summary_rows(runs, finished)
     if not rows:
@@ -210,7 +221,8 @@ def write_summaries(output_dir, runs, finished, text_note):
     columns = list(rows[0])
     lines = [",".join(columns)] + [",".join(str(r[c]) for c in columns) for r in rows]
     mc.write_atomic(os.path.join(output_dir, "summary.csv"), "\n".join(lines) + "\n")
-    mc.write_atomic(os.path.join(output_dir, "summary.md"), summary_markdown(rows, text_note, len(runs)))
+    mc.write_atomic(os.path.join(output_dir, "summary.md"),
+                    summary_markdown(rows, text_note, len(runs), prompt_source, prompt))
     plot_heatmaps(rows, os.path.join(output_dir, "summary.png"))
 
 
@@ -218,10 +230,13 @@ def pct(x):
     return f"{100 * x:.2f}"
 
 
-def summary_markdown(rows, text_note, n_planned):
-    """The sweep as Markdown: the selected run of each head side by side, mean ± std over seeds, every run."""
+def summary_markdown(rows, text_note, n_planned, prompt_source, prompt):
+    """The sweep as Markdown: the selected run of each head side by side, mean ± std over seeds, every run, and
+    the MLM head's prompt (it defines those runs as much as their hyperparameters do)."""
     heads = {"mlm": "MLM head", "cls": "classification head"}
-    out = [f"# 20 Newsgroups sweep\n\nText: {text_note}. Runs finished: {len(rows)} of {n_planned}. "
+    with_mlm = any(r["head"] == "mlm" for r in rows)
+    prompt_note = f" MLM head prompt: {prompt_source} (below)." if with_mlm else ""
+    out = [f"# 20 Newsgroups sweep\n\nText: {text_note}.{prompt_note} Runs finished: {len(rows)} of {n_planned}. "
            "The selected run of each head has the best validation accuracy; test accuracy is only reported.\n",
            "## Selected runs\n", "| head | run | validation acc | test acc | test macro-F1 |", "|---|---|---|---|---|"]
     for r in rows:
@@ -244,6 +259,8 @@ def summary_markdown(rows, text_note, n_planned):
         out.append(f"| {heads[r['head']]}{mark} | {r['lr']:g} | {r['epochs']} | {r['seed']} | "
                    f"{pct(r['validation_accuracy'])} | {pct(r['test_accuracy'])} | {pct(r['validation_macro_f1'])} | "
                    f"{pct(r['test_macro_f1'])} | {r['minutes']:.1f} |")
+    if with_mlm:
+        out += [f"\n## MLM head prompt ({prompt_source})\n", "```text", prompt, "```"]
     return "\n".join(out) + "\n"
 
 
@@ -362,6 +379,9 @@ def parse_args(argv=None):
     p.add_argument("--cls_learning_rates", type=float, nargs="+", default=[3e-5, 5e-5, 8e-5])
     p.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--seeds", type=int, nargs="+", default=[42])
+    p.add_argument("--prompt_file", default=None,
+                   help="MLM head template, in train.py's format ({text}, optional {options}, `[unused0] {label}` "
+                        "at the end); default: the published 20 Newsgroups prompt")
     p.add_argument("--max_length", type=int, default=4096)
     p.add_argument("--per_device_train_batch_size", type=int, default=8)
     p.add_argument("--per_device_eval_batch_size", type=int, default=8)
@@ -394,11 +414,15 @@ def main(argv=None):
     if not 0 < args.validation_fraction < 1:
         raise mc.InputError(f"--validation_fraction {args.validation_fraction} must be in (0, 1): runs are chosen on it")
     note = text_note(args.data_dir, args.strip_headers)
+    prompt = mc.read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else PROMPT
+    prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else PROMPT_SOURCE
+    mc.parse_prompt(prompt, prompt_source)  # a bad prompt fails before anything loads
     first_process = int(os.environ.get("RANK", "0")) == 0
 
     # 1. The grid, and the runs already finished: checked before any data or model is loaded.
     runs = make_grid(heads, args.learning_rates, args.cls_learning_rates, args.epochs, args.seeds)
     finished = load_finished(args.output_dir, runs)
+    check_finished_prompts(args.output_dir, runs, finished, prompt)
     pending = [run for run in runs if run["name"] not in finished]
     mc.say(f"{len(runs)} runs in the grid, {len(finished)} already finished; {processes} process(es), "
               f"{args.per_device_train_batch_size} per device x {accumulation} accumulation steps")
@@ -412,7 +436,7 @@ def main(argv=None):
                    "test": seeded_sample(test_rows, args.max_eval_samples, args.data_seed)}
         splits = to_splits(samples)
         if any(run["head"] == "mlm" for run in pending):
-            mlm_data = train.prepare(args.model, PROMPT, PROMPT_SOURCE, LABEL_MAP, "the 20 newsgroups", splits,
+            mlm_data = train.prepare(args.model, prompt, prompt_source, LABEL_MAP, "the 20 newsgroups", splits,
                                      args.max_length)
         if any(run["head"] == "cls" for run in pending):
             cls_tokenizer, cls_datasets = tokenize_for_classifier(args.cls_model, splits, args.max_length)
@@ -431,7 +455,8 @@ def main(argv=None):
             metrics = fit_classifier(run_flags(args, run, args.cls_model, model_dir, accumulation), cls_tokenizer,
                                      cls_datasets)
         minutes_spent.append((time.time() - start) / 60)
-        record = {**run, "minutes": minutes_spent[-1], "text": note, "processes": processes,
+        used_prompt = {"prompt_source": prompt_source, "prompt": prompt} if run["head"] == "mlm" else {}
+        record = {**run, "minutes": minutes_spent[-1], "text": note, **used_prompt, "processes": processes,
                   "gradient_accumulation_steps": accumulation,
                   "effective_batch_size": args.per_device_train_batch_size * processes * accumulation, **metrics}
         finished[run["name"]] = record
@@ -439,11 +464,11 @@ def main(argv=None):
             if not args.save_models:
                 shutil.rmtree(model_dir, ignore_errors=True)
             mc.write_atomic(metrics_path(args.output_dir, run), json.dumps(record, indent=2) + "\n")
-            write_summaries(args.output_dir, runs, finished, note)
+            write_summaries(args.output_dir, runs, finished, note, prompt_source, prompt)
 
     # 4. The selected run of each head, chosen on validation.
     if first_process:
-        write_summaries(args.output_dir, runs, finished, note)
+        write_summaries(args.output_dir, runs, finished, note, prompt_source, prompt)
         for head, name in select_best(runs, finished).items():
             m = finished[name]
             print(f"selected {head} run: {name}: validation {100 * m['validation_accuracy']:.2f}, "

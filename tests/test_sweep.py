@@ -95,11 +95,16 @@ def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, 
         assert metrics["gradient_accumulation_steps"] == 2 and metrics["effective_batch_size"] == 8
         assert "headers, signatures and quotes removed" in metrics["text"]
         assert not (out / name / "model").exists()  # weights only with --save_models
+        if name.startswith("mlm"):  # the prompt defines an MLM head run, so it is recorded with it
+            assert metrics["prompt"] == sweep.PROMPT and metrics["prompt_source"] == sweep.PROMPT_SOURCE
+        else:
+            assert "prompt" not in metrics  # the classification head reads the raw text
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["head"], r["selected"]) for r in rows] == [("mlm", "True"), ("cls", "True")]
     markdown = (out / "summary.md").read_text()
     assert "| MLM head |" in markdown and "| classification head |" in markdown and "**(selected)**" in markdown
+    assert f"MLM head prompt: {sweep.PROMPT_SOURCE}" in markdown and sweep.PROMPT in markdown
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A second call finds every run finished and returns before loading any data or model (these paths
@@ -109,6 +114,25 @@ def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, 
     again = sweep.main(micro_grid(setup, str(setup / "no-such-model")))
     assert again == {name: json.loads((out / name / "metrics.json").read_text()) for name in finished}
     assert "2 already finished; 2 process(es), 4 per device x 1 accumulation steps" in capsys.readouterr().out
+
+
+def test_prompt_file_replaces_the_prompt_is_kept_with_the_model_and_guards_resuming(setup, tmp_path):
+    prompt = "Post: {text}\nNewsgroups:\n{options}\nAnswer: [unused0] {label}\n"
+    (tmp_path / "prompt.txt").write_text(prompt)
+    grid = micro_grid(setup, str(setup / "model"), "--head", "mlm", "--save_models", "--output_dir", str(tmp_path / "out"),
+                      "--max_train_samples", "8", "--max_eval_samples", "8")
+    finished = sweep.main(grid + ["--prompt_file", str(tmp_path / "prompt.txt")])
+    run = tmp_path / "out" / "mlm_lr0.001_ep1_seed42"
+    metrics = finished["mlm_lr0.001_ep1_seed42"]
+    assert metrics["prompt"] == prompt.rstrip() and metrics["prompt_source"] == f"--prompt_file {tmp_path / 'prompt.txt'}"
+    assert (run / "model" / "prompt.txt").read_text() == prompt.rstrip() + "\n"  # the run's folder answers as trained
+    card = (run / "model" / "README.md").read_text()  # its fill-mask snippet holds the filled template as JSON
+    assert json.dumps("- A: alt.atheism\n- B: comp.graphics")[1:-1] in card  # train.py's {options} lines
+    assert f"MLM head prompt: --prompt_file {tmp_path / 'prompt.txt'}" in (tmp_path / "out" / "summary.md").read_text()
+    # Resuming under the default prompt would mix two settings in one grid: refused before anything loads.
+    with pytest.raises(mc.InputError, match=r"mlm_lr0\.001_ep1_seed42.metrics\.json: this run was trained with "
+                                            r"another prompt \(--prompt_file "):
+        sweep.main(micro_grid(setup, str(setup / "no-such-model"), "--head", "mlm", "--output_dir", str(tmp_path / "out")))
 
 
 def test_accumulation_steps_follow_the_process_count():
