@@ -296,9 +296,8 @@ def test_fewshot_errors_name_the_subject(tmp_path):
 
 def test_fewshot_missing_dev_file_stops_before_the_model_is_loaded(tmp_path):
     root = add_dev_files(make_mmlu_dir(tmp_path, subjects=("astronomy", "virology")), {"astronomy": 5})
-    result = run_eval("--model", str(tmp_path / "no-such-model"), "--data_dir", root, "--num_fewshot", "2")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "error: --num_fewshot 2: no dev file for subject virology" in result.stderr
+    with pytest.raises(core.InputError, match="--num_fewshot 2: no dev file for subject virology"):  # not a load error
+        mc.main(["--model", str(tmp_path / "no-such-model"), "--data_dir", root, "--num_fewshot", "2"])
 
 
 def test_mmlu_pro_fewshot_examples_come_from_the_categorys_validation_questions(tmp_path):
@@ -388,7 +387,7 @@ def test_cli_end_to_end_writes_consistent_files(tiny_model_dir, tmp_path):
     assert results["num_fewshot"] == results["fewshot_reduced"] == 0 and "fewshot" not in records[0]
 
 
-def test_cli_fewshot_records_how_many_examples_fitted(tokenizer, tmp_path):
+def test_cli_fewshot_records_how_many_examples_fitted(tokenizer, tmp_path, capsys):
     from conftest import build_tiny_modernbert
 
     root = add_dev_files(make_mmlu_dir(tmp_path / "mmlu"), {s: 5 for s in ("astronomy", "virology", "formal_logic")})
@@ -398,14 +397,14 @@ def test_cli_fewshot_records_how_many_examples_fitted(tokenizer, tmp_path):
     positions = full[len(full) // 2]  # about half the questions cannot hold all three examples
     build_tiny_modernbert(str(tmp_path / "m"), tokenizer, max_position_embeddings=positions)
     out = tmp_path / "out"
-    result = run_eval("--model", str(tmp_path / "m"), "--data_dir", root, "--output_dir", str(out), "--num_fewshot", "3")
-    assert result.returncode == 0, result.stderr
+    mc.main(["--model", str(tmp_path / "m"), "--data_dir", root, "--output_dir", str(out), "--num_fewshot", "3",
+             "--no_progress"])
     results = json.loads((out / "results.json").read_text())
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     used = [r["fewshot"] for r in records]
     assert results["num_fewshot"] == 3 and 0 < results["fewshot_reduced"] == sum(n < 3 for n in used) < 21
     assert results["fewshot_mean"] == round(sum(used) / 21, 3) and 0 < results["prompt_tokens"] <= positions
-    assert f"3-shot: {results['fewshot_reduced']} of 21 questions got fewer examples" in result.stdout
+    assert f"3-shot: {results['fewshot_reduced']} of 21 questions got fewer examples" in capsys.readouterr().out
 
 
 def test_torchrun_two_processes_write_the_same_files_as_one(tiny_model_dir, tmp_path):
