@@ -1,4 +1,4 @@
-"""Zero-shot multiple choice through a masked language model's MLM head: MMLU and MMLU-Pro.
+"""Multiple choice through a masked language model's MLM head, zero- or few-shot: MMLU and MMLU-Pro.
 
 The method of *It's All in The [MASK]* (Clavié, Cooper, Warner, 2025): the prompt ends with
 `Answer: [unused0] [MASK]`, and the model's logits at the last [MASK] pick the answer letter.
@@ -10,6 +10,7 @@ batching length-sorted prompts and running the MLM head only on the [MASK] rows 
     python eval.py --data_dir ~/mmlu                # the same from the original MMLU CSV files
     python eval.py --task mmlu_pro --data_dir DIR   # MMLU-Pro from DIR/test.jsonl
     python eval.py --permutations 4                 # each question under 4 rotations of its choices
+    python eval.py --data_dir ~/mmlu --num_fewshot 5   # each after the first 5 dev questions, solved
     torchrun --nproc_per_node 2 eval.py ...         # one shard of the questions per process
 
 This file holds what is MMLU's own (the template, the files, subjects and categories); the scoring is
@@ -30,20 +31,24 @@ from mlm_classifier import (InputError, accuracy_table, add_flag, batch_defaults
                             check_output_path, check_positive, combine_views, end_distributed, first_max,
                             gather_scores, init_distributed, letter_token_ids, load_masked_lm, load_tokenizer,
                             located, make_parser, max_positions, read_jsonl, read_text, resolve_attn_implementation,
-                            resolve_device, resolve_dtype, rotations, run_command, score_sequences,
+                            resolve_device, resolve_dtype, rotations, run_command, say, score_sequences,
                             slot_probabilities, write_atomic)
 
 LETTERS = "ABCDEFGHIJ"
 
-# The paper's MMLU template, character for character. The question is stripped, each choice line ends
-# with a newline, then comes an empty line. [unused0] anchors the answer slot: the model was trained to
-# put the answer token right after it.
-PROMPT_HEADER = (
+# The paper's MMLU template, character for character: the instruction, then the question's block. The
+# question is stripped, each choice line ends with a newline, then comes an empty line. [unused0] anchors
+# the answer slot: the model was trained to put the answer token right after it.
+INSTRUCTION = (
     "You will be given a question as well as a list of options. "
     "Read the question carefully and select the right answer from the list.\n"
-    "QUESTION:\n"
 )
-PROMPT_FOOTER = "\nANSWER:\nAnswer: [unused0] [MASK]"
+# Few-shot: solved examples come first, each a block like the question's ending in its gold letter after
+# [unused0], with an empty line between blocks; the instruction is given once. With none, this is the
+# zero-shot prompt above. The examples are the first k of the subject's dev split (MMLU; the convention
+# of the MMLU authors and of lm-evaluation-harness) or of the category's validation split (MMLU-Pro).
+BLOCK_SEPARATOR = "\n\n"
+FEWSHOT_SPLIT = {"mmlu": "dev", "mmlu_pro": "validation"}
 
 # Subject -> category, the standard mapping of the MMLU authors (hendrycks/test categories.py), with
 # their "other (business, health, misc.)" shortened to "other".
@@ -113,12 +118,19 @@ def read_mmlu_csv(path, subject):
     return questions
 
 
+def mmlu_paths(data_dir, split, subject):
+    """Where one subject's CSV of a split may be: `DIR/<split>/<subject>_<split>.csv`, else `DIR/<subject>_<split>.csv`
+    (`subject` may be a glob pattern)."""
+    folder, suffix = MMLU_SPLIT_FILES[split]
+    return [os.path.join(data_dir, folder, f"{subject}_{suffix}.csv"), os.path.join(data_dir, f"{subject}_{suffix}.csv")]
+
+
 def find_mmlu_files(data_dir, split):
     """Map subject -> CSV path for one split, from `DIR/<split>/<subject>_<split>.csv` or `DIR/*_<split>.csv`."""
     if not os.path.isdir(data_dir):
         raise InputError(f"--data_dir {data_dir}: no such folder")
     folder, suffix = MMLU_SPLIT_FILES[split]
-    for pattern in (os.path.join(data_dir, folder, f"*_{suffix}.csv"), os.path.join(data_dir, f"*_{suffix}.csv")):
+    for pattern in mmlu_paths(data_dir, split, "*"):
         paths = sorted(glob.glob(pattern))
         if paths:
             return {os.path.basename(p)[: -len(f"_{suffix}.csv")]: p for p in paths}
@@ -218,6 +230,15 @@ def read_mmlu_pro_jsonl(path):
     return questions
 
 
+def load_mmlu_pro_hub(split):
+    """Every MMLU-Pro question of one split of the hub's `TIGER-Lab/MMLU-Pro`, its category as its subject."""
+    from datasets import load_dataset
+
+    return [{"subject": ex["category"], "row": row, "question": ex["question"], "choices": list(ex["options"]),
+             "gold": LETTERS[ex["answer_index"]], "question_id": ex["question_id"]}
+            for row, ex in enumerate(load_hub_dataset(load_dataset, "TIGER-Lab/MMLU-Pro", split=split))]
+
+
 def load_mmlu_pro(data_dir, split, subjects):
     """MMLU-Pro questions from `DIR/<split>.jsonl` (or a .jsonl path), else the hub's `TIGER-Lab/MMLU-Pro`."""
     if data_dir:
@@ -226,13 +247,7 @@ def load_mmlu_pro(data_dir, split, subjects):
             raise InputError(f"--data_dir {data_dir}: {path} does not exist")
         questions = read_mmlu_pro_jsonl(path)
     else:
-        from datasets import load_dataset
-
-        questions = []
-        for row, ex in enumerate(load_hub_dataset(load_dataset, "TIGER-Lab/MMLU-Pro", split=split)):
-            questions.append({"subject": ex["category"], "row": row, "question": ex["question"],
-                              "choices": list(ex["options"]), "gold": LETTERS[ex["answer_index"]],
-                              "question_id": ex["question_id"]})
+        questions = load_mmlu_pro_hub(split)
     wanted = set(select_subjects({q["subject"] for q in questions}, subjects, what="category"))
     return [q for q in questions if q["subject"] in wanted]
 
@@ -246,6 +261,60 @@ def load_questions(task, data_dir, split, subjects, limit):
     return questions[:limit] if limit else questions
 
 
+def check_fewshot(task, split, num_fewshot):
+    """An InputError for a negative --num_fewshot, or for few-shot on the split the examples come from."""
+    if num_fewshot < 0:
+        raise InputError(f"--num_fewshot {num_fewshot} must be 0 (zero-shot) or more")
+    if num_fewshot and split == FEWSHOT_SPLIT[task]:
+        raise InputError(f"--num_fewshot {num_fewshot}: the solved examples come from the {split} split, which "
+                         f"--split {split} scores; the examples would be the questions themselves")
+
+
+def load_fewshot_examples(task, data_dir, subjects, num_fewshot):
+    """{subject: its first `num_fewshot` questions of the few-shot split, with their gold letters}.
+
+    The split is MMLU's dev (`DIR/dev/<subject>_dev.csv`, or the hub's `cais/mmlu` dev) or MMLU-Pro's
+    validation (`DIR/validation.jsonl`, or the hub's), taking examples of the same category. A subject
+    without a file, or with fewer questions than asked, is an InputError naming it.
+    """
+    flag, split = f"--num_fewshot {num_fewshot}", FEWSHOT_SPLIT[task]
+    if task == "mmlu" and data_dir:
+        pool, where = {}, {}
+        for subject in subjects:
+            paths = mmlu_paths(data_dir, split, subject)
+            found = [path for path in paths if os.path.isfile(path)]
+            if not found:
+                raise InputError(f"{flag}: no {split} file for subject {subject} (looked for {' and '.join(paths)})")
+            pool[subject], where[subject] = read_mmlu_csv(found[0], subject), found[0]
+    elif task == "mmlu":
+        pool = group_by_subject(load_mmlu_hub(split, subjects))
+        where = dict.fromkeys(subjects, f"cais/mmlu's {split} split")
+    elif data_dir:
+        path = os.path.join(os.path.dirname(data_dir) if data_dir.endswith(".jsonl") else data_dir, f"{split}.jsonl")
+        if not os.path.isfile(path):
+            named = (f"category {subjects[0]}" if len(subjects) == 1 else f"categories {', '.join(subjects)}"
+                     if len(subjects) <= 3 else f"the {len(subjects)} categories scored")
+            raise InputError(f"{flag}: no {split} file for {named} (looked for {path})")
+        pool, where = group_by_subject(read_mmlu_pro_jsonl(path)), dict.fromkeys(subjects, path)
+    else:
+        pool = group_by_subject(load_mmlu_pro_hub(split))
+        where = dict.fromkeys(subjects, f"TIGER-Lab/MMLU-Pro's {split} split")
+    what = "subject" if task == "mmlu" else "category"
+    for subject in subjects:
+        n = len(pool.get(subject, []))
+        if n < num_fewshot:
+            raise InputError(f"{flag}: {what} {subject} has only {n} questions in {where[subject]}")
+    return {subject: pool[subject][:num_fewshot] for subject in subjects}
+
+
+def group_by_subject(questions):
+    """{subject: its questions, in their order}."""
+    groups = {}
+    for q in questions:
+        groups.setdefault(q["subject"], []).append(q)
+    return groups
+
+
 def category_of(task, subject):
     """MMLU's four categories; MMLU-Pro's questions carry their category as their subject."""
     return MMLU_CATEGORY.get(subject, "other") if task == "mmlu" else subject
@@ -255,30 +324,61 @@ def category_of(task, subject):
 # Prompts and token ids
 
 
-def build_prompt(question, choices):
-    """The paper's multiple-choice prompt, ending in `Answer: [unused0] [MASK]`."""
+def question_block(question, choices, answer="[MASK]"):
+    """One question in the paper's template, from `QUESTION:` to `Answer: [unused0] <answer>`."""
     lines = "".join(f"- {letter}: {choice}\n" for letter, choice in zip(LETTERS, choices))
-    return PROMPT_HEADER + question.strip() + "\nCHOICES:\n" + lines + PROMPT_FOOTER
+    return "QUESTION:\n" + question.strip() + "\nCHOICES:\n" + lines + "\nANSWER:\nAnswer: [unused0] " + answer
 
 
-def encode_questions(tokenizer, questions, max_positions=None, permutations=1):
+def build_prompt(question, choices, examples=()):
+    """The paper's multiple-choice prompt, ending in `Answer: [unused0] [MASK]`.
+
+    `examples` (question dicts with `question`, `choices` and `gold`) come first, each solved with its gold
+    letter; without them this is the paper's zero-shot prompt.
+    """
+    blocks = [question_block(e["question"], e["choices"], e["gold"]) for e in examples]
+    return INSTRUCTION + BLOCK_SEPARATOR.join(blocks + [question_block(question, choices)])
+
+
+def encode_questions(tokenizer, questions, max_positions=None, permutations=1, examples=None):
     """Token ids of every question's prompt, under `permutations` cyclic rotations of its choices.
 
-    Returns (sequences, views): views[k] = (question index, order), where order[j] is the choice shown
-    under the j-th letter. A question with fewer choices than `permutations` is scored under all of its
-    rotations. A prompt longer than the model's positions is an InputError.
+    Returns (sequences, views, shots): views[k] = (question index, order), where order[j] is the choice
+    shown under the j-th letter; shots[i] is how many solved examples question i's prompts hold. A question
+    with fewer choices than `permutations` is scored under all of its rotations. `examples` maps each
+    subject to its solved examples (few-shot), shown as they are in every rotation. A prompt longer than the
+    model's positions drops examples from the end, for all rotations of its question, until they fit; one
+    too long even without examples is an InputError.
     """
     views = [(i, order) for i, q in enumerate(questions)
              for order in rotations(len(q["choices"]), min(permutations, len(q["choices"])))]
-    prompts = [build_prompt(questions[i]["question"], [questions[i]["choices"][c] for c in order])
-               for i, order in views]
-    sequences = tokenizer(prompts)["input_ids"]
-    for (i, _), ids in zip(views, sequences):
-        if max_positions and len(ids) > max_positions:
-            q = questions[i]
-            raise InputError(f"{q['subject']} row {q['row']}: the prompt is {len(ids)} tokens, "
-                             f"more than the model's {max_positions} positions")
-    return sequences, views
+    shots = [len(examples[q["subject"]]) if examples else 0 for q in questions]
+    sequences, todo = [None] * len(views), list(range(len(views)))
+    while todo:  # every view once; then again only the views of questions that lost an example
+        prompts = [build_prompt(questions[i]["question"], [questions[i]["choices"][c] for c in order],
+                                examples[questions[i]["subject"]][:shots[i]] if examples else ())
+                   for i, order in (views[k] for k in todo)]
+        too_long = set()
+        for k, ids in zip(todo, tokenizer(prompts)["input_ids"]):
+            sequences[k] = ids
+            i = views[k][0]
+            if max_positions and len(ids) > max_positions:
+                if shots[i] == 0:
+                    q = questions[i]
+                    raise InputError(f"{q['subject']} row {q['row']}: the prompt is {len(ids)} tokens, more than the "
+                                     f"model's {max_positions} positions" + (" even without examples" if examples else ""))
+                too_long.add(i)
+        for i in too_long:
+            shots[i] -= 1
+        todo = [k for k, (i, _) in enumerate(views) if i in too_long]
+    return sequences, views, shots
+
+
+def prompt_stats(sequences, shots, num_fewshot):
+    """results.json's record of the prompts: mean tokens per prompt, and how few-shot fitted the model."""
+    return {"num_fewshot": num_fewshot, "prompt_tokens": round(sum(map(len, sequences)) / len(sequences), 1),
+            "fewshot_mean": round(sum(shots) / len(shots), 3),
+            "fewshot_reduced": sum(n < num_fewshot for n in shots)}
 
 
 # -----------------------------------------------------------------------------
@@ -314,23 +414,25 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def finish(questions, scores, views, task):
+def finish(questions, scores, views, task, shots=None):
     """Predicted letters, results.json's metrics and predictions.jsonl's records from the letter scores.
 
     Each choice's probability is averaged over the question's views (rotations); ties go to the earlier
-    letter, as in the published eval.
+    letter, as in the published eval. With `shots` (few-shot), each record says how many examples it had.
     """
     per_question = [[] for _ in questions]
     for k, (i, order) in enumerate(views):
         per_question[i].append(slot_probabilities(scores[k], order))
     records, predictions = [], []
-    for q, view_probs in zip(questions, per_question):
+    for i, (q, view_probs) in enumerate(zip(questions, per_question)):
         probs = combine_views(view_probs)
         pred = LETTERS[first_max(probs)]
         record = {"subject": q["subject"], "row": q["row"], "gold": q["gold"], "pred": pred,
                   "probs": {letter: round(p, 6) for letter, p in zip(LETTERS, probs)}}
         if q.get("question_id") is not None:
             record["question_id"] = q["question_id"]
+        if shots is not None:
+            record["fewshot"] = shots[i]
         records.append(record)
         predictions.append(pred)
     return summarize(questions, predictions, task), records
@@ -358,6 +460,9 @@ def build_parser():
     add_flag(p, "subjects", default="",
              help="comma-separated subjects (MMLU) or categories (MMLU-Pro) (default: all)")
     add_flag(p, "limit", type=int, default=None, help="score only the first N questions after filtering")
+    add_flag(p, "num_fewshot", type=int, default=0,
+             help="solved examples before each question: the first k of its subject's dev split (MMLU) or "
+                  "category's validation split (MMLU-Pro); fewer where the prompt would not fit")
     add_flag(p, "permutations", type=int, default=1,
              help="score each question under this many cyclic rotations of its choices and average each "
                   "choice's probability (a question with fewer choices uses all of its rotations)")
@@ -394,19 +499,29 @@ def main(argv=None):
     attn_implementation = resolve_attn_implementation(args.attn_implementation, device, dtype)
     batch_tokens, pad_to_multiple_of = batch_defaults(device, args.batch_tokens, args.pad_to_multiple_of)
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
+    check_fewshot(args.task, args.split, args.num_fewshot)
 
-    # 1. Questions, validated before anything heavy is loaded.
+    # 1. Questions and their solved examples, validated before anything heavy is loaded.
     questions = load_questions(args.task, args.data_dir, args.split, subjects, args.limit)
     if not questions:
         raise InputError("no questions to score (check --subjects and --limit)")
-    n_letters = max(len(q["choices"]) for q in questions)
+    examples = None
+    if args.num_fewshot:
+        examples = load_fewshot_examples(args.task, args.data_dir, list(dict.fromkeys(q["subject"] for q in questions)),
+                                         args.num_fewshot)
+    n_letters = max(len(q["choices"]) for q in questions)  # the examples' letters are only text in the prompt
 
     # 2. Prompts -> token ids, with the letters' spellings checked as single tokens.
     tokenizer = load_tokenizer(args.model, fast=False)
     option_ids = letter_token_ids(tokenizer, LETTERS[:n_letters])
     start = time.perf_counter()
-    sequences, views = encode_questions(tokenizer, questions, max_positions(args.model, tokenizer), args.permutations)
+    positions = max_positions(args.model, tokenizer)
+    sequences, views, shots = encode_questions(tokenizer, questions, positions, args.permutations, examples)
     tokenize_seconds = time.perf_counter() - start
+    stats = prompt_stats(sequences, shots, args.num_fewshot)
+    if args.num_fewshot:
+        say(f"{args.num_fewshot}-shot: {stats['fewshot_reduced']} of {len(questions)} questions got fewer examples to "
+            f"fit the model's {positions} positions ({stats['fewshot_mean']:.2f} examples per question on average)")
 
     # 3. The model, then the scores: each process takes its share of the length-sorted batches.
     model = load_masked_lm(args.model, dtype, attn_implementation, device)
@@ -421,8 +536,8 @@ def main(argv=None):
 
     # 4. Predictions and metrics, written by one process.
     if rank == 0:
-        results, records = finish(questions, scores, views, args.task)
-        results.update(task=args.task, split=args.split, model=args.model, permutations=args.permutations,
+        results, records = finish(questions, scores, views, args.task, shots if args.num_fewshot else None)
+        results.update(task=args.task, split=args.split, model=args.model, **stats, permutations=args.permutations,
                        dtype=str(dtype).removeprefix("torch."), device=str(device),
                        attn_implementation=attn_implementation, processes=world, seconds=round(seconds, 3),
                        questions_per_second=round(len(questions) / seconds, 2))

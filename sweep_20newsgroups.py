@@ -5,11 +5,12 @@
     python sweep_20newsgroups.py --head mlm --learning_rates 3e-5 --epochs 1 --max_train_samples 2000
 
 The MLM head (ModernBERT-Large-Instruct, Answer Token Prediction through train.py) answers with a
-letter A-T after `[unused0]`; the classification head (`AutoModelForSequenceClassification` on
-ModernBERT-Large) reads the raw text. Each run starts from its base model and writes
-`<output_dir>/<run>/metrics.json` when it ends; a run whose metrics exist is skipped, so an interrupted
-sweep resumes where it stopped. Validation accuracy (a stratified slice of train) selects the best
-run; test accuracy is reported for every run and never used to choose.
+letter A-T after `[unused0]`, in the published sweep's prompt unless --prompt_file gives another; the
+classification head (`AutoModelForSequenceClassification` on ModernBERT-Large) reads the raw text. Each
+run starts from its base model and writes `<output_dir>/<run>/metrics.json` when it ends; a run whose
+metrics exist is skipped, so an interrupted sweep resumes where it stopped. Validation accuracy (a
+stratified slice of train) selects the best run; test accuracy is reported for every run and never used
+to choose.
 """
 
 import itertools
@@ -24,35 +25,47 @@ import time
 import mlm_classifier as mc
 import train
 
-NEWSGROUPS = [  # label index = position (alphabetical, as sklearn and SetFit number them)
-    ("alt.atheism", "atheism, and arguments about religion"),
-    ("comp.graphics", "computer graphics, images and rendering"),
-    ("comp.os.ms-windows.misc", "Microsoft Windows"),
-    ("comp.sys.ibm.pc.hardware", "IBM PC hardware"),
-    ("comp.sys.mac.hardware", "Apple Macintosh hardware"),
-    ("comp.windows.x", "the X Window System"),
-    ("misc.forsale", "items for sale"),
-    ("rec.autos", "cars"),
-    ("rec.motorcycles", "motorcycles"),
-    ("rec.sport.baseball", "baseball"),
-    ("rec.sport.hockey", "hockey"),
-    ("sci.crypt", "cryptography and privacy"),
-    ("sci.electronics", "electronics"),
-    ("sci.med", "medicine and health"),
-    ("sci.space", "space and astronomy"),
-    ("soc.religion.christian", "Christianity"),
-    ("talk.politics.guns", "gun politics"),
-    ("talk.politics.mideast", "Middle East politics"),
-    ("talk.politics.misc", "other political topics"),
-    ("talk.religion.misc", "other religious topics"),
+NEWSGROUPS = [  # label index = position (alphabetical, as sklearn and SetFit number them), published description
+    ("alt.atheism", "Discussion of atheism and criticism of religion"),
+    ("comp.graphics", "Computer graphics, rendering, and visualization"),
+    ("comp.os.ms-windows.misc", "General Microsoft Windows topics and issues"),
+    ("comp.sys.ibm.pc.hardware", "IBM PC compatible hardware and components"),
+    ("comp.sys.mac.hardware", "Apple Macintosh hardware and components"),
+    ("comp.windows.x", "X Window System software and configuration"),
+    ("misc.forsale", "General marketplace for selling items"),
+    ("rec.autos", "Cars, automotive repair and motorsports"),
+    ("rec.motorcycles", "Motorcycles, riding and maintenance"),
+    ("rec.sport.baseball", "Baseball discussion and news"),
+    ("rec.sport.hockey", "Hockey discussion and news"),
+    ("sci.crypt", "Cryptography and data security"),
+    ("sci.electronics", "Electronics and electrical engineering"),
+    ("sci.med", "Medicine, health and medical science"),
+    ("sci.space", "Space exploration and astronomy"),
+    ("soc.religion.christian", "Christianity-specific religious discussion"),
+    ("talk.politics.guns", "Gun politics and firearm regulations"),
+    ("talk.politics.mideast", "Middle East politics and current events"),
+    ("talk.politics.misc", "General political discussion and debate"),
+    ("talk.religion.misc", "General religious discussion across faiths"),
 ]
 LETTERS = "ABCDEFGHIJKLMNOPQRST"
 LABEL_MAP = {name: letter for (name, _), letter in zip(NEWSGROUPS, LETTERS)}
-OPTIONS = "".join(f"- {letter}: {name} ({about})\n" for (name, about), letter in zip(NEWSGROUPS, LETTERS))
+# The published sweep's template (AnswerDotAI's ModernBERT-Instruct mini cookbook, `newsgroup_template`), the
+# setting of the paper's Table 3, character for character: four spaces after `** Instructions **`, the stripped
+# post, then one `A: alt.atheism, <description>` line per newsgroup. The option lines are written in here
+# because their format is not train.py's `{options}` (`- A: alt.atheism`); only the post and the answer vary.
+OPTIONS = "\n".join(f"{letter}: {name}, {about}" for (name, about), letter in zip(NEWSGROUPS, LETTERS))
 PROMPT = (
-    "You will be given a newsgroup post. Read it carefully and select the newsgroup it was posted to "
-    "from the list.\nPOST:\n{text}\nNEWSGROUPS:\n" + OPTIONS + "\nANSWER:\nAnswer: [unused0] {label}"
+    "** Instructions **    \n"
+    "Given a short post from an online forum, determine which newsgroup category it belongs to.\n"
+    "** Content **\n"
+    "{text}\n"
+    "What's the category of the post above?\n"
+    "** Options **\n"
+    + OPTIONS + "\n"
+    "** Answer **\n"
+    "Answer: [unused0] {label}"
 )
+PROMPT_SOURCE = "the published 20 Newsgroups prompt"
 
 
 # -----------------------------------------------------------------------------
@@ -111,6 +124,13 @@ def seeded_sample(rows, n, seed):
     return rows[:n] if n else rows
 
 
+def to_splits(samples):
+    """{name: mlm_classifier.Split} from {name: rows}, each text stripped as the published template strips the
+    post (and as train.py's tables strip their texts), so that the prompt holds exactly what it held there."""
+    return {name: mc.Split(f"20 Newsgroups {name}", [r["text"].strip() for r in rows], [r["label_text"] for r in rows],
+                           list(range(len(rows)))) for name, rows in samples.items()}
+
+
 def stratified_split(rows, fraction, seed):
     """(train, validation): a seeded, stratified `fraction` of the rows held out for choosing runs."""
     from sklearn.model_selection import train_test_split
@@ -162,16 +182,26 @@ def metrics_path(output_dir, run):
     return os.path.join(output_dir, run["name"], "metrics.json")
 
 
-def run_settings(args, head):
+def run_settings(args, head, prompt=None):
     """Everything besides the grid point that defines a run's result; recorded in its metrics.json, and checked
-    when a sweep resumes, so that a run made with other settings is never reported as this sweep's."""
-    return {"model": args.model if head == "mlm" else args.cls_model,
+    when a sweep resumes, so that a run made with other settings is never reported as this sweep's. The MLM
+    head's runs also depend on `prompt`, the template they were trained with."""
+    settings = {"model": args.model if head == "mlm" else args.cls_model,
             "data": args.data_dir or "SetFit/20_newsgroups", "strip_headers": args.strip_headers,
             "max_length": args.max_length, "max_train_samples": args.max_train_samples,
             "max_eval_samples": args.max_eval_samples, "validation_fraction": args.validation_fraction,
             "data_seed": args.data_seed, "per_device_train_batch_size": args.per_device_train_batch_size,
             "effective_batch_size": args.effective_batch_size, "weight_decay": args.weight_decay,
             "warmup_ratio": args.warmup_ratio}
+    if head == "mlm":
+        settings["prompt"] = prompt
+    return settings
+
+
+def short(value, width=40):
+    """A setting's repr for an error line, cut to `width` characters (a prompt is long)."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "...'"
 
 
 def load_finished(output_dir, runs, settings):
@@ -198,7 +228,7 @@ def load_finished(output_dir, runs, settings):
             if recorded is None:
                 differences = "settings were not recorded"
             else:
-                differences = "; ".join(f"{k} {recorded.get(k)!r} (now {wanted.get(k)!r})"
+                differences = "; ".join(f"{k} {short(recorded.get(k))} (now {short(wanted.get(k))})"
                                         for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k))
             raise mc.InputError(f"--output_dir {output_dir}: {run['name']} was run with other settings: {differences}. "
                                 "Use another --output_dir, or delete that run's folder to run it again")
@@ -238,7 +268,7 @@ def summary_rows(runs, finished):
     return rows
 
 
-def write_summaries(output_dir, runs, finished, text_note):
+def write_summaries(output_dir, runs, finished, text_note, prompt_source, prompt):
     """summary.csv, summary.md and summary.png (validation accuracy over lr x epochs per head), atomically."""
     rows = summary_rows(runs, finished)
     if not rows:
@@ -246,7 +276,8 @@ def write_summaries(output_dir, runs, finished, text_note):
     columns = list(rows[0])
     lines = [",".join(columns)] + [",".join(str(r[c]) for c in columns) for r in rows]
     mc.write_atomic(os.path.join(output_dir, "summary.csv"), "\n".join(lines) + "\n")
-    mc.write_atomic(os.path.join(output_dir, "summary.md"), summary_markdown(rows, text_note, len(runs)))
+    mc.write_atomic(os.path.join(output_dir, "summary.md"),
+                    summary_markdown(rows, text_note, len(runs), prompt_source, prompt))
     plot_heatmaps(rows, os.path.join(output_dir, "summary.png"))
 
 
@@ -254,10 +285,13 @@ def pct(x):
     return f"{100 * x:.2f}"
 
 
-def summary_markdown(rows, text_note, n_planned):
-    """The sweep as Markdown: the selected run of each head side by side, mean ± std over seeds, every run."""
+def summary_markdown(rows, text_note, n_planned, prompt_source, prompt):
+    """The sweep as Markdown: the selected run of each head side by side, mean ± std over seeds, every run, and
+    the MLM head's prompt (it defines those runs as much as their hyperparameters do)."""
     heads = {"mlm": "MLM head", "cls": "classification head"}
-    out = [f"# 20 Newsgroups sweep\n\nText: {text_note}. Runs finished: {len(rows)} of {n_planned}. "
+    with_mlm = any(r["head"] == "mlm" for r in rows)
+    prompt_note = f" MLM head prompt: {prompt_source} (below)." if with_mlm else ""
+    out = [f"# 20 Newsgroups sweep\n\nText: {text_note}.{prompt_note} Runs finished: {len(rows)} of {n_planned}. "
            "The selected run of each head has the best validation accuracy; test accuracy is only reported.\n",
            "## Selected runs\n", "| head | run | validation acc | test acc | test macro-F1 |", "|---|---|---|---|---|"]
     for r in rows:
@@ -280,6 +314,8 @@ def summary_markdown(rows, text_note, n_planned):
         out.append(f"| {heads[r['head']]}{mark} | {r['lr']:g} | {r['epochs']} | {r['seed']} | "
                    f"{pct(r['validation_accuracy'])} | {pct(r['test_accuracy'])} | {pct(r['validation_macro_f1'])} | "
                    f"{pct(r['test_macro_f1'])} | {r['minutes']:.1f} |")
+    if with_mlm:
+        out += [f"\n## MLM head prompt ({prompt_source})\n", "```text", prompt, "```"]
     return "\n".join(out) + "\n"
 
 
@@ -401,6 +437,9 @@ def build_parser():
                 help="classification head's grid")
     mc.add_flag(p, "epochs", type=int, nargs="+", default=[1, 2, 3], help="both heads' grid")
     mc.add_flag(p, "seeds", type=int, nargs="+", default=[42], help="training seeds; every grid point runs each")
+    mc.add_flag(p, "prompt_file", default=None,
+                help="MLM head template, in train.py's format ({text}, optional {options}, `[unused0] {label}` "
+                     "at the end) (default: the published 20 Newsgroups prompt)")
     mc.add_flag(p, "max_length", type=int, default=4096, help="tokens per example; only the text is cut")
     mc.add_flag(p, "per_device_train_batch_size", type=int, default=8, help="examples per batch and process")
     mc.add_flag(p, "per_device_eval_batch_size", type=int, default=8,
@@ -460,11 +499,14 @@ def main(argv=None):
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = accumulation_steps(args.effective_batch_size, args.per_device_train_batch_size, processes)
     note = text_note(args.data_dir, args.strip_headers)
+    prompt = mc.read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else PROMPT
+    prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else PROMPT_SOURCE
+    mc.parse_prompt(prompt, prompt_source)  # a bad prompt fails before anything loads
     first_process = int(os.environ.get("RANK", "0")) == 0
 
     # 1. The grid, and the runs already finished with these settings: checked before any data or model loads.
     runs = make_grid(heads, args.learning_rates, args.cls_learning_rates, args.epochs, args.seeds)
-    settings = {head: run_settings(args, head) for head in heads}
+    settings = {head: run_settings(args, head, prompt) for head in heads}
     finished = load_finished(args.output_dir, runs, settings)
     pending = [run for run in runs if run["name"] not in finished]
     mc.say(f"{len(runs)} runs in the grid, {len(finished)} already finished; {processes} process(es), "
@@ -477,10 +519,9 @@ def main(argv=None):
         samples = {"train": seeded_sample(train_rows, args.max_train_samples, args.data_seed),
                    "validation": seeded_sample(validation_rows, args.max_eval_samples, args.data_seed),
                    "test": seeded_sample(test_rows, args.max_eval_samples, args.data_seed)}
-        splits = {name: mc.Split(f"20 Newsgroups {name}", [r["text"] for r in rows], [r["label_text"] for r in rows],
-                                    list(range(len(rows)))) for name, rows in samples.items()}
+        splits = to_splits(samples)
         if any(run["head"] == "mlm" for run in pending):
-            mlm_data = train.prepare(args.model, PROMPT, "the sweep's prompt", LABEL_MAP, "the 20 newsgroups", splits,
+            mlm_data = train.prepare(args.model, prompt, prompt_source, LABEL_MAP, "the 20 newsgroups", splits,
                                      args.max_length)
         if any(run["head"] == "cls" for run in pending):
             cls_tokenizer, cls_datasets = tokenize_for_classifier(args.cls_model, splits, args.max_length)
@@ -499,7 +540,8 @@ def main(argv=None):
             metrics = fit_classifier(run_flags(args, run, args.cls_model, model_dir, accumulation), cls_tokenizer,
                                      cls_datasets)
         minutes_spent.append((time.time() - start) / 60)
-        record = {**run, "minutes": minutes_spent[-1], "text": note, "processes": processes,
+        used_prompt = {"prompt_source": prompt_source} if run["head"] == "mlm" else {}  # the text is in settings
+        record = {**run, "minutes": minutes_spent[-1], "text": note, **used_prompt, "processes": processes,
                   "gradient_accumulation_steps": accumulation,
                   "effective_batch_size": args.per_device_train_batch_size * processes * accumulation,
                   "settings": settings[run["head"]], **metrics}
@@ -508,11 +550,11 @@ def main(argv=None):
             if not args.save_models:
                 shutil.rmtree(model_dir, ignore_errors=True)
             mc.write_atomic(metrics_path(args.output_dir, run), json.dumps(record, indent=2) + "\n")
-            write_summaries(args.output_dir, runs, finished, note)
+            write_summaries(args.output_dir, runs, finished, note, prompt_source, prompt)
 
     # 4. The selected run of each head, chosen on validation.
     if first_process:
-        write_summaries(args.output_dir, runs, finished, note)
+        write_summaries(args.output_dir, runs, finished, note, prompt_source, prompt)
         for head, name in select_best(runs, finished).items():
             m = finished[name]
             print(f"selected {head} run: {name}: validation {100 * m['validation_accuracy']:.2f}, "

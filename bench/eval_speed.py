@@ -66,7 +66,7 @@ def random_modernbert(shape, tokenizer, seed=0):
 def run_ours(model, tokenizer, questions, batch_tokens, pad_to_multiple_of, output_dir):
     """eval.py's path from question texts to written files; returns (seconds, records)."""
     start = time.perf_counter()
-    sequences, views = mc.encode_questions(tokenizer, questions)
+    sequences, views, _ = mc.encode_questions(tokenizer, questions)
     option_ids = core.letter_token_ids(tokenizer, "ABCD")
     scores = core.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id, option_ids,
                                   batch_tokens, pad_to_multiple_of)

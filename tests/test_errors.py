@@ -63,7 +63,8 @@ def fake_finished_sweep(tmp_path, flags):
     args = sweep.parse_args(argv)
     run = sweep.make_grid(["mlm"], args.learning_rates, [], args.epochs, args.seeds)[0]
     os.makedirs(tmp_path / "out" / run["name"])
-    record = {**run, "settings": sweep.run_settings(args, "mlm"), "validation_accuracy": 0.5, "test_accuracy": 0.5,
+    record = {**run, "settings": sweep.run_settings(args, "mlm", sweep.PROMPT), "validation_accuracy": 0.5,
+              "test_accuracy": 0.5,
               "validation_macro_f1": 0.5, "test_macro_f1": 0.5, "minutes": 1.0}
     write(tmp_path / "out" / run["name"] / "metrics.json", json.dumps(record))
     return argv
@@ -100,10 +101,10 @@ def test_an_empty_metrics_file_left_by_a_crash_reruns_its_run(tmp_path, capsys):
     runs = sweep.make_grid(["mlm"], args.learning_rates, [], args.epochs, args.seeds)
     os.makedirs(tmp_path / runs[0]["name"])
     write(tmp_path / runs[0]["name"] / "metrics.json", "")
-    assert sweep.load_finished(str(tmp_path), runs, {"mlm": sweep.run_settings(args, "mlm")}) == {}
+    assert sweep.load_finished(str(tmp_path), runs, {"mlm": sweep.run_settings(args, "mlm", sweep.PROMPT)}) == {}
     assert "is empty or not a JSON object (left by a crash?); the run starts again" in capsys.readouterr().out
     write(tmp_path / runs[0]["name"] / "metrics.json", "[]")
-    assert sweep.load_finished(str(tmp_path), runs, {"mlm": sweep.run_settings(args, "mlm")}) == {}
+    assert sweep.load_finished(str(tmp_path), runs, {"mlm": sweep.run_settings(args, "mlm", sweep.PROMPT)}) == {}
 
 
 # -----------------------------------------------------------------------------

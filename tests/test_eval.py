@@ -30,9 +30,9 @@ def questions_from(root, **kwargs):
     return mc.load_mmlu_local(make_mmlu_dir(root, **kwargs), "test", [])
 
 
-def score(model, tokenizer, questions, batch_tokens=4096, letters="ABCD", permutations=1):
+def score(model, tokenizer, questions, batch_tokens=4096, letters="ABCD", permutations=1, examples=None):
     """(scores, views) of eval.py's path: the prompts under `permutations` rotations, batched."""
-    sequences, views = mc.encode_questions(tokenizer, questions, permutations=permutations)
+    sequences, views, _ = mc.encode_questions(tokenizer, questions, permutations=permutations, examples=examples)
     scores = core.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id,
                                   core.letter_token_ids(tokenizer, letters), batch_tokens, pad_to_multiple_of=8)
     return scores, views
@@ -189,6 +189,136 @@ def test_bad_csv_stops_before_the_model_is_loaded(tiny_model_dir, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+# --- few-shot
+
+
+def add_dev_files(root, sizes):
+    """A dev file per subject in `sizes` ({subject: rows}); row j is `<subject> dev question j?` with gold
+    letter B, C, D, A, B, ... and choices long enough to need several tokens."""
+    for subject, n in sizes.items():
+        rows = [[f"{subject} dev question {j}?", *(f"{subject} choice {c} of {j} the river city" for c in "abcd"),
+                 "ABCD"[(j + 1) % 4]] for j in range(n)]
+        write_mmlu_csv(os.path.join(root, "dev", f"{subject}_dev.csv"), rows)
+    return root
+
+
+def test_fewshot_prompt_character_for_character():
+    examples = [{"question": " What is 1 + 1?\n", "choices": ["2", "3"], "gold": "A"},
+                {"question": "What is 2 + 2?", "choices": ["3", "4"], "gold": "B"}]
+    assert mc.build_prompt("What is 3 + 3?", ["6", "7"], examples) == (
+        "You will be given a question as well as a list of options. Read the question carefully and select "
+        "the right answer from the list.\n"
+        "QUESTION:\nWhat is 1 + 1?\nCHOICES:\n- A: 2\n- B: 3\n\nANSWER:\nAnswer: [unused0] A\n\n"
+        "QUESTION:\nWhat is 2 + 2?\nCHOICES:\n- A: 3\n- B: 4\n\nANSWER:\nAnswer: [unused0] B\n\n"
+        "QUESTION:\nWhat is 3 + 3?\nCHOICES:\n- A: 6\n- B: 7\n\nANSWER:\nAnswer: [unused0] [MASK]"
+    )
+    assert mc.build_prompt("Q?", ["a", "b"], []) == mc.build_prompt("Q?", ["a", "b"])  # 0-shot is the paper's
+
+
+def test_fewshot_examples_are_the_first_k_dev_questions_of_the_subject_solved_and_never_rotated(tokenizer, tmp_path):
+    root = add_dev_files(make_mmlu_dir(tmp_path, subjects=("astronomy", "virology"), per_subject=3),
+                         {"astronomy": 5, "virology": 5})
+    examples = mc.load_fewshot_examples("mmlu", root, ["astronomy", "virology"], 3)
+    assert [(e["question"], e["gold"]) for e in examples["virology"]] == [
+        ("virology dev question 0?", "B"), ("virology dev question 1?", "C"), ("virology dev question 2?", "D")]
+    questions = mc.load_mmlu_local(root, "test", [])
+    sequences, views, shots = mc.encode_questions(tokenizer, questions, permutations=2, examples=examples)
+    assert shots == [3] * 6 and len(views) == 12
+    for ids, (i, order) in zip(sequences, views):
+        q = questions[i]
+        prompt = mc.build_prompt(q["question"], [q["choices"][c] for c in order], examples[q["subject"]])
+        assert ids == tokenizer(prompt)["input_ids"]  # only the question's own choices rotate
+        other = "virology" if q["subject"] == "astronomy" else "astronomy"
+        assert f"QUESTION:\n{q['subject']} dev question 2?" in prompt and other not in prompt
+        assert "dev question 3?" not in prompt
+
+
+def test_fewshot_answer_is_read_at_the_last_mask_as_published(tmp_path, tokenizer):
+    from conftest import build_tiny_modernbert
+
+    varied = build_tiny_modernbert(str(tmp_path / "m"), tokenizer, seed=3, initializer_range=0.5).eval()
+    root = add_dev_files(make_mmlu_dir(tmp_path, subjects=("anatomy", "virology"), per_subject=6),
+                         {"anatomy": 5, "virology": 5})
+    questions = mc.load_mmlu_local(root, "test", [])
+    examples = mc.load_fewshot_examples("mmlu", root, ["anatomy", "virology"], 2)
+    ours = [r["pred"] for r in predict(varied, tokenizer, questions, examples=examples)[1]]
+    published = [published_predict(varied, tokenizer, mc.build_prompt(q["question"], q["choices"],
+                                                                      examples[q["subject"]])) for q in questions]
+    assert ours == published
+    # The examples answer B, C, D after [unused0]; a bias on the letter C still decides the test question's slot.
+    varied.decoder.bias.data[tokenizer.convert_tokens_to_ids("ĠC")] += 30.0
+    assert {r["pred"] for r in predict(varied, tokenizer, questions, examples=examples)[1]} == {"C"}
+
+
+def test_fewshot_drops_examples_from_the_end_until_every_rotation_fits(tokenizer, tmp_path):
+    root = add_dev_files(make_mmlu_dir(tmp_path, subjects=("astronomy", "virology"), per_subject=6),
+                         {"astronomy": 5, "virology": 5})
+    questions = mc.load_mmlu_local(root, "test", [])
+    examples = mc.load_fewshot_examples("mmlu", root, ["astronomy", "virology"], 5)
+
+    def longest(q, m):  # tokens of q's longest rotation with its first m examples
+        return max(len(tokenizer(mc.build_prompt(q["question"], q["choices"][r:] + q["choices"][:r],
+                                                 examples[q["subject"]][:m]))["input_ids"]) for r in range(2))
+
+    lengths = [[longest(q, m) for m in range(6)] for q in questions]
+    limit = sorted(ls[5] for ls in lengths)[len(lengths) // 2]  # about half the questions hold all five
+    sequences, views, shots = mc.encode_questions(tokenizer, questions, limit, permutations=2, examples=examples)
+    assert shots == [max(m for m in range(6) if ls[m] <= limit) for ls in lengths]
+    assert 0 < sum(n < 5 for n in shots) < len(questions)  # some questions reduced, some not
+    assert max(map(len, sequences)) <= limit
+    for ids, (i, order) in zip(sequences, views):  # the first examples kept, the last dropped
+        q = questions[i]
+        assert ids == tokenizer(mc.build_prompt(q["question"], [q["choices"][c] for c in order],
+                                                examples[q["subject"]][:shots[i]]))["input_ids"]
+    assert mc.prompt_stats(sequences, shots, 5) == {
+        "num_fewshot": 5, "prompt_tokens": round(sum(map(len, sequences)) / len(sequences), 1),
+        "fewshot_mean": round(sum(shots) / len(shots), 3), "fewshot_reduced": sum(n < 5 for n in shots)}
+    too_short = min(ls[0] for ls in lengths) - 1
+    with pytest.raises(core.InputError, match=rf"row \d+: the prompt is \d+ tokens, more than the model's {too_short} "
+                                              "positions even without examples"):
+        mc.encode_questions(tokenizer, questions, too_short, examples=examples)
+
+
+def test_fewshot_errors_name_the_subject(tmp_path):
+    root = add_dev_files(make_mmlu_dir(tmp_path, subjects=("astronomy", "virology")), {"astronomy": 5})
+    missing = os.path.join(root, "dev", "virology_dev.csv")
+    with pytest.raises(core.InputError, match=rf"--num_fewshot 3: no dev file for subject virology \(looked for "
+                                              rf"{missing} and {os.path.join(root, 'virology_dev.csv')}\)"):
+        mc.load_fewshot_examples("mmlu", root, ["astronomy", "virology"], 3)
+    add_dev_files(root, {"virology": 2})
+    with pytest.raises(core.InputError, match=rf"--num_fewshot 3: subject virology has only 2 questions in {missing}"):
+        mc.load_fewshot_examples("mmlu", root, ["astronomy", "virology"], 3)
+    with pytest.raises(core.InputError, match="--num_fewshot -1 must be 0"):
+        mc.check_fewshot("mmlu", "test", -1)
+    with pytest.raises(core.InputError, match="--num_fewshot 5: the solved examples come from the dev split"):
+        mc.check_fewshot("mmlu", "dev", 5)
+    with pytest.raises(core.InputError, match="come from the validation split"):
+        mc.check_fewshot("mmlu_pro", "validation", 1)
+    mc.check_fewshot("mmlu", "dev", 0)  # zero-shot may score dev
+    mc.check_fewshot("mmlu", "validation", 5)  # MMLU's val split is not where the examples come from
+
+
+def test_fewshot_missing_dev_file_stops_before_the_model_is_loaded(tiny_model_dir, tmp_path):
+    root = add_dev_files(make_mmlu_dir(tmp_path, subjects=("astronomy", "virology")), {"astronomy": 5})
+    broken = tmp_path / "broken-model"  # loading these weights would fail loudly
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(core.InputError, match="--num_fewshot 2: no dev file for subject virology"):  # not a load error
+        mc.main(["--model", str(broken), "--data_dir", root, "--num_fewshot", "2"])
+
+
+def test_mmlu_pro_fewshot_examples_come_from_the_categorys_validation_questions(tmp_path):
+    write_jsonl(tmp_path / "validation.jsonl", [
+        {"question": f"{category} example {j}", "options": ["a", "b", "c"], "answer_index": j % 3, "category": category}
+        for category in ("math", "law") for j in range(3)])
+    examples = mc.load_fewshot_examples("mmlu_pro", str(tmp_path), ["law", "math"], 2)
+    assert [(e["question"], e["gold"]) for e in examples["law"]] == [("law example 0", "A"), ("law example 1", "B")]
+    with pytest.raises(core.InputError, match=r"--num_fewshot 2: category health has only 0 questions in .*validation"):
+        mc.load_fewshot_examples("mmlu_pro", str(tmp_path), ["health"], 2)
+    with pytest.raises(core.InputError, match=r"no validation file for category law \(looked for .*other.validation"):
+        mc.load_fewshot_examples("mmlu_pro", str(tmp_path / "other"), ["law"], 2)
+
+
 # --- MMLU-Pro
 
 
@@ -258,6 +388,30 @@ def test_cli_end_to_end_writes_consistent_files(tiny_model_dir, tmp_path):
         assert sum(r["probs"].values()) == pytest.approx(1, abs=1e-5)
         assert r["pred"] == max(r["probs"], key=r["probs"].get)
     assert results["dtype"] == "float32" and results["device"] == "cpu" and results["permutations"] == 2
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sequences = mc.encode_questions(tokenizer, questions, permutations=2)[0]
+    assert results["prompt_tokens"] == round(sum(map(len, sequences)) / len(sequences), 1)  # zero-shot too
+    assert results["num_fewshot"] == results["fewshot_reduced"] == 0 and "fewshot" not in records[0]
+
+
+def test_cli_fewshot_records_how_many_examples_fitted(tokenizer, tmp_path, capsys):
+    from conftest import build_tiny_modernbert
+
+    root = add_dev_files(make_mmlu_dir(tmp_path / "mmlu"), {s: 5 for s in ("astronomy", "virology", "formal_logic")})
+    questions = mc.load_mmlu_local(root, "test", [])
+    examples = mc.load_fewshot_examples("mmlu", root, ["astronomy", "formal_logic", "virology"], 3)
+    full = sorted(len(s) for s in mc.encode_questions(tokenizer, questions, examples=examples)[0])
+    positions = full[len(full) // 2]  # about half the questions cannot hold all three examples
+    build_tiny_modernbert(str(tmp_path / "m"), tokenizer, max_position_embeddings=positions)
+    out = tmp_path / "out"
+    mc.main(["--model", str(tmp_path / "m"), "--data_dir", root, "--output_dir", str(out), "--num_fewshot", "3",
+             "--no_progress"])
+    results = json.loads((out / "results.json").read_text())
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    used = [r["fewshot"] for r in records]
+    assert results["num_fewshot"] == 3 and 0 < results["fewshot_reduced"] == sum(n < 3 for n in used) < 21
+    assert results["fewshot_mean"] == round(sum(used) / 21, 3) and 0 < results["prompt_tokens"] <= positions
+    assert f"3-shot: {results['fewshot_reduced']} of 21 questions got fewer examples" in capsys.readouterr().out
 
 
 def test_torchrun_two_processes_write_the_same_files_as_one(tiny_model_dir, tmp_path):

@@ -29,13 +29,13 @@ def write_newsgroups(path, n, seed):
 
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir, tmp_path_factory):
-    """A tiny ModernBERT with room for the 20-option prompt (about 760 tokens in the tiny vocabulary), and data."""
+    """A tiny ModernBERT with room for the 20-option prompt (about 990 tokens in the tiny vocabulary), and data."""
     from transformers import AutoTokenizer
 
     root = tmp_path_factory.mktemp("sweep")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tokenizer.model_max_length = 1024
-    build_tiny_modernbert(str(root / "model"), tokenizer, max_position_embeddings=1024)
+    tokenizer.model_max_length = 1280
+    build_tiny_modernbert(str(root / "model"), tokenizer, max_position_embeddings=1280)
     write_newsgroups(root / "train.jsonl", 60, seed=1)
     write_newsgroups(root / "test.jsonl", 40, seed=2)
     return root
@@ -44,8 +44,45 @@ def setup(tiny_model_dir, tmp_path_factory):
 def micro_grid(root, model, *extra):
     return ["--model", model, "--cls_model", model, "--data_dir", str(root), "--strip_headers",
             "--output_dir", str(root / "out"), "--learning_rates", "1e-3", "--cls_learning_rates", "1e-3",
-            "--epochs", "1", "--max_length", "1024", "--per_device_train_batch_size", "4",
+            "--epochs", "1", "--max_length", "1280", "--per_device_train_batch_size", "4",
             "--effective_batch_size", "8", "--validation_fraction", "0.34", *extra]
+
+
+def test_default_prompt_is_the_published_one_character_for_character():
+    # The published sweep's newsgroup_template for a post about cars (label H), written out here in full.
+    text = sweep.to_splits({"test": [{"text": "  My brakes squeal when it rains.\n\n", "label_text": "rec.autos"}]})
+    before, after = mc.parse_prompt(sweep.PROMPT)
+    filled, _ = mc.fill_prompt(before, after, text["test"].texts[0], sweep.LABEL_MAP["rec.autos"], "")
+    assert filled == (
+        "** Instructions **    \n"
+        "Given a short post from an online forum, determine which newsgroup category it belongs to.\n"
+        "** Content **\n"
+        "My brakes squeal when it rains.\n"
+        "What's the category of the post above?\n"
+        "** Options **\n"
+        "A: alt.atheism, Discussion of atheism and criticism of religion\n"
+        "B: comp.graphics, Computer graphics, rendering, and visualization\n"
+        "C: comp.os.ms-windows.misc, General Microsoft Windows topics and issues\n"
+        "D: comp.sys.ibm.pc.hardware, IBM PC compatible hardware and components\n"
+        "E: comp.sys.mac.hardware, Apple Macintosh hardware and components\n"
+        "F: comp.windows.x, X Window System software and configuration\n"
+        "G: misc.forsale, General marketplace for selling items\n"
+        "H: rec.autos, Cars, automotive repair and motorsports\n"
+        "I: rec.motorcycles, Motorcycles, riding and maintenance\n"
+        "J: rec.sport.baseball, Baseball discussion and news\n"
+        "K: rec.sport.hockey, Hockey discussion and news\n"
+        "L: sci.crypt, Cryptography and data security\n"
+        "M: sci.electronics, Electronics and electrical engineering\n"
+        "N: sci.med, Medicine, health and medical science\n"
+        "O: sci.space, Space exploration and astronomy\n"
+        "P: soc.religion.christian, Christianity-specific religious discussion\n"
+        "Q: talk.politics.guns, Gun politics and firearm regulations\n"
+        "R: talk.politics.mideast, Middle East politics and current events\n"
+        "S: talk.politics.misc, General political discussion and debate\n"
+        "T: talk.religion.misc, General religious discussion across faiths\n"
+        "** Answer **\n"
+        "Answer: [unused0] H"
+    )
 
 
 def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, monkeypatch):
@@ -59,11 +96,16 @@ def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, 
         assert metrics["gradient_accumulation_steps"] == 2 and metrics["effective_batch_size"] == 8
         assert "headers, signatures and quotes removed" in metrics["text"]
         assert not (out / name / "model").exists()  # weights only with --save_models
+        if name.startswith("mlm"):  # the prompt defines an MLM head run, so it is recorded with it
+            assert metrics["settings"]["prompt"] == sweep.PROMPT and metrics["prompt_source"] == sweep.PROMPT_SOURCE
+        else:
+            assert "prompt" not in metrics  # the classification head reads the raw text
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["head"], r["selected"]) for r in rows] == [("mlm", "True"), ("cls", "True")]
     markdown = (out / "summary.md").read_text()
     assert "| MLM head |" in markdown and "| classification head |" in markdown and "**(selected)**" in markdown
+    assert f"MLM head prompt: {sweep.PROMPT_SOURCE}" in markdown and sweep.PROMPT in markdown
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A second call finds every run finished and returns before loading any data or model (the data files
@@ -79,6 +121,25 @@ def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, 
             os.rename(setup / f"{name}.away", setup / name)
     assert again == {name: json.loads((out / name / "metrics.json").read_text()) for name in finished}
     assert "2 already finished; 2 process(es), 4 per device x 1 accumulation steps" in capsys.readouterr().out
+
+
+def test_prompt_file_replaces_the_prompt_is_kept_with_the_model_and_guards_resuming(setup, tmp_path):
+    prompt = "Post: {text}\nNewsgroups:\n{options}\nAnswer: [unused0] {label}\n"
+    (tmp_path / "prompt.txt").write_text(prompt)
+    grid = micro_grid(setup, str(setup / "model"), "--head", "mlm", "--save_models", "--output_dir", str(tmp_path / "out"),
+                      "--max_train_samples", "8", "--max_eval_samples", "8")
+    finished = sweep.main(grid + ["--prompt_file", str(tmp_path / "prompt.txt")])
+    run = tmp_path / "out" / "mlm_lr0.001_ep1_seed42"
+    metrics = finished["mlm_lr0.001_ep1_seed42"]
+    assert metrics["settings"]["prompt"] == prompt.rstrip()
+    assert metrics["prompt_source"] == f"--prompt_file {tmp_path / 'prompt.txt'}"
+    assert (run / "model" / "prompt.txt").read_text() == prompt.rstrip() + "\n"  # the run's folder answers as trained
+    card = (run / "model" / "README.md").read_text()  # its fill-mask snippet holds the filled template as JSON
+    assert json.dumps("- A: alt.atheism\n- B: comp.graphics")[1:-1] in card  # train.py's {options} lines
+    assert f"MLM head prompt: --prompt_file {tmp_path / 'prompt.txt'}" in (tmp_path / "out" / "summary.md").read_text()
+    # Resuming under the default prompt would mix two settings in one grid: refused before anything loads.
+    with pytest.raises(mc.InputError, match=r"mlm_lr0\.001_ep1_seed42 was run with other settings: prompt 'Post: "):
+        sweep.main(grid)
 
 
 def test_accumulation_steps_follow_the_process_count():
