@@ -378,8 +378,8 @@ def main(argv=None):
 
     # 3. The model, then the scores: each process takes its share of the length-sorted batches.
     model = load_masked_lm(args.model, dtype, attn_implementation, device)
-    if args.compile:
-        (getattr(model, "model", None) or model).compile(dynamic=True)
+    if args.compile:  # the backbone only: the head runs at [MASK] through a hook (mlm_classifier.head_logits)
+        model.base_model.compile(dynamic=True)
     start = time.perf_counter()
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.mask_token_id
     scores = score_sequences(model, sequences, tokenizer.mask_token_id, pad_token_id, option_ids, batch_tokens,

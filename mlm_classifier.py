@@ -7,7 +7,8 @@ import this module (as nanoGPT's train.py and sample.py import model.py); it hol
 
 - prompt templates: the rules a template must keep, filling it, cutting only the text to fit;
 - answer tokens: letters and verbalizers, checked to be single tokens;
-- scoring: length-sorted batches under a token budget, the MLM head only at [MASK];
+- scoring: length-sorted batches under a token budget, the MLM head only at [MASK] (BERT, RoBERTa, DeBERTa,
+  ModernBERT and others: `head_logits`, which train.py's loss uses too);
 - bias controls: cyclic rotations of the option order, content-free calibration;
 - devices, models and torchrun; errors that name the culprit; atomic writes;
 - `MLMClassifier`, for notebooks:
@@ -445,17 +446,56 @@ def pad_batch(sequences, pad_token_id, pad_to_multiple_of):
     return input_ids, attention_mask
 
 
-def logits_at(model, input_ids, attention_mask, positions):
-    """MLM logits over the vocabulary at one position per row, shape (rows, vocab).
+# Where the MLM head of each masked LM in transformers begins: the submodule its forward hands the backbone's
+# last hidden states to. From there on every step works one position at a time (dense, activation, norm, the
+# 30k-50k-row vocabulary projection), so running it on a few gathered rows gives exactly those rows of the
+# full logits. Read off each class's forward in transformers 5.
+MLM_HEAD_ENTRIES = {
+    "ModernBertForMaskedLM": "head",  # decoder(head(h))
+    "BertForMaskedLM": "cls",  # cls.predictions: transform, then decoder
+    "RobertaForMaskedLM": "lm_head", "XLMRobertaForMaskedLM": "lm_head", "CamembertForMaskedLM": "lm_head",
+    "DistilBertForMaskedLM": "vocab_transform",  # then activation, vocab_layer_norm, vocab_projector
+    "ElectraForMaskedLM": "generator_predictions",  # then generator_lm_head
+}
 
-    For ModernBERT the head and the 50k-row decoder run only on the rows we read (the same idea as its
-    `sparse_prediction`); any other masked LM computes logits everywhere and we pick the rows.
+
+def mlm_head_entry(model):
+    """The submodule where `model`'s MLM head begins, or None for an architecture not known here.
+
+    DeBERTa (v1 and v2) has two heads and its forward picks one by `model.legacy`: `cls(h)`, or
+    `lm_predictions(h, word_embeddings)`.
     """
+    name = type(model).__name__
+    if name in ("DebertaForMaskedLM", "DebertaV2ForMaskedLM"):
+        return model.cls if model.legacy else model.lm_predictions
+    return getattr(model, MLM_HEAD_ENTRIES[name]) if name in MLM_HEAD_ENTRIES else None
+
+
+def head_logits(model, input_ids, attention_mask, where, call=None):
+    """MLM logits only at the positions `where` selects, shape (selected, vocab), in row-major order.
+
+    The backbone runs on every position and the head (with its vocabulary projection, most of the head's cost)
+    only on the selected ones. `where` indexes the (batch, length) grid: a pair (rows, positions) or a boolean
+    mask. The model's own forward runs, with a pre-hook on its head's first module that gathers the selected
+    hidden states, so the head is exactly the model's own code. `call` is what to call when `model` is wrapped
+    (DistributedDataParallel): the forward must go through the wrapper for gradients to be synchronised. An
+    architecture not in mlm_head_entry computes logits everywhere and the selected rows are picked from them.
+    """
+    call = call if call is not None else model
+    entry = mlm_head_entry(model)
+    if entry is None:
+        return call(input_ids=input_ids, attention_mask=attention_mask).logits[where]
+    handle = entry.register_forward_pre_hook(lambda module, args: (args[0][where], *args[1:]))
+    try:
+        return call(input_ids=input_ids, attention_mask=attention_mask).logits
+    finally:
+        handle.remove()
+
+
+def logits_at(model, input_ids, attention_mask, positions):
+    """MLM logits over the vocabulary at one position per row, shape (rows, vocab): the head runs there only."""
     rows = torch.arange(len(positions), device=input_ids.device)
-    if hasattr(model, "head") and hasattr(model, "decoder") and hasattr(model, "model"):
-        hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return model.decoder(model.head(hidden[rows, positions]))
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows, positions]
+    return head_logits(model, input_ids, attention_mask, (rows, positions))
 
 
 @torch.no_grad()
