@@ -232,10 +232,11 @@ def category_of(task, subject):
 # Prompts and token ids
 
 
-def build_prompt(question, choices):
-    """The paper's multiple-choice prompt, ending in `Answer: [unused0] [MASK]`."""
+def build_prompt(question, choices, mask_token="[MASK]"):
+    """The paper's multiple-choice prompt, ending in `Answer: [unused0] [MASK]`, with the tokenizer's own mask
+    token in the answer slot (RoBERTa's is `<mask>`)."""
     lines = "".join(f"- {letter}: {choice}\n" for letter, choice in zip(LETTERS, choices))
-    return PROMPT_HEADER + question.strip() + "\nCHOICES:\n" + lines + PROMPT_FOOTER
+    return PROMPT_HEADER + question.strip() + "\nCHOICES:\n" + lines + PROMPT_FOOTER.replace("[MASK]", mask_token)
 
 
 def encode_questions(tokenizer, questions, max_positions=None, permutations=1):
@@ -247,8 +248,8 @@ def encode_questions(tokenizer, questions, max_positions=None, permutations=1):
     """
     views = [(i, order) for i, q in enumerate(questions)
              for order in rotations(len(q["choices"]), min(permutations, len(q["choices"])))]
-    prompts = [build_prompt(questions[i]["question"], [questions[i]["choices"][c] for c in order])
-               for i, order in views]
+    prompts = [build_prompt(questions[i]["question"], [questions[i]["choices"][c] for c in order],
+                            tokenizer.mask_token) for i, order in views]
     sequences = tokenizer(prompts)["input_ids"]
     for (i, _), ids in zip(views, sequences):
         if max_positions and len(ids) > max_positions:
