@@ -637,13 +637,15 @@ def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
     mask_token_id = tokenizer.mask_token_id
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id  # masked out anyway
 
-    # The model, untouched: ATPTrainer.compute_loss runs its head only at the labelled positions, so every saved
-    # folder is the plain masked LM it was, for fill-mask too.
-    # Several GPUs in one process would get DataParallel, which splits each batch under head_logits' selection.
+    # Several GPUs in one process would get Trainer's DataParallel, which splits each batch under the rows that
+    # head_logits' hook selects: one process per GPU instead.
     if training_args.n_gpu > 1:
         raise InputError(f"{training_args.n_gpu} GPUs in one process: run `torchrun --nproc_per_node "
                          f"{training_args.n_gpu} train.py ...` (one process per GPU), or pick one GPU with "
                          "CUDA_VISIBLE_DEVICES")
+
+    # The model, untouched: ATPTrainer.compute_loss runs its head only at the labelled positions, so every saved
+    # folder is the plain masked LM it was, for fill-mask too.
     dtype = torch.bfloat16 if bf16 else torch.float32
     attn_implementation = resolve_attn_implementation(args.attn_implementation, training_args.device, dtype)
     model = load_masked_lm(args.model, torch.float32, attn_implementation, training_args.device)  # fp32 master weights
