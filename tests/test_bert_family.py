@@ -44,14 +44,9 @@ def mixed_batch(tokenizer, seed=0):
 # The MLM head only where it is read
 
 
-@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
-def test_head_at_labelled_rows_gives_the_models_own_loss_and_gradients(architecture, request):
-    folder = request.getfixturevalue(ARCHITECTURES[architecture])
-    tokenizer = core.load_tokenizer(folder)
-    model = AutoModelForMaskedLM.from_pretrained(folder, dtype=torch.float32).eval()
+def assert_same_loss_and_gradients(model, batch):
+    """train.labelled_loss equals the model's own loss from full logits, to 1e-5, and so does every gradient."""
     assert core.mlm_head_entry(model) is not None  # a known head, not the fallback to full logits
-    batch, positions = mixed_batch(tokenizer)
-
     theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     theirs.backward()
     their_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -65,11 +60,45 @@ def test_head_at_labelled_rows_gives_the_models_own_loss_and_gradients(architect
         torch.testing.assert_close(our_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
     assert not core.mlm_head_entry(model)._forward_pre_hooks  # the hook is gone after the call
 
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_head_at_labelled_rows_gives_the_models_own_loss_and_gradients(architecture, request):
+    folder = request.getfixturevalue(ARCHITECTURES[architecture])
+    tokenizer = core.load_tokenizer(folder)
+    model = AutoModelForMaskedLM.from_pretrained(folder, dtype=torch.float32).eval()
+    batch, positions = mixed_batch(tokenizer)
+    assert_same_loss_and_gradients(model, batch)
+
     # Scoring reads the same head at one position per row.
     with torch.no_grad():
         everywhere = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         at = core.logits_at(model, batch["input_ids"], batch["attention_mask"], torch.tensor(positions))
     torch.testing.assert_close(at, everywhere[torch.arange(len(positions)), positions], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, config", [
+    ("DebertaV2", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, legacy=True)),
+    ("DebertaV2", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, legacy=False,
+                       relative_attention=True, position_biased_input=False, pos_att_type=["p2c", "c2p"])),
+    ("Deberta", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, legacy=True)),
+    ("Deberta", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, legacy=False)),
+    ("DistilBert", dict(dim=32, hidden_dim=64, n_layers=2, n_heads=2)),
+    ("Electra", dict(embedding_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=2)),
+    ("XLMRoberta", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        max_position_embeddings=514)),
+    ("Camembert", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       max_position_embeddings=514)),
+])
+def test_every_other_listed_head_gives_the_models_own_loss_and_gradients(name, config, tiny_bert_dir):
+    """The classes of mlm_head_entry that no tiny model here is trained as, random and tiny, on BERT's token ids."""
+    import transformers
+
+    tokenizer = core.load_tokenizer(tiny_bert_dir)
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{name}ForMaskedLM")(getattr(transformers, f"{name}Config")(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **config)).eval()
+    assert_same_loss_and_gradients(model, mixed_batch(tokenizer)[0])
 
 
 def test_an_unknown_architecture_falls_back_to_full_logits(tiny_bert_dir):
