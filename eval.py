@@ -325,19 +325,20 @@ def category_of(task, subject):
 
 
 def question_block(question, choices, answer="[MASK]"):
-    """One question in the paper's template, from `QUESTION:` to `Answer: [unused0] <answer>`."""
+    """One question in the paper's template, from `QUESTION:` to `Answer: [unused0] <answer>`: a solved example's
+    gold letter, or the tokenizer's mask token (RoBERTa's is `<mask>`) where the model answers."""
     lines = "".join(f"- {letter}: {choice}\n" for letter, choice in zip(LETTERS, choices))
     return "QUESTION:\n" + question.strip() + "\nCHOICES:\n" + lines + "\nANSWER:\nAnswer: [unused0] " + answer
 
 
-def build_prompt(question, choices, examples=()):
-    """The paper's multiple-choice prompt, ending in `Answer: [unused0] [MASK]`.
+def build_prompt(question, choices, examples=(), mask_token="[MASK]"):
+    """The paper's multiple-choice prompt, ending in `Answer: [unused0] [MASK]` (the tokenizer's `mask_token`).
 
     `examples` (question dicts with `question`, `choices` and `gold`) come first, each solved with its gold
     letter; without them this is the paper's zero-shot prompt.
     """
     blocks = [question_block(e["question"], e["choices"], e["gold"]) for e in examples]
-    return INSTRUCTION + BLOCK_SEPARATOR.join(blocks + [question_block(question, choices)])
+    return INSTRUCTION + BLOCK_SEPARATOR.join(blocks + [question_block(question, choices, mask_token)])
 
 
 def encode_questions(tokenizer, questions, max_positions=None, permutations=1, examples=None):
@@ -356,7 +357,7 @@ def encode_questions(tokenizer, questions, max_positions=None, permutations=1, e
     sequences, todo = [None] * len(views), list(range(len(views)))
     while todo:  # every view once; then again only the views of questions that lost an example
         prompts = [build_prompt(questions[i]["question"], [questions[i]["choices"][c] for c in order],
-                                examples[questions[i]["subject"]][:shots[i]] if examples else ())
+                                examples[questions[i]["subject"]][:shots[i]] if examples else (), tokenizer.mask_token)
                    for i, order in (views[k] for k in todo)]
         too_long = set()
         for k, ids in zip(todo, tokenizer(prompts)["input_ids"]):
@@ -525,8 +526,8 @@ def main(argv=None):
 
     # 3. The model, then the scores: each process takes its share of the length-sorted batches.
     model = load_masked_lm(args.model, dtype, attn_implementation, device)
-    if args.compile:
-        (getattr(model, "model", None) or model).compile(dynamic=True)
+    if args.compile:  # the backbone only: the head runs at [MASK] through a hook (mlm_classifier.head_logits)
+        model.base_model.compile(dynamic=True)
     start = time.perf_counter()
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.mask_token_id
     scores = score_sequences(model, sequences, tokenizer.mask_token_id, pad_token_id, option_ids, batch_tokens,

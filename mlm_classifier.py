@@ -6,8 +6,9 @@ single-token label words), picks the answer in one forward pass. eval.py, train.
 import this module (as nanoGPT's train.py and sample.py import model.py); it holds:
 
 - prompt templates: the rules a template must keep, filling it, cutting only the text to fit;
-- answer tokens: letters and verbalizers, checked to be single tokens;
-- scoring: length-sorted batches under a token budget, the MLM head only at [MASK];
+- answer tokens: letters and verbalizers, checked to be single tokens; [unused0] made one token;
+- scoring: length-sorted batches under a token budget, the MLM head only at [MASK] (BERT, RoBERTa, DeBERTa,
+  ModernBERT and others: `head_logits`, which train.py's loss uses too);
 - bias controls: cyclic rotations of the option order, content-free calibration;
 - devices, models and torchrun; errors that name the culprit; atomic writes;
 - `MLMClassifier`, for notebooks:
@@ -224,14 +225,14 @@ def answer_token_ids(tokenizer, before, after, label_map, options):
     That token is what training masks and teaches, so it must be exactly one token in context (` Business`
     after `[unused0] ` is one token where `Business` alone might be another), and different for every label.
     """
-    anchor_id = tokenizer.convert_tokens_to_ids(ANCHOR)
-    if anchor_id is None or anchor_id == tokenizer.unk_token_id:
-        raise InputError(f"the tokenizer has no {ANCHOR} token; the prompt's answer anchor needs it")
+    anchor_id = vocabulary_anchor_id(tokenizer)
     ids = []
     for label, verbalizer in label_map.items():
         encoded = tokenizer(fill_prompt(before, after, "", verbalizer, options)[0], return_special_tokens_mask=True)
         if anchor_id not in encoded["input_ids"]:
-            raise InputError(f"the tokenizer splits {ANCHOR} into pieces; it must be one (added) token")
+            raise InputError(f"the tokenizer splits {ANCHOR} into pieces although its vocabulary has it "
+                             f"(id {anchor_id}); load it with mlm_classifier.load_tokenizer, which registers it as "
+                             "one token")
         start = last_index(encoded["input_ids"], anchor_id) + 1
         answer = [i for i, special in zip(encoded["input_ids"][start:], encoded["special_tokens_mask"][start:])
                   if not special]
@@ -463,6 +464,43 @@ def require_mask_token(tokenizer, model_name):
     return tokenizer.mask_token_id
 
 
+def vocabulary_anchor_id(tokenizer, source="the tokenizer"):
+    """The vocabulary's id of [unused0], or an InputError that says how to add one."""
+    anchor_id = tokenizer.convert_tokens_to_ids(ANCHOR)
+    if anchor_id is None or anchor_id == tokenizer.unk_token_id:
+        raise InputError(
+            f"{source}: no {ANCHOR} in the vocabulary, and the prompt's answer slot needs it as one token. Add it, "
+            f"give the model a row for it and save both: tokenizer.add_tokens([\"{ANCHOR}\"], special_tokens=True); "
+            "model.resize_token_embeddings(len(tokenizer)); tokenizer.save_pretrained(folder); "
+            "model.save_pretrained(folder). Then fine-tune from that folder with train.py: a new row means nothing "
+            "to the model until it is trained")
+    return anchor_id
+
+
+def register_anchor(tokenizer, model_name):
+    """Make the tokenizer write [unused0] as one token, the vocabulary's own; returns its id.
+
+    ModernBERT's tokenizer has it as an added token. BERT's vocabulary has [unused0] as an ordinary entry that
+    its pre-tokenizer splits into `[`, `unused`, `##0`, `]`; it is registered here as a special added token with
+    the same id, so there is no new embedding (len(tokenizer) and the model are unchanged). It is not normalized,
+    so an uncased tokenizer's lowercasing cannot touch it. A tokenizer saved afterwards keeps it registered
+    (train.py saves it with the model), so later loads agree and need no note.
+    """
+    from tokenizers import AddedToken
+
+    anchor_id = vocabulary_anchor_id(tokenizer, f"--model {model_name}")
+    probe = f"Answer: {ANCHOR} {tokenizer.mask_token}"
+    if anchor_id in tokenizer(probe, add_special_tokens=False)["input_ids"]:
+        return anchor_id
+    tokenizer.add_tokens([AddedToken(ANCHOR, special=True, normalized=False)], special_tokens=True)
+    if anchor_id not in tokenizer(probe, add_special_tokens=False)["input_ids"]:
+        raise InputError(f"--model {model_name}: the tokenizer splits {ANCHOR} into pieces, even registered as a "
+                         f"special token (id {anchor_id}); the answer slot needs it as one token")
+    say(f"note: {model_name}: the tokenizer split {ANCHOR} into pieces although its vocabulary has it "
+        f"(id {anchor_id}); registered it as one special token with that id (no new embedding)")
+    return anchor_id
+
+
 def last_index(ids, token_id):
     """Position of the last `token_id` in `ids` (the published eval reads the last [MASK])."""
     for position in range(len(ids) - 1, -1, -1):
@@ -507,17 +545,56 @@ def pad_batch(sequences, pad_token_id, pad_to_multiple_of):
     return input_ids, attention_mask
 
 
-def logits_at(model, input_ids, attention_mask, positions):
-    """MLM logits over the vocabulary at one position per row, shape (rows, vocab).
+# Where the MLM head of each masked LM in transformers begins: the submodule its forward hands the backbone's
+# last hidden states to. From there on every step works one position at a time (dense, activation, norm, the
+# 30k-50k-row vocabulary projection), so running it on a few gathered rows gives exactly those rows of the
+# full logits. Read off each class's forward in transformers 5.
+MLM_HEAD_ENTRIES = {
+    "ModernBertForMaskedLM": "head",  # decoder(head(h))
+    "BertForMaskedLM": "cls",  # cls.predictions: transform, then decoder
+    "RobertaForMaskedLM": "lm_head", "XLMRobertaForMaskedLM": "lm_head", "CamembertForMaskedLM": "lm_head",
+    "DistilBertForMaskedLM": "vocab_transform",  # then activation, vocab_layer_norm, vocab_projector
+    "ElectraForMaskedLM": "generator_predictions",  # then generator_lm_head
+}
 
-    For ModernBERT the head and the 50k-row decoder run only on the rows we read (the same idea as its
-    `sparse_prediction`); any other masked LM computes logits everywhere and we pick the rows.
+
+def mlm_head_entry(model):
+    """The submodule where `model`'s MLM head begins, or None for an architecture not known here.
+
+    DeBERTa (v1 and v2) has two heads and its forward picks one by `model.legacy`: `cls(h)`, or
+    `lm_predictions(h, word_embeddings)`.
     """
+    name = type(model).__name__
+    if name in ("DebertaForMaskedLM", "DebertaV2ForMaskedLM"):
+        return model.cls if model.legacy else model.lm_predictions
+    return getattr(model, MLM_HEAD_ENTRIES[name]) if name in MLM_HEAD_ENTRIES else None
+
+
+def head_logits(model, input_ids, attention_mask, where, call=None):
+    """MLM logits only at the positions `where` selects, shape (selected, vocab), in row-major order.
+
+    The backbone runs on every position and the head (with its vocabulary projection, most of the head's cost)
+    only on the selected ones. `where` indexes the (batch, length) grid: a pair (rows, positions) or a boolean
+    mask. The model's own forward runs, with a pre-hook on its head's first module that gathers the selected
+    hidden states, so the head is exactly the model's own code. `call` is what to call when `model` is wrapped
+    (DistributedDataParallel): the forward must go through the wrapper for gradients to be synchronised. An
+    architecture not in mlm_head_entry computes logits everywhere and the selected rows are picked from them.
+    """
+    call = call if call is not None else model
+    entry = mlm_head_entry(model)
+    if entry is None:
+        return call(input_ids=input_ids, attention_mask=attention_mask).logits[where]
+    handle = entry.register_forward_pre_hook(lambda module, args: (args[0][where], *args[1:]))
+    try:
+        return call(input_ids=input_ids, attention_mask=attention_mask).logits
+    finally:
+        handle.remove()
+
+
+def logits_at(model, input_ids, attention_mask, positions):
+    """MLM logits over the vocabulary at one position per row, shape (rows, vocab): the head runs there only."""
     rows = torch.arange(len(positions), device=input_ids.device)
-    if hasattr(model, "head") and hasattr(model, "decoder") and hasattr(model, "model"):
-        hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return model.decoder(model.head(hidden[rows, positions]))
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows, positions]
+    return head_logits(model, input_ids, attention_mask, (rows, positions))
 
 
 @torch.no_grad()
@@ -1059,11 +1136,13 @@ class MLMClassifier:
 
 
 def load_tokenizer(model_name, fast=True):
-    """The model's tokenizer, with a mask token; a fast one unless `fast=False` (its offsets locate a text to cut)."""
+    """The model's tokenizer, with a mask token and [unused0] as one token (`register_anchor`); a fast one unless
+    `fast=False` (its offsets locate a text to cut)."""
     from transformers import AutoTokenizer
 
     tokenizer = load_pretrained(AutoTokenizer, model_name)
     if fast and not tokenizer.is_fast:
         raise InputError(f"--model {model_name}: a fast tokenizer is needed (token offsets locate the text)")
     require_mask_token(tokenizer, model_name)
+    register_anchor(tokenizer, model_name)
     return tokenizer

@@ -30,7 +30,7 @@ from transformers import Trainer, TrainingArguments
 
 from mlm_classifier import (ANCHOR, SETTINGS_FILE, InputError, accuracy_table, add_flag, answer_token_ids,
                             check_fixed_length, check_model_source, check_output_path, check_positive,
-                            current_shard, encode_prompts, end_distributed, fill_prompt, gather_scores,
+                            current_shard, encode_prompts, end_distributed, fill_prompt, gather_scores, head_logits,
                             length_sorted_batches, load_masked_lm, load_tokenizer, make_parser, mask_answers,
                             max_positions, options_block, pad_batch, parse_prompt, pick, prediction_record,
                             read_label_map, read_prompt, read_table, records_to_jsonl, resolve_attn_implementation,
@@ -250,6 +250,25 @@ class TokenBudgetBatchSampler:
 
 
 # -----------------------------------------------------------------------------
+# The loss: the MLM head only where there is a target
+
+
+def labelled_loss(model, input_ids, attention_mask, labels, num_items=None, call=None):
+    """Cross-entropy over the vocabulary at the labelled positions (label != -100), with the MLM head run there only.
+
+    The sum over those positions divided by `num_items`, by default their number: then it is the loss that
+    `model(input_ids, attention_mask=attention_mask, labels=labels).loss` computes from logits at every position.
+    ATP labels one position per example and (dummy) MLM about 30% of them, so the head's vocabulary projection
+    shrinks from every padded position to those. `call` is the wrapped model under DistributedDataParallel
+    (mlm_classifier.head_logits).
+    """
+    where = labels != -100
+    logits = head_logits(model, input_ids, attention_mask, where, call)
+    total = torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="sum")
+    return total / (num_items if num_items is not None else where.sum())
+
+
+# -----------------------------------------------------------------------------
 # Metrics: the MLM head at the answer's [MASK], restricted to the labels' answer tokens
 
 
@@ -293,16 +312,32 @@ class EvalSet:
 
 
 class ATPTrainer(Trainer):
-    """Trainer with token-budget batches and evaluation by the answer tokens' probabilities.
+    """Trainer with token-budget batches, the MLM head only at labelled positions, and evaluation by the answer
+    tokens' probabilities.
 
     `scoring` holds score_examples' keyword arguments (answer_ids, mask_token_id, pad_token_id, batch_tokens,
     pad_to_multiple_of). Evaluation does not go through Trainer's prediction loop: it reads the MLM head at
-    the answer's [MASK] only, so the model's sparse prediction can stay on and accuracy is what is logged.
+    the answer's [MASK] only, and accuracy is what is logged.
     """
 
     def __init__(self, *args, batch_sampler, scoring, class_names, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_sampler, self.scoring, self.class_names = batch_sampler, scoring, class_names
+        # Our loss takes num_items_in_batch whatever the model's forward accepts, so Trainer must count it for
+        # every architecture; it then leaves the loss unscaled for gradient accumulation (it is already exact).
+        self.model_accepts_loss_kwargs = True
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """labelled_loss over the batch, normalised as Trainer normalises a model whose forward takes
+        `num_items_in_batch` (ModernBERT's): summed over the labelled positions and divided by their number in
+        the whole accumulated batch, of every process. Gradient accumulation and data parallelism then give the
+        gradient of one big batch, for every architecture."""
+        loss = labelled_loss(self.accelerator.unwrap_model(model), inputs["input_ids"], inputs["attention_mask"],
+                             inputs["labels"], num_items_in_batch, call=model)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts every process's targets, and DDP averages the gradients over processes.
+            loss = loss * self.accelerator.num_processes
+        return (loss, {"loss": loss}) if return_outputs else loss
 
     def get_train_dataloader(self):
         # Our own DataLoader keeps every feature the collator needs (answer_position included) and our
@@ -703,14 +738,18 @@ def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
     mask_token_id = tokenizer.mask_token_id
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id  # masked out anyway
 
-    # The model: sparse prediction (the head only at labelled positions) is switched on for the module
-    # alone; config.json keeps False, so every saved folder is a plain masked LM for fill-mask.
+    # Several GPUs in one process would get Trainer's DataParallel, which splits each batch under the rows that
+    # head_logits' hook selects: one process per GPU instead.
+    if training_args.n_gpu > 1:
+        raise InputError(f"{training_args.n_gpu} GPUs in one process: run `torchrun --nproc_per_node "
+                         f"{training_args.n_gpu} train.py ...` (one process per GPU), or pick one GPU with "
+                         "CUDA_VISIBLE_DEVICES")
+
+    # The model, untouched: ATPTrainer.compute_loss runs its head only at the labelled positions, so every saved
+    # folder is the plain masked LM it was, for fill-mask too.
     dtype = torch.bfloat16 if bf16 else torch.float32
     attn_implementation = resolve_attn_implementation(args.attn_implementation, training_args.device, dtype)
     model = load_masked_lm(args.model, torch.float32, attn_implementation, training_args.device)  # fp32 master weights
-    if hasattr(model, "sparse_prediction"):
-        model.config.sparse_prediction = False
-        model.sparse_prediction = True
 
     train_sequences, train_positions = data.encoded["train"]
     train_dataset = [{"input_ids": ids, "answer_position": p} for ids, p in zip(train_sequences, train_positions)]
@@ -749,7 +788,7 @@ def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
             for key, value in classification_metrics(scores, examples.gold, class_names).items():
                 metrics[f"{name}_{key}"] = value
     prediction_scores = trainer.score(data.eval_set("predict").sequences) if "predict" in data.splits else None
-    trainer.save_model(args.output_dir)  # with the tokenizer; config.json has sparse_prediction false
+    trainer.save_model(args.output_dir)  # with the tokenizer, [unused0] registered as one token if load_tokenizer did
     trainer.save_state()  # trainer_state.json
     if trainer.is_world_process_zero():
         out = args.output_dir

@@ -1,18 +1,22 @@
-"""Training speed of train.py's data path against the published one, on a ModernBERT-Large-shaped model.
+"""Training speed of train.py's data path against the published one, on a ModernBERT-Large- or BERT-base-shaped model.
 
 published: batches of a fixed size in random order, every example padded to --max_length, and the MLM head's
-           logits at every position (ModernBERT without sparse prediction);
+           logits at every position (the model's own forward and loss);
 ours:      train.py's TokenBudgetBatchSampler (similar lengths together, at most 8 examples and as many padded
            tokens as a published batch), padded to the longest example rounded up to 64, and the head only at
-           the labelled position (sparse prediction).
+           the labelled positions (train.labelled_loss, what ATPTrainer.compute_loss runs);
+ours_full: ours with logits at every position (`--paths ...,ours_full`): against ours, the head's own share.
 
 Both train with ATP on the same examples, built by train.py from real data beside the repository
 (../shared/data): AG News (max_length 512, published batch 8) and 20 Newsgroups (max_length 4096, batch 1,
-the published sweep's setting). Random weights and the stand-in tokenizer (../shared/tokenizers), so that
+the published sweep's setting; 512 for BERT, whose positions end there). Random weights, and for ModernBERT
+the stand-in tokenizer (../shared/tokenizers); for BERT an uncased WordPiece vocabulary of bert-base's size
+(30,522) trained here on the same data, with [unused0] an unregistered vocabulary entry as in BERT's, so that
 figures compare from one run to the next. Prints figures; asserts nothing.
 
     python bench/train_speed.py                          # on the GPU: both shapes, bf16 autocast
     python bench/train_speed.py --device cpu --tiny      # a smoke run of about a minute
+    python bench/train_speed.py --arch bert --device cpu --steps 5 --warmup 1   # BERT-base on the CPU
 """
 
 import argparse
@@ -31,13 +35,19 @@ sys.path.insert(0, REPO)
 
 import sweep_20newsgroups as sweep  # noqa: E402
 import train  # noqa: E402
-from mlm_classifier import options_block, parse_prompt, encode_prompts, resolve_attn_implementation  # noqa: E402
+from mlm_classifier import (options_block, parse_prompt, encode_prompts, register_anchor,  # noqa: E402
+                            resolve_attn_implementation)
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
-LARGE = dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
-             global_attn_every_n_layers=3, local_attention=128)
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-            global_attn_every_n_layers=3, local_attention=32)
+SHAPES = {  # (arch, tiny): config keyword arguments
+    ("modernbert", False): dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
+                                global_attn_every_n_layers=3, local_attention=128),
+    ("modernbert", True): dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                               global_attn_every_n_layers=3, local_attention=32),
+    ("bert", False): dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+    ("bert", True): dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4),
+}
+BERT_POSITIONS = 512
 
 
 def ag_news_rows(data_dir):
@@ -54,6 +64,40 @@ def newsgroups_rows(data_dir):
     with open(os.path.join(data_dir, "20newsgroups", "train.jsonl"), encoding="utf-8") as f:
         records = [json.loads(line) for line in f]
     return [r["text"] for r in records], [r["label_text"] for r in records]
+
+
+def bert_tokenizer(data_dir, vocab_size=30522):
+    """An uncased WordPiece tokenizer of bert-base-uncased's size, trained on AG News and 20 Newsgroups texts.
+
+    [unused0] is an ordinary vocabulary entry, as in BERT's; train.py's load_tokenizer registers it (here too).
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizer
+
+    texts = ag_news_rows(data_dir)[0] + newsgroups_rows(data_dir)[0]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        show_progress=False))
+    tokenizer = BertTokenizer(vocab=tok.get_vocab(), do_lower_case=True, model_max_length=BERT_POSITIONS)
+    register_anchor(tokenizer, "the bench's WordPiece tokenizer")
+    return tokenizer
+
+
+def model_config(arch, tiny, tokenizer):
+    """A ModernBERT or BERT config of the bench's shape, its vocabulary the tokenizer's."""
+    from transformers import BertConfig, ModernBertConfig
+
+    shape = SHAPES[(arch, tiny)]
+    if arch == "bert":
+        return BertConfig(vocab_size=len(tokenizer), max_position_embeddings=BERT_POSITIONS,
+                          pad_token_id=tokenizer.pad_token_id, **shape)
+    return ModernBertConfig(vocab_size=len(tokenizer), max_position_embeddings=8192,
+                            pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+                            sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+                            eos_token_id=tokenizer.sep_token_id, **shape)
 
 
 def build_examples(tokenizer, texts, labels, prompt, label_map, max_length, n, seed=0):
@@ -99,23 +143,25 @@ class PeakMemory:
         return f"{self.peak / 2**30:.2f} GiB" + ("" if self.device.type == "cuda" else " RSS")
 
 
-def run_path(config, batches, collate, sparse, device, attn_implementation, warmup, steps):
-    """Train a fresh model on `batches` (lists of examples).
+def run_path(config, batches, collate, head_at_labels, device, attn_implementation, warmup, steps):
+    """Train a fresh model on `batches` (lists of examples); the head at labelled rows only, or everywhere.
 
     Returns examples/s, real (non-pad) tokens/s, padded tokens/s and peak memory over the warm-up and timed steps.
     """
-    from transformers import ModernBertForMaskedLM
+    from transformers import AutoModelForMaskedLM
 
     torch.manual_seed(0)
-    model = ModernBertForMaskedLM._from_config(config, attn_implementation=attn_implementation).to(device).train()
-    model.sparse_prediction = sparse
+    model = AutoModelForMaskedLM.from_config(config, attn_implementation=attn_implementation).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step(batch):
         inputs = {k: v.to(device, non_blocking=True) for k, v in collate(batch).items()}
         with autocast:
-            loss = model(**inputs).loss
+            if head_at_labels:
+                loss = train.labelled_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+            else:
+                loss = model(**inputs).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -143,8 +189,11 @@ def run_path(config, batches, collate, sparse, device, attn_implementation, warm
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--arch", default="modernbert", choices=["modernbert", "bert"],
+                   help="ModernBERT-Large's shape, or BERT-base's (12 layers, hidden 768, vocabulary 30,522)")
     p.add_argument("--tiny", action="store_true", help="a tiny model, short sequences and few steps (smoke run)")
     p.add_argument("--shapes", default="ag_news,20newsgroups")
+    p.add_argument("--paths", default="published,ours", help="comma list of published, ours, ours_full")
     p.add_argument("--steps", type=int, default=None, help="timed steps per path (default 30, tiny 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5, tiny 1)")
     p.add_argument("--max_examples", type=int, default=8, help="ours: at most this many examples per batch")
@@ -152,55 +201,67 @@ def main(argv=None):
                    help="ours: padded tokens per batch (default: as many as a published batch)")
     p.add_argument("--rows", type=int, default=2000, help="rows drawn from each data set")
     p.add_argument("--data_dir", default=os.path.join(SHARED, "data"))
-    p.add_argument("--tokenizer", default=os.path.join(SHARED, "tokenizers", "modernbert-standin"))
+    p.add_argument("--tokenizer", default=os.path.join(SHARED, "tokenizers", "modernbert-standin"),
+                   help="ModernBERT's tokenizer (the stand-in); BERT's is trained on --data_dir")
     args = p.parse_args(argv)
 
-    from transformers import AutoTokenizer, ModernBertConfig
+    from transformers import AutoTokenizer
 
     device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     steps = args.steps or (3 if args.tiny else 30)
     warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    config = ModernBertConfig(vocab_size=len(tokenizer), max_position_embeddings=8192,
-                              pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
-                              sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
-                              eos_token_id=tokenizer.sep_token_id, **(TINY if args.tiny else LARGE))
+    if args.arch == "bert":
+        start = time.perf_counter()
+        tokenizer = bert_tokenizer(args.data_dir)
+        described = f"WordPiece {len(tokenizer)} trained in {time.perf_counter() - start:.0f} s"
+    else:
+        tokenizer, described = AutoTokenizer.from_pretrained(args.tokenizer), f"stand-in BPE {args.tokenizer}"
+    config = model_config(args.arch, args.tiny, tokenizer)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     attn_implementation = resolve_attn_implementation("auto", device, dtype)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"{name}; {'tiny' if args.tiny else 'ModernBERT-Large'} shape, random weights; {attn_implementation}; "
+    shape_name = "tiny" if args.tiny else {"modernbert": "ModernBERT-Large", "bert": "BERT-base"}[args.arch]
+    print(f"{name}; {shape_name} shape ({args.arch}), random weights; tokenizer: {described}; {attn_implementation}; "
           f"{'bf16 autocast' if device.type == 'cuda' else 'float32'}; {warmup} warm-up + {steps} timed steps per path")
 
+    def max_length(length):
+        return min(length, BERT_POSITIONS) if args.arch == "bert" else length
+
     shapes = {  # name: (rows, prompt, label map, max_length (tiny), published batch size)
-        "ag_news": (ag_news_rows, train.PUBLISHED_PROMPT, train.PUBLISHED_LABEL_MAP, 256 if args.tiny else 512, 8),
-        "20newsgroups": (newsgroups_rows, sweep.PROMPT, sweep.LABEL_MAP, 1024 if args.tiny else 4096, 1),
+        "ag_news": (ag_news_rows, train.PUBLISHED_PROMPT, train.PUBLISHED_LABEL_MAP,
+                    max_length(256 if args.tiny else 512), 8),
+        "20newsgroups": (newsgroups_rows, sweep.PROMPT, sweep.LABEL_MAP, max_length(1024 if args.tiny else 4096), 1),
     }
     print(f"{'shape':<26}{'path':<11}{'batches':<26}{'examples/s':>11}{'real tok/s':>12}{'padded tok/s':>14}"
           f"{'peak memory':>16}")
     for shape in args.shapes.split(","):
-        rows, prompt, label_map, max_length, batch_size = shapes[shape]
+        rows, prompt, label_map, length, batch_size = shapes[shape]
         texts, labels = rows(args.data_dir)
-        examples, n_cut = build_examples(tokenizer, texts, labels, prompt, label_map, max_length, args.rows)
+        examples, n_cut = build_examples(tokenizer, texts, labels, prompt, label_map, length, args.rows)
         lengths = [len(e["input_ids"]) for e in examples]
         special = frozenset(tokenizer.all_special_ids)
 
         order = list(range(len(examples)))
         random.Random(0).shuffle(order)
         published = [[examples[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
-        max_tokens = args.max_tokens or batch_size * max_length
+        max_tokens = args.max_tokens or batch_size * length
         sampler = train.TokenBudgetBatchSampler(lengths, args.max_examples, max_tokens, 64, seed=0)
         ours = [[examples[i] for i in batch] for batch in sampler]
-        label = f"{shape} (max {max_length})"
+        label = f"{shape} (max {length})"
         print(f"{label:<26}{'':<11}{len(examples)} examples, mean {sum(lengths) / len(lengths):.0f} tokens, "
               f"{n_cut} cut")
-        for path, batches, pad, sparse, described in (
-                ("published", published, max_length, False, f"{batch_size} x {max_length}"),
-                ("ours", ours, 64, True, f"<= {args.max_examples}, <= {max_tokens} tokens")):
+        paths = {  # name: (batches, pad to, head only at labelled rows, batches described)
+            "published": (published, length, False, f"{batch_size} x {length}"),
+            "ours": (ours, 64, True, f"<= {args.max_examples}, <= {max_tokens} tokens"),
+            "ours_full": (ours, 64, False, "as ours, logits everywhere"),
+        }
+        for path in args.paths.split(","):
+            batches, pad, head_at_labels, batches_described = paths[path]
             collate = train.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id, special,
                                               pad_to_multiple_of=pad)
-            rate, real, padded, peak = run_path(config, batches, collate, sparse, device, attn_implementation,
+            rate, real, padded, peak = run_path(config, batches, collate, head_at_labels, device, attn_implementation,
                                                 warmup, steps)
-            print(f"{label:<26}{path:<11}{described:<26}{rate:>11.1f}{real:>12.0f}{padded:>14.0f}{peak:>16}")
+            print(f"{label:<26}{path:<11}{batches_described:<26}{rate:>11.2f}{real:>12.0f}{padded:>14.0f}{peak:>16}")
 
 
 if __name__ == "__main__":
