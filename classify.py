@@ -22,11 +22,12 @@ import os
 import time
 from collections import Counter
 
-from mlm_classifier import (CONTENT_FREE_TEXT, InputError, MLMClassifier, add_flag, check_model_source, combine_views,
-                            check_output_path, check_positive, end_distributed, init_distributed, load_masked_lm,
-                            load_spec, load_tokenizer, make_parser, parse_labels, plan_scoring, prediction_record,
-                            read_prompt, read_table, records_to_csv, records_to_jsonl, resolve_attn_implementation,
-                            resolve_device, resolve_dtype, run_command, say, take_columns, write_atomic)
+from mlm_classifier import (CONTENT_FREE_TEXT, InputError, MLMClassifier, add_flag, add_scoring_flags,
+                            check_model_source, check_output_path, check_positive, combine_views, end_distributed,
+                            init_distributed, load_masked_lm, load_spec, load_tokenizer, make_parser, parse_labels,
+                            plan_scoring, prediction_record, read_prompt, read_table, records_to_csv,
+                            records_to_jsonl, resolve_attn_implementation, resolve_device, resolve_dtype, run_command,
+                            say, take_columns, write_atomic)
 
 
 def build_parser():
@@ -51,14 +52,7 @@ def build_parser():
     add_flag(p, "calibrate", action="store_true",
              help="divide by the probabilities of a content-free text, then renormalise (Zhao et al., 2021)")
     add_flag(p, "content_free_text", default=CONTENT_FREE_TEXT, help="the content-free text of --calibrate")
-    add_flag(p, "batch_tokens", type=int, default=None, help="padded tokens per batch (default: 65536 GPU, 8192 CPU)")
-    add_flag(p, "pad_to_multiple_of", type=int, default=None, help="batch width rounding (default: 64 GPU, 8 CPU)")
-    add_flag(p, "dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-             help="auto: bfloat16 on a GPU, float32 on the CPU")
-    add_flag(p, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"],
-             help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
-    add_flag(p, "device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    add_flag(p, "no_progress", action="store_true", help="no progress bar")
+    add_scoring_flags(p)
     return p
 
 

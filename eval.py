@@ -27,7 +27,7 @@ import time
 import warnings
 from collections import Counter
 
-from mlm_classifier import (InputError, accuracy_table, add_flag, batch_defaults, check_model_source,
+from mlm_classifier import (InputError, accuracy_table, add_flag, add_scoring_flags, batch_defaults, check_model_source,
                             check_output_path, check_positive, combine_views, end_distributed, first_max,
                             gather_scores, init_distributed, letter_token_ids, load_masked_lm, load_tokenizer,
                             located, make_parser, max_positions, read_jsonl, read_text, resolve_attn_implementation,
@@ -122,7 +122,8 @@ def mmlu_paths(data_dir, split, subject):
     """Where one subject's CSV of a split may be: `DIR/<split>/<subject>_<split>.csv`, else `DIR/<subject>_<split>.csv`
     (`subject` may be a glob pattern)."""
     folder, suffix = MMLU_SPLIT_FILES[split]
-    return [os.path.join(data_dir, folder, f"{subject}_{suffix}.csv"), os.path.join(data_dir, f"{subject}_{suffix}.csv")]
+    name = f"{subject}_{suffix}.csv"
+    return [os.path.join(data_dir, folder, name), os.path.join(data_dir, name)]
 
 
 def find_mmlu_files(data_dir, split):
@@ -366,8 +367,9 @@ def encode_questions(tokenizer, questions, max_positions=None, permutations=1, e
             if max_positions and len(ids) > max_positions:
                 if shots[i] == 0:
                     q = questions[i]
+                    without = " even without examples" if examples else ""
                     raise InputError(f"{q['subject']} row {q['row']}: the prompt is {len(ids)} tokens, more than the "
-                                     f"model's {max_positions} positions" + (" even without examples" if examples else ""))
+                                     f"model's {max_positions} positions{without}")
                 too_long.add(i)
         for i in too_long:
             shots[i] -= 1
@@ -467,18 +469,9 @@ def build_parser():
     add_flag(p, "permutations", type=int, default=1,
              help="score each question under this many cyclic rotations of its choices and average each "
                   "choice's probability (a question with fewer choices uses all of its rotations)")
-    add_flag(p, "batch_tokens", type=int, default=None,
-             help="padded tokens per batch (default: 65536 on a GPU, 8192 on the CPU)")
-    add_flag(p, "pad_to_multiple_of", type=int, default=None,
-             help="pad batch width to a multiple of this (default: 64 on a GPU, 8 on the CPU)")
-    add_flag(p, "dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-             help="auto: bfloat16 on a GPU, float32 on the CPU")
-    add_flag(p, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"],
-             help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
-    add_flag(p, "device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    add_flag(p, "compile", action="store_true", help="torch.compile the encoder (slow first pass)")
     add_flag(p, "output_dir", default=None, help="where the files go (default: results/<task>_<split>_<model name>)")
-    add_flag(p, "no_progress", action="store_true", help="no progress bar")
+    add_flag(p, "compile", action="store_true", help="torch.compile the encoder (slow first pass)")
+    add_scoring_flags(p)
     return p
 
 

@@ -95,6 +95,20 @@ def add_flag(parser, name, **kwargs):
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
+def add_scoring_flags(parser):
+    """The flags of scoring with a loaded model, as eval.py and classify.py both take them."""
+    add_flag(parser, "batch_tokens", type=int, default=None,
+             help="padded tokens per batch (default: 65536 on a GPU, 8192 on the CPU)")
+    add_flag(parser, "pad_to_multiple_of", type=int, default=None,
+             help="pad batch width to a multiple of this (default: 64 on a GPU, 8 on the CPU)")
+    add_flag(parser, "dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+             help="auto: bfloat16 on a GPU, float32 on the CPU")
+    add_flag(parser, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"],
+             help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
+    add_flag(parser, "device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_flag(parser, "no_progress", action="store_true", help="no progress bar")
+
+
 def check_positive(**flags):
     """An InputError naming the first flag (given by its dest name) whose value is set but not above zero."""
     for name, value in flags.items():
@@ -745,7 +759,8 @@ def batch_defaults(device, batch_tokens=None, pad_to_multiple_of=None):
     return batch_tokens or (65536 if on_gpu else 8192), pad_to_multiple_of or (64 if on_gpu else 8)
 
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
                    "sentencepiece.bpe.model")
 

@@ -228,8 +228,8 @@ def load_finished(output_dir, runs, settings):
             if recorded is None:
                 differences = "settings were not recorded"
             else:
-                differences = "; ".join(f"{k} {short(recorded.get(k))} (now {short(wanted.get(k))})"
-                                        for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k))
+                changed = [k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
+                differences = "; ".join(f"{k} {short(recorded.get(k))} (now {short(wanted.get(k))})" for k in changed)
             raise mc.InputError(f"--output_dir {output_dir}: {run['name']} was run with other settings: {differences}. "
                                 "Use another --output_dir, or delete that run's folder to run it again")
         finished[run["name"]] = metrics
@@ -402,7 +402,8 @@ def fit_classifier(flags, tokenizer, datasets):
     attn = mc.resolve_attn_implementation(flags.attn_implementation, training_args.device,
                                           torch.bfloat16 if bf16 else torch.float32)
     model = AutoModelForSequenceClassification.from_pretrained(
-        flags.model, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        flags.model, num_labels=len(names), id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
         dtype=torch.float32, attn_implementation=attn)
     trainer = Trainer(model=model, args=training_args, train_dataset=datasets["train"], processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=64 if on_gpu else 8))
@@ -473,7 +474,8 @@ def check_flags(args, heads):
                       effective_batch_size=args.effective_batch_size, max_train_samples=args.max_train_samples,
                       max_eval_samples=args.max_eval_samples, logging_steps=args.logging_steps)
     if not 0 < args.validation_fraction < 1:
-        raise mc.InputError(f"--validation_fraction {args.validation_fraction} must be in (0, 1): runs are chosen on it")
+        raise mc.InputError(f"--validation_fraction {args.validation_fraction} must be in (0, 1): "
+                            "runs are chosen on it")
     if not 0 <= args.warmup_ratio < 1:
         raise mc.InputError(f"--warmup_ratio {args.warmup_ratio} must be in [0, 1)")
     if args.weight_decay < 0:
@@ -530,7 +532,8 @@ def main(argv=None):
     minutes_spent = []
     for run in pending:
         position = len(finished) + 1
-        left = f", about {statistics.mean(minutes_spent) * (len(runs) - position + 1):.1f} min left" if minutes_spent else ""
+        left = (f", about {statistics.mean(minutes_spent) * (len(runs) - position + 1):.1f} min left"
+                if minutes_spent else "")
         mc.say(f"[{position}/{len(runs)}] {run['name']}{left}")
         start = time.time()
         model_dir = os.path.join(args.output_dir, run["name"], "model")

@@ -719,7 +719,8 @@ def prepare(model_name, prompt, prompt_source, label_map, label_map_source, spli
         sequences, positions, truncated[name] = encode_prompts(
             tokenizer, before, after, split.texts, fills, options, max_length, split.rows, split.source)
         encoded[name] = (sequences, positions)
-        say(f"{name}: {len(split)} examples from {split.source}, {truncated[name]} cut to fit --max_length {max_length}")
+        say(f"{name}: {len(split)} examples from {split.source}, "
+            f"{truncated[name]} cut to fit --max_length {max_length}")
     say("answer tokens: " + ", ".join(f"{label} -> {token!r}" for label, token in
                                       zip(label_map, tokenizer.convert_ids_to_tokens(answer_ids))))
     return TrainingData(tokenizer, prompt, before, after, options, label_map, answer_ids, splits, encoded, truncated)

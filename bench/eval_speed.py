@@ -137,7 +137,8 @@ def main():
 
     ours_qps = len(questions) / seconds
     if on_gpu:
-        print(f"GPU: {torch.cuda.get_device_name(device)}, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        print(f"GPU: {torch.cuda.get_device_name(device)}, peak memory {peak:.1f} GiB")
     print(f"{'':<34}{'questions/s':>12}{'all questions (s)':>19}")
     print(f"{'published loop (float32)':<34}{baseline_qps:>12.1f}{len(questions) / baseline_qps:>19.1f}"
           f"   timed on {len(sample)}, extrapolated")

@@ -81,7 +81,8 @@ def save_tiny_model(path, model_class, config, tokenizer, seed):
 
 
 def build_tiny_modernbert(path, tokenizer, seed=0, **overrides):
-    """A 3-layer ModernBERT (hidden 32) with random weights, saved with its tokenizer to `path`; `overrides` change the config."""
+    """A 3-layer ModernBERT (hidden 32) with random weights, saved with its tokenizer to `path`; `overrides`
+    change the config."""
     from transformers import ModernBertConfig, ModernBertForMaskedLM
 
     shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
@@ -131,7 +132,8 @@ def build_roberta_tokenizer(path):
     tok.train_from_iterator(corpus(), trainer)
     tok.add_special_tokens([AddedToken("<mask>", lstrip=True, normalized=False),
                             AddedToken("[unused0]", normalized=False)])
-    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
+    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")),
+                                                      ("<s>", tok.token_to_id("<s>")),
                                                       trim_offsets=True, add_prefix_space=False)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                                    cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
@@ -271,7 +273,8 @@ def files(tmp_path_factory):
 def base_args(tiny_model_dir, files, output_dir, *extra):
     return ["--model", tiny_model_dir, "--train_file", files["train"], "--label_map", files["label_map"],
             "--prompt_file", files["prompt"], "--output_dir", str(output_dir), "--max_length", "48",
-            "--learning_rate", "1e-2", "--warmup_ratio", "0.1", "--per_device_train_batch_size", "16", "--logging_steps", "10",
+            "--learning_rate", "1e-2", "--warmup_ratio", "0.1", "--per_device_train_batch_size", "16",
+            "--logging_steps", "10",
             *extra]  # warm-up: at 1e-2 without it, some random inits stall at 3 of 4 classes
 
 

@@ -205,7 +205,8 @@ def test_bad_zero_shot_input_names_the_culprit(tiny_model_dir, tmp_path, flags, 
 def test_a_trained_folder_keeps_its_own_labels_and_prompt(trained, tmp_path, flags, expected):
     folder, _ = trained
     source = write(tmp_path / "in.jsonl", json.dumps({"text": "a red city"}) + "\n")
-    flags = [f.format(prompt=write(tmp_path / "p.txt", "T: {text} {options}\nAnswer: [unused0] {label}")) for f in flags]
+    prompt = write(tmp_path / "p.txt", "T: {text} {options}\nAnswer: [unused0] {label}")
+    flags = [f.format(prompt=prompt) for f in flags]
     with pytest.raises(InputError, match=re.escape(expected)):
         classify.main(["--model", folder, "--input", source, *flags])
 

