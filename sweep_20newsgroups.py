@@ -380,7 +380,7 @@ def tokenize_for_classifier(model_name, splits, max_length):
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_name)
+    tokenizer = mc.load_pretrained(AutoTokenizer, model_name, "--cls_model")
     datasets = {}
     for name, split in splits.items():
         encoded = tokenizer(split.texts, truncation=True, max_length=max_length)
@@ -401,10 +401,9 @@ def fit_classifier(flags, tokenizer, datasets):
     names = [name for name, _ in NEWSGROUPS]
     attn = mc.resolve_attn_implementation(flags.attn_implementation, training_args.device,
                                           torch.bfloat16 if bf16 else torch.float32)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        flags.model, num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)},
-        dtype=torch.float32, attn_implementation=attn)
+    model = mc.load_pretrained(AutoModelForSequenceClassification, flags.model, "--cls_model", num_labels=len(names),
+                               id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                               dtype=torch.float32, attn_implementation=attn)
     trainer = Trainer(model=model, args=training_args, train_dataset=datasets["train"], processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=64 if on_gpu else 8))
     result = trainer.train()

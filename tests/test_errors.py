@@ -246,6 +246,14 @@ def test_hub_names_that_cannot_be_reached_say_what_to_do(tmp_path, files):
     train_error = error_of(train.main, ["--model", "no-org/no-model", "--output_dir", str(tmp_path / "out")])
     assert "--dataset SetFit/ag_news: the dataset hub cannot serve it" in train_error and "--train_file" in train_error
     assert "give local files with --data_dir" in error_of(mmlu.main, ["--model", "no-org/no-model", "--limit", "5"])
+    newsgroups = tmp_path / "newsgroups"
+    os.makedirs(newsgroups)
+    for split in ("train", "test"):
+        write(newsgroups / f"{split}.jsonl", "".join(json.dumps({"text": f"post {i}", "label_text": name}) + "\n"
+                                                     for i, (name, _) in enumerate(sweep.NEWSGROUPS * 3)))
+    cls_error = error_of(sweep.main, ["--head", "cls", "--cls_model", "no-org/no-model", "--data_dir", str(newsgroups),
+                                      "--output_dir", str(tmp_path / "sweep"), "--validation_fraction", "0.34"])
+    assert "--cls_model no-org/no-model: not a local folder, and the model hub cannot serve it" in cls_error
 
 
 # -----------------------------------------------------------------------------
