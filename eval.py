@@ -28,8 +28,8 @@ import warnings
 from collections import Counter
 
 from mlm_classifier import (InputError, accuracy_table, add_flag, add_scoring_flags, batch_defaults, check_model_source,
-                            check_output_path, check_positive, combine_views, end_distributed, first_max,
-                            gather_scores, init_distributed, letter_token_ids, load_masked_lm, load_tokenizer,
+                            check_output_path, check_positive, combine_views, end_distributed, first_max, gather_scores,
+                            init_distributed, letter_token_ids, load_hub_dataset, load_masked_lm, load_tokenizer,
                             located, make_parser, max_positions, read_jsonl, read_text, resolve_attn_implementation,
                             resolve_device, resolve_dtype, rotations, run_command, say, score_sequences,
                             slot_probabilities, write_atomic)
@@ -162,12 +162,10 @@ def load_mmlu_local(data_dir, split, subjects):
 
 def load_mmlu_hub(split, subjects):
     """Questions from the hub's `cais/mmlu`, config `all`; `row` counts within each subject."""
-    from datasets import load_dataset  # only the hub path needs `datasets`
-
     wanted = select_subjects(MMLU_SUBJECTS, subjects)
     rows_seen = Counter()
     questions = []
-    for example in load_hub_dataset(load_dataset, "cais/mmlu", "all", split=split):
+    for example in load_hub_dataset("cais/mmlu", "give local files with --data_dir", "all", split=split):
         subject = example["subject"]
         row = rows_seen[subject]
         rows_seen[subject] += 1
@@ -175,16 +173,6 @@ def load_mmlu_hub(split, subjects):
             questions.append({"subject": subject, "row": row, "question": example["question"],
                               "choices": list(example["choices"]), "gold": LETTERS[example["answer"]]})
     return questions
-
-
-def load_hub_dataset(load_dataset, *args, **kwargs):
-    """`load_dataset(*args, **kwargs)`; a hub that cannot serve it is one InputError pointing at --data_dir."""
-    try:
-        return load_dataset(*args, **kwargs)
-    except Exception as e:  # connection, missing dataset or split: datasets raises many kinds
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"the dataset hub cannot serve {args[0]} ({reason}); "
-                         "give local files with --data_dir") from None
 
 
 def read_mmlu_pro_jsonl(path):
@@ -233,11 +221,10 @@ def read_mmlu_pro_jsonl(path):
 
 def load_mmlu_pro_hub(split):
     """Every MMLU-Pro question of one split of the hub's `TIGER-Lab/MMLU-Pro`, its category as its subject."""
-    from datasets import load_dataset
-
     return [{"subject": ex["category"], "row": row, "question": ex["question"], "choices": list(ex["options"]),
              "gold": LETTERS[ex["answer_index"]], "question_id": ex["question_id"]}
-            for row, ex in enumerate(load_hub_dataset(load_dataset, "TIGER-Lab/MMLU-Pro", split=split))]
+            for row, ex in enumerate(load_hub_dataset("TIGER-Lab/MMLU-Pro", "give local files with --data_dir",
+                                                      split=split))]
 
 
 def load_mmlu_pro(data_dir, split, subjects):

@@ -32,7 +32,7 @@ import torch
 ANCHOR = "[unused0]"  # the model was instruction-tuned to put the answer token right after it
 LETTERS = string.ascii_uppercase  # option letters, A to Z; a tokenizer may have fewer as single tokens
 TEXT_PLACEHOLDERS = ("{text}", "{txt}")  # {txt} is the published cookbook's spelling
-TABLE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+TABLE_FORMATS = (".csv", ".json", ".jsonl", ".parquet")  # what read_table reads
 SETTINGS_FILE = "classifier.json"  # what train.py records for classify.py beside prompt.txt and label_map.json
 CONTENT_FREE_TEXT = "N/A"  # Zhao et al. (2021)'s first content-free input
 
@@ -57,6 +57,24 @@ def run_command(main):
         main()
     except InputError as e:
         sys.exit(f"error: {e}")
+
+
+def error_reason(error):
+    """The first line of an exception's message (or its type's name): what a one-line error can quote."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_hub_dataset(name, instead, *args, flag=None, **kwargs):
+    """`datasets.load_dataset(name, *args, **kwargs)`; a hub that cannot serve it (no connection, no such dataset
+    or split) is one InputError that names the dataset (by `flag` when a flag gave it) and what to give `instead`."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(name, *args, **kwargs)
+    except Exception as e:  # datasets raises many kinds
+        what = f"{flag} {name}: the dataset hub cannot serve it" if flag else f"the dataset hub cannot serve {name}"
+        raise InputError(f"{what} ({error_reason(e)}); {instead}") from None
 
 
 def say(*parts):
@@ -159,7 +177,8 @@ def read_text(path, source=None):
         with open(path, encoding="utf-8", newline="") as f:
             return f.read()
     except UnicodeDecodeError as e:
-        line = 1 + open(path, "rb").read(e.start).count(b"\n")
+        with open(path, "rb") as f:
+            line = 1 + f.read(e.start).count(b"\n")
         raise InputError(f"{source}: not UTF-8 text (line {line}, byte {e.start}); save it as UTF-8") from None
 
 
@@ -388,8 +407,7 @@ def read_table(path, flag):
     except UnicodeDecodeError as e:
         raise InputError(f"{source}: not UTF-8 text (byte {e.start})") from None
     except Exception as e:  # pandas' and pyarrow's many error types: the message is what the user needs
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{source}: cannot be read as {extension[1:]} ({message})") from None
+        raise InputError(f"{source}: cannot be read as {extension[1:]} ({error_reason(e)})") from None
 
 
 def read_json_records(path, source):
@@ -792,7 +810,7 @@ def load_pretrained(loader, name, flag="--model", **kwargs):
     try:
         return loader.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = error_reason(e)
         if looks_local(name):
             raise InputError(f"{flag} {name}: cannot be loaded ({reason})") from None
         raise InputError(f"{flag} {name}: not a local folder, and the model hub cannot serve it ({reason}); "
@@ -1047,16 +1065,15 @@ def plan_scoring(spec, tokenizer, permutations=1):
         if n > fit:
             raise InputError(f"--labels: {n} labels, but this tokenizer writes only {fit} letters "
                              f"({LETTERS[0]}-{LETTERS[max(fit - 1, 0)]}) as single tokens, so at most {fit} labels fit")
+    answer_ids = []  # per view, each label's answer token in that view's order
     for view in views:
         options = options_block(view.label_map)
-        answer_ids = answer_token_ids(tokenizer, before, after, view.label_map, options)
+        answer_ids.append(answer_token_ids(tokenizer, before, after, view.label_map, options))
         if max_length:
             check_fixed_length(tokenizer, before, after, view.label_map, options, max_length)
-        if view is views[0]:
-            first_answer_ids = answer_ids
     # Zero-shot, slot j is the j-th letter in both spellings (as eval.py); a trained folder's slot i is
-    # label i's answer token, the one it was taught (as train.py scores it).
-    option_ids = letter_token_ids(tokenizer, LETTERS[:n]) if spec.zero_shot else [[i] for i in first_answer_ids]
+    # label i's answer token, the one it was taught (as train.py scores it; views[0] is the folder's order).
+    option_ids = letter_token_ids(tokenizer, LETTERS[:n]) if spec.zero_shot else [[i] for i in answer_ids[0]]
     return ScoringPlan(views, before, after, option_ids, max_length)
 
 

@@ -106,14 +106,8 @@ def load_newsgroups(data_dir, strip_headers):
             for row in train_rows + test_rows:
                 row["text"] = strip_post(row["text"])
         return train_rows, test_rows
-    from datasets import load_dataset
-
-    try:
-        splits = load_dataset("SetFit/20_newsgroups")
-    except Exception as e:  # connection, missing dataset: datasets raises many kinds
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise mc.InputError(f"the dataset hub cannot serve SetFit/20_newsgroups ({reason}); give the local files "
-                            "with --data_dir (train.jsonl and test.jsonl, `text` and `label_text` per line)") from None
+    splits = mc.load_hub_dataset("SetFit/20_newsgroups", "give the local files with --data_dir (train.jsonl and "
+                                 "test.jsonl, `text` and `label_text` per line)")
     return tuple([{"text": r["text"], "label_text": r["label_text"]} for r in splits[s]] for s in ("train", "test"))
 
 

@@ -28,13 +28,13 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
-from mlm_classifier import (ANCHOR, SETTINGS_FILE, InputError, accuracy_table, add_flag, answer_token_ids,
-                            check_fixed_length, check_model_source, check_output_path, check_positive,
-                            current_shard, encode_prompts, end_distributed, fill_prompt, gather_scores, head_logits,
-                            length_sorted_batches, load_masked_lm, load_tokenizer, make_parser, mask_answers,
-                            max_positions, options_block, pad_batch, parse_prompt, pick, prediction_record,
-                            read_label_map, read_prompt, read_table, records_to_jsonl, resolve_attn_implementation,
-                            run_command, say, score_sequences, take_columns, write_atomic)
+from mlm_classifier import (ANCHOR, SETTINGS_FILE, WEIGHT_FILES, InputError, accuracy_table, add_flag, answer_token_ids,
+                            check_fixed_length, check_model_source, check_output_path, check_positive, current_shard,
+                            encode_prompts, end_distributed, fill_prompt, gather_scores, head_logits,
+                            length_sorted_batches, load_hub_dataset, load_masked_lm, load_tokenizer, make_parser,
+                            mask_answers, max_positions, options_block, pad_batch, parse_prompt, pick,
+                            prediction_record, read_label_map, read_prompt, read_table, records_to_jsonl,
+                            resolve_attn_implementation, run_command, say, score_sequences, take_columns, write_atomic)
 
 # The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
 # trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
@@ -109,14 +109,8 @@ def load_splits(dataset, train_file, validation_file, test_file, predict_file, t
     """
     tables = {}
     if train_file is None:
-        from datasets import load_dataset
-
-        try:
-            hub = load_dataset(dataset)
-        except Exception as e:  # connection, missing dataset: datasets raises many kinds
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"--dataset {dataset}: the dataset hub cannot serve it ({reason}); give local files "
-                             "with --train_file (and --validation_file, --test_file)") from None
+        hub = load_hub_dataset(dataset, "give local files with --train_file (and --validation_file, --test_file)",
+                               flag="--dataset")
         if "train" not in hub:
             raise InputError(f"--dataset {dataset}: no train split (it has {', '.join(hub)})")
         tables = {name: (hub[name].to_dict(), f"{dataset}[{name}]") for name in ("train", "test") if name in hub}
@@ -582,7 +576,7 @@ def missing_from_checkpoint(path):
     """What a checkpoint folder lacks to resume from (Trainer writes these; a crash can leave some out)."""
     files = set(os.listdir(path))
     missing = [name for name in CHECKPOINT_FILES if name not in files]
-    if not files & {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"}:
+    if not files & set(WEIGHT_FILES):
         missing.append("the model weights")
     return missing
 
@@ -599,9 +593,10 @@ def resolve_checkpoint(resume_from_checkpoint, output_dir):
                         is not None and os.path.isdir(os.path.join(output_dir, name))), reverse=True)
         for _, name in steps:
             path = os.path.join(output_dir, name)
-            if not missing_from_checkpoint(path):
+            missing = missing_from_checkpoint(path)
+            if not missing:
                 return path
-            say(f"note: skipping {path}: it lacks {', '.join(missing_from_checkpoint(path))} (half-written?)")
+            say(f"note: skipping {path}: it lacks {', '.join(missing)} (half-written?)")
         raise InputError(f"--resume_from_checkpoint last: no complete checkpoint-<step> folder under {output_dir}")
     if not os.path.isdir(resume_from_checkpoint):
         raise InputError(f"--resume_from_checkpoint {resume_from_checkpoint}: no such folder")
