@@ -573,11 +573,14 @@ def checkpoint_step(path):
 
 
 def missing_from_checkpoint(path):
-    """What a checkpoint folder lacks to resume from (Trainer writes these; a crash can leave some out)."""
+    """What a checkpoint folder lacks to resume from (Trainer writes these; a crash can leave some out, or
+    leave trainer_state.json cut short)."""
     files = set(os.listdir(path))
     missing = [name for name in CHECKPOINT_FILES if name not in files]
     if not files & set(WEIGHT_FILES):
         missing.append("the model weights")
+    if "trainer_state.json" in files and checkpoint_global_step(path) is None:
+        missing.append("a readable trainer_state.json")
     return missing
 
 
@@ -608,11 +611,15 @@ def resolve_checkpoint(resume_from_checkpoint, output_dir):
 
 
 def checkpoint_global_step(path):
-    """The global step a checkpoint was saved at (0 without one)."""
+    """The global step a checkpoint was saved at (0 without one; None when its trainer_state.json cannot be read)."""
     if path is None:
         return 0
-    with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
-        return json.load(f)["global_step"]
+    try:
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+            step = json.load(f).get("global_step")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return step if type(step) is int else None
 
 
 def whole_run_loss(log_history, resumed_step, loss_since_resume, global_step):

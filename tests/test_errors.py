@@ -308,12 +308,20 @@ def test_last_checkpoint_skips_a_half_written_one(tmp_path, capsys):
         os.makedirs(tmp_path / f"checkpoint-{step}")
         for name in names:
             write(tmp_path / f"checkpoint-{step}" / name, "{}")
+    for step in (10, 20):  # checkpoint-20 has its state but nothing else: half-written
+        write(tmp_path / f"checkpoint-{step}" / "trainer_state.json", f'{{"global_step": {step}}}')
     assert train.resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-10")
     assert "skipping" in capsys.readouterr().out
+    os.makedirs(tmp_path / "checkpoint-30")  # complete but for a trainer_state.json cut short by a crash
+    for name in train.CHECKPOINT_FILES + ("model.safetensors",):
+        write(tmp_path / "checkpoint-30" / name, "{}")
+    write(tmp_path / "checkpoint-30" / "trainer_state.json", '{"global_st')
+    assert train.resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    assert "lacks a readable trainer_state.json" in error_of(
+        lambda _: train.resolve_checkpoint(str(tmp_path / "checkpoint-30"), str(tmp_path)), None)
     message = error_of(lambda _: train.resolve_checkpoint(str(tmp_path / "checkpoint-20"), str(tmp_path)), None)
     assert "lacks optimizer.pt, scheduler.pt, the model weights, so it was not finished" in message
-    assert "no complete checkpoint" in error_of(lambda _: train.resolve_checkpoint("last", str(tmp_path / "x")), None) \
-        or "does not exist yet" in error_of(lambda _: train.resolve_checkpoint("last", str(tmp_path / "x")), None)
+    assert "does not exist yet" in error_of(lambda _: train.resolve_checkpoint("last", str(tmp_path / "x")), None)
 
 
 def test_a_resumed_run_reports_the_whole_runs_training_loss(tiny_model_dir, tmp_path):
