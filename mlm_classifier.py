@@ -22,11 +22,13 @@ Every function takes explicit arguments, so that it can be pasted into a noteboo
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import string
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 ANCHOR = "[unused0]"  # the model was instruction-tuned to put the answer token right after it
@@ -566,14 +568,14 @@ def length_sorted_batches(lengths, batch_tokens, pad_to_multiple_of):
 
 
 def pad_batch(sequences, pad_token_id, pad_to_multiple_of):
-    """Right-pad token id lists into `input_ids` and `attention_mask` tensors."""
-    longest = max(len(s) for s in sequences)
-    width = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    """Right-pad token id lists into `input_ids` and `attention_mask` tensors, the width a multiple of
+    `pad_to_multiple_of`. One array is built from all the ids at once (a tensor per row cost 0.5 s over MMLU)."""
+    lengths = torch.tensor([len(ids) for ids in sequences])
+    width = -(-int(lengths.max()) // pad_to_multiple_of) * pad_to_multiple_of
+    attention_mask = (torch.arange(width) < lengths[:, None]).long()
     input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
+    flat = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum()))
+    input_ids[attention_mask.bool()] = torch.from_numpy(flat)
     return input_ids, attention_mask
 
 
@@ -651,16 +653,21 @@ def score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, b
 
     device = next(model.parameters()).device
     batches = length_sorted_batches([len(s) for s in sequences], batch_tokens, pad_to_multiple_of)
-    rank, world = shard
-    mine = batches[rank::world]
-    scores = {}
+    mine = batches[shard[0]::shard[1]]
+    option_ids = [torch.tensor(ids, device=device) for ids in option_ids]
+    # On a GPU nothing below waits for the GPU until the end: inputs go from pinned memory without blocking and
+    # the scores stay on the device, so padding the next batch overlaps the current batch's forward pass (a
+    # blocking copy or a .cpu() per batch would idle the GPU while the host pads).
+    pinned = device.type == "cuda"
+    parts = []
     for batch in tqdm(mine, desc="scoring", unit="batch", disable=not progress):
         input_ids, attention_mask = pad_batch([sequences[i] for i in batch], pad_token_id, pad_to_multiple_of)
         positions = torch.tensor([last_index(sequences[i], mask_token_id) for i in batch])
-        batch_scores = option_log_probs(model, input_ids.to(device), attention_mask.to(device),
-                                        positions.to(device), option_ids)
-        scores.update(zip(batch, batch_scores.cpu().tolist()))
-    return scores
+        input_ids, attention_mask, positions = (t.pin_memory().to(device, non_blocking=True) if pinned else t.to(device)
+                                                for t in (input_ids, attention_mask, positions))
+        parts.append(option_log_probs(model, input_ids, attention_mask, positions, option_ids))
+    values = torch.cat(parts).cpu().tolist() if parts else []
+    return dict(zip(itertools.chain.from_iterable(mine), values))
 
 
 def gather_scores(scores):

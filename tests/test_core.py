@@ -54,6 +54,14 @@ def test_batches_cover_every_index_once_within_the_budget():
         assert len(batch) == 1 or len(batch) * width <= 128
 
 
+def test_padding_keeps_each_rows_ids_in_order_then_pads_to_the_multiple():
+    sequences = [[5, 6, 7], [9], [1, 2, 3, 4, 8, 10, 11, 12, 13]]
+    input_ids, attention_mask = core.pad_batch(sequences, pad_token_id=0, pad_to_multiple_of=8)
+    assert input_ids.shape == attention_mask.shape == (3, 16)
+    for row, ids in enumerate(sequences):
+        assert input_ids[row].tolist() == ids + [0] * (16 - len(ids))
+        assert attention_mask[row].tolist() == [1] * len(ids) + [0] * (16 - len(ids))
+
 # --- prompt rules and cutting
 
 
