@@ -401,7 +401,8 @@ def fit_classifier(flags, tokenizer, datasets):
     trainer = Trainer(model=model, args=training_args, train_dataset=datasets["train"], processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=64 if on_gpu else 8))
     result = trainer.train()
-    metrics = {"labels": names, "train_loss": result.training_loss, "global_step": result.global_step}
+    metrics = {"labels": names, "train_loss": result.training_loss, "global_step": result.global_step,
+               "train_runtime": result.metrics.get("train_runtime")}
     for name in ("validation", "test"):
         prediction = trainer.predict(datasets[name])
         scores = torch.log_softmax(torch.as_tensor(prediction.predictions).float(), dim=-1).tolist()
