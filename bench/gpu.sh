@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The GPU measurements (eval_speed, classify_speed, train_speed and one short sweep run), packed so that a session
+# with a lent GPU spends its device minutes measuring rather than setting up.
+#
+#   bash bench/gpu.sh pack         # here, once: data, tokenizer and wheels into .kit/ (about 31 MB, git ignores it)
+#   bash bench/gpu.sh inference    # on the device (run, carry [".kit"]): eval_speed, then classify_speed
+#   bash bench/gpu.sh training     # on the device: train_speed, then one short sweep run of each head, timed
+#   SMOKE=1 bash bench/gpu.sh inference    # the same steps, tiny and on the CPU: checks the kit here
+#
+# Why a kit: the device machine reaches nothing, ../shared does not travel with the repository, and its image has
+# neither `datasets` nor the transformers that requirements.txt asks for (5.17 there in 2026-11; 5.23 here, and
+# Trainer's train_loss after a resume changed between them). Each part ends well inside one device call's
+# 10 minutes, and every log is written to $OUT as it grows, so a part stopped at its limit still returns its figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KIT=.kit
+SHARED=${SHARED:-../shared}
+WHEELS=(transformers==5.23.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)  # what the image lacks or has older
+DATA_FILES=(data/mmlu/test data/20newsgroups/train.jsonl data/20newsgroups/test.jsonl data/ag_news
+            tokenizers/modernbert-standin)
+
+pack() {
+    rm -rf "$KIT" && mkdir -p "$KIT/whl"
+    tar czf "$KIT/shared.tar.gz" -C "$SHARED" "${DATA_FILES[@]}"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$KIT/whl" "${WHEELS[@]}"
+    du -sh "$KIT"
+}
+
+setup() {
+    if [[ -n "${SMOKE:-}" ]]; then OUT=${OUT:-$(mktemp -d)}; fi
+    : "${OUT:?run this through the device tool, which sets OUT (or set SMOKE=1 to check the kit here)}"
+    [[ -f "$KIT/shared.tar.gz" ]] || { echo "error: $KIT/shared.tar.gz is missing: run 'bash bench/gpu.sh pack' here" \
+        "and name $KIT in the run's carry"; exit 1; }
+    WORK=$(mktemp -d)
+    tar xzf "$KIT/shared.tar.gz" -C "$WORK"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+        "$KIT"/whl/*.whl
+    export PYTHONPATH="$WORK/site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+    DATA=$WORK/data
+    TOKENIZER=$WORK/tokenizers/modernbert-standin
+    environment 2>&1 | tee "$OUT/environment.txt"
+}
+
+environment() {  # what the figures were taken on, and which faster attention paths this machine offers
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
+    python3 - <<'PY'
+import importlib.util, inspect, os, torch, transformers
+print(f"torch {torch.__version__}, transformers {transformers.__version__}, {os.cpu_count()} CPUs")
+print("flash_attn importable:", importlib.util.find_spec("flash_attn") is not None)
+try:
+    from torch.nn.attention.varlen import varlen_attn
+    print("torch varlen_attn:", "window_size" in inspect.signature(varlen_attn).parameters and "with" or "without",
+          "window_size")
+except ImportError:
+    print("torch varlen_attn: absent")
+PY
+}
+
+step() {  # step NAME SECONDS COMMAND...: one measurement, its log $OUT/NAME.log kept even if it runs out of time
+    local name=$1 limit=$2 start=$SECONDS status=0
+    shift 2
+    echo "== $name: $*" | tee "$OUT/$name.log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$OUT/$name.log" || status=$?
+    echo "== $name: exit status $status after $((SECONDS - start)) s" | tee -a "$OUT/$name.log"
+}
+
+inference() {
+    setup
+    local eval_flags=() classify_flags=()
+    if [[ -n "${SMOKE:-}" ]]; then
+        eval_flags=(--device cpu --shape tiny --limit 300 --baseline_sample 50)
+        classify_flags=(--device cpu --tiny --texts 100 --baseline_texts 10)
+    fi
+    # All 14,042 MMLU questions; the published loop timed on 1,000 of them (about 30 s at 32-50 questions/s).
+    step eval_speed 240 python3 bench/eval_speed.py --data_dir "$DATA/mmlu" --tokenizer "$TOKENIZER" "${eval_flags[@]}"
+    step classify_speed 300 python3 bench/classify_speed.py --data_dir "$DATA" --tokenizer "$TOKENIZER" \
+        "${classify_flags[@]}"
+}
+
+training() {
+    setup
+    local train_flags=() shape=large sweep_flags=(--max_train_samples 2000 --max_eval_samples 1000)
+    if [[ -n "${SMOKE:-}" ]]; then
+        train_flags=(--device cpu --tiny --rows 200)
+        shape=tiny
+        sweep_flags=(--max_train_samples 40 --max_eval_samples 20 --max_length 512)
+    fi
+    step train_speed 240 python3 bench/train_speed.py --data_dir "$DATA" --tokenizer "$TOKENIZER" "${train_flags[@]}"
+    # One run of each head, 1 epoch, on the 20 Newsgroups shape (texts up to 4,096 tokens), from a ModernBERT-Large
+    # shaped folder with random weights: each run's minutes are in its metrics.json, copied beside the log.
+    python3 bench/random_model.py --shape "$shape" --tokenizer "$TOKENIZER" --output_dir "$WORK/model"
+    step sweep 330 python3 sweep_20newsgroups.py --model "$WORK/model" --cls_model "$WORK/model" \
+        --data_dir "$DATA/20newsgroups" --output_dir "$WORK/sweep" --learning_rates 3e-5 --cls_learning_rates 5e-5 \
+        --epochs 1 --logging_steps 1000 "${sweep_flags[@]}"
+    python3 - "$WORK/sweep" <<'PY' 2>&1 | tee -a "$OUT/sweep.log"
+import glob, json, sys
+for path in sorted(glob.glob(f"{sys.argv[1]}/*/metrics.json")):
+    m = json.load(open(path))
+    print(f"{m['name']}: {m['minutes']:.2f} min in all, training {m['train_runtime']:.0f} s "
+          f"({m['global_step']} steps of {m['effective_batch_size']} examples)")
+PY
+}
+
+case "${1:-}" in
+    pack | inference | training) "$1" ;;
+    *) echo "usage: bash bench/gpu.sh pack | inference | training" >&2; exit 1 ;;
+esac
