@@ -34,6 +34,8 @@ setup() {
     : "${OUT:?run this through the device tool, which sets OUT (or set SMOKE=1 to check the kit here)}"
     [[ -f "$KIT/shared.tar.gz" ]] || { echo "error: $KIT/shared.tar.gz is missing: run 'bash bench/gpu.sh pack' here" \
         "and name $KIT in the run's carry"; exit 1; }
+    python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' || { echo "error: the kit's wheels are for" \
+        "Python 3.12, the device image's; put a Python 3.12 with torch first on PATH"; exit 1; }
     WORK=$(mktemp -d)
     tar xzf "$KIT/shared.tar.gz" -C "$WORK"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
