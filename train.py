@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+import transformers
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
@@ -622,6 +623,16 @@ def checkpoint_global_step(path):
     return step if type(step) is int else None
 
 
+def loss_since_resume(trainer_loss, resumed_step, global_step, transformers_version):
+    """Trainer's train_loss as the mean over the steps trained since the resume. Since transformers 5.19 it is that
+    already; before, Trainer divided the same sum by every step of the run, the resumed ones included."""
+    from packaging.version import Version
+
+    if resumed_step and global_step > resumed_step and Version(transformers_version) < Version("5.19"):
+        return trainer_loss * global_step / (global_step - resumed_step)
+    return trainer_loss
+
+
 def whole_run_loss(log_history, resumed_step, loss_since_resume, global_step):
     """The mean training loss over the whole run, also after a resume (Trainer's own figure then covers only
     the steps since the resume): the logged losses up to the resumed step, weighted by the steps each covers,
@@ -775,7 +786,8 @@ def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
     # Train; with a validation set, Trainer reloads the checkpoint of best validation accuracy at the end.
     resumed_step = checkpoint_global_step(args.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    train_loss = whole_run_loss(trainer.state.log_history, resumed_step, result.training_loss, result.global_step)
+    since_resume = loss_since_resume(result.training_loss, resumed_step, result.global_step, transformers.__version__)
+    train_loss = whole_run_loss(trainer.state.log_history, resumed_step, since_resume, result.global_step)
     metrics = {"labels": class_names, "train_loss": train_loss, "global_step": result.global_step,
                "train_runtime": result.metrics.get("train_runtime"), "truncated": data.truncated}
     if resumed_step:

@@ -8,9 +8,9 @@
 #   SMOKE=1 bash bench/gpu.sh inference    # the same steps, tiny and on the CPU: checks the kit here
 #
 # Why a kit: the device machine reaches nothing, ../shared does not travel with the repository, and its image has
-# neither `datasets` nor the transformers that requirements.txt asks for (5.17 there in 2026-11; 5.23 here, and
-# Trainer's train_loss after a resume changed between them). Each part ends well inside one device call's
-# 10 minutes, and every log is written to $OUT as it grows, so a part stopped at its limit still returns its figures.
+# no `datasets` and an older transformers (5.17 in 2026-11) than the 5.23 that CI installs, so that the figures are
+# taken on what the tests run. Each part ends well inside one device call's 10 minutes, and every log is written to
+# $OUT as it grows, so a part stopped at its limit still returns its figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

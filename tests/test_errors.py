@@ -338,6 +338,13 @@ def test_a_resumed_run_reports_the_whole_runs_training_loss(tiny_model_dir, tmp_
     assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=0.02)
 
 
+def test_trainers_loss_after_a_resume_is_read_by_its_versions_convention():
+    # 30 steps in all, resumed after step 10: before transformers 5.19, Trainer divided the last 20 steps' sum by 30
+    assert train.loss_since_resume(1.0, 10, 30, "5.18.0") == pytest.approx(1.5)
+    assert train.loss_since_resume(1.5, 10, 30, "5.19.0") == 1.5
+    assert train.loss_since_resume(1.5, None, 30, "5.17.0") == 1.5
+
+
 # -----------------------------------------------------------------------------
 # --help and README agree
 
