@@ -547,6 +547,11 @@ def last_index(ids, token_id):
 # Scoring: the MLM head at [MASK], read over the option tokens
 
 
+def padded_width(length, pad_to_multiple_of):
+    """`length` rounded up to a multiple of `pad_to_multiple_of`: the width a batch is padded to."""
+    return -(-length // pad_to_multiple_of) * pad_to_multiple_of
+
+
 def length_sorted_batches(lengths, batch_tokens, pad_to_multiple_of):
     """Group indices into batches of similar length whose padded size (rows x width) fits `batch_tokens`.
 
@@ -560,7 +565,7 @@ def length_sorted_batches(lengths, batch_tokens, pad_to_multiple_of):
             batches.append(current)
             current = []
         if not current:
-            width = -(-lengths[i] // pad_to_multiple_of) * pad_to_multiple_of
+            width = padded_width(lengths[i], pad_to_multiple_of)
         current.append(i)
     if current:
         batches.append(current)
@@ -571,7 +576,7 @@ def pad_batch(sequences, pad_token_id, pad_to_multiple_of):
     """Right-pad token id lists into `input_ids` and `attention_mask` tensors, the width a multiple of
     `pad_to_multiple_of`. One array is built from all the ids at once (a tensor per row cost 0.5 s over MMLU)."""
     lengths = torch.tensor([len(ids) for ids in sequences])
-    width = -(-int(lengths.max()) // pad_to_multiple_of) * pad_to_multiple_of
+    width = padded_width(int(lengths.max()), pad_to_multiple_of)
     attention_mask = (torch.arange(width) < lengths[:, None]).long()
     input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
     flat = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum()))

@@ -33,7 +33,7 @@ from mlm_classifier import (ANCHOR, SETTINGS_FILE, WEIGHT_FILES, InputError, acc
                             check_fixed_length, check_model_source, check_output_path, check_positive, current_shard,
                             encode_prompts, end_distributed, fill_prompt, gather_scores, head_logits,
                             length_sorted_batches, load_hub_dataset, load_masked_lm, load_tokenizer, make_parser,
-                            mask_answers, max_positions, options_block, pad_batch, parse_prompt, pick,
+                            mask_answers, max_positions, options_block, pad_batch, padded_width, parse_prompt, pick,
                             prediction_record, read_label_map, read_prompt, read_table, records_to_jsonl,
                             resolve_attn_implementation, run_command, say, score_sequences, take_columns, write_atomic)
 
@@ -227,7 +227,7 @@ class TokenBudgetBatchSampler:
                 group = pool[k:k + max_examples]
                 self.batches += [[group[j] for j in batch] for batch in
                                  length_sorted_batches([lengths[i] for i in group], max_tokens, pad_to_multiple_of)]
-        width = [-(-max(lengths[i] for i in b) // pad_to_multiple_of) * pad_to_multiple_of for b in self.batches]
+        width = [padded_width(max(lengths[i] for i in b), pad_to_multiple_of) for b in self.batches]
         self.biggest = max(range(len(self.batches)), key=lambda b: len(self.batches[b]) * width[b])
         self.seed, self.epoch = seed, 0
 
