@@ -781,7 +781,8 @@ def resolve_attn_implementation(attn_implementation, device, dtype):
 
 
 def batch_defaults(device, batch_tokens=None, pad_to_multiple_of=None):
-    """(padded tokens per scoring batch, width multiple): 65,536 and 64 on a GPU, 8,192 and 8 on the CPU.
+    """(padded tokens per scoring batch, width multiple): 65,536 and 64 on a GPU, 8,192 and 8 on the CPU; a value
+    given wins. Training batches take the same width multiple.
 
     Odd widths are several times slower on GPUs; on the CPU, padding is pure waste.
     """

@@ -391,15 +391,15 @@ def fit_classifier(flags, tokenizer, datasets):
 
     bf16 = train.bf16_available()
     training_args = train.training_arguments(flags, False, bf16, train_sampling_strategy="group_by_length")
-    on_gpu = training_args.device.type == "cuda"
     names = [name for name, _ in NEWSGROUPS]
     attn = mc.resolve_attn_implementation(flags.attn_implementation, training_args.device,
                                           torch.bfloat16 if bf16 else torch.float32)
     model = mc.load_pretrained(AutoModelForSequenceClassification, flags.model, "--cls_model", num_labels=len(names),
                                id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
                                dtype=torch.float32, attn_implementation=attn)
+    _, pad_to_multiple_of = mc.batch_defaults(training_args.device)
     trainer = Trainer(model=model, args=training_args, train_dataset=datasets["train"], processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=64 if on_gpu else 8))
+                      data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of))
     result = trainer.train()
     metrics = {"labels": names, "train_loss": result.training_loss, "global_step": result.global_step,
                "train_runtime": result.metrics.get("train_runtime")}

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
 from mlm_classifier import (ANCHOR, SETTINGS_FILE, WEIGHT_FILES, InputError, accuracy_table, add_flag, answer_token_ids,
-                            check_fixed_length, check_model_source, check_output_path, check_positive, current_shard,
-                            encode_prompts, end_distributed, fill_prompt, gather_scores, head_logits,
+                            batch_defaults, check_fixed_length, check_model_source, check_output_path, check_positive,
+                            current_shard, encode_prompts, end_distributed, fill_prompt, gather_scores, head_logits,
                             length_sorted_batches, load_hub_dataset, load_masked_lm, load_tokenizer, make_parser,
                             mask_answers, max_positions, options_block, pad_batch, padded_width, parse_prompt, pick,
                             prediction_record, read_label_map, read_prompt, read_table, records_to_jsonl,
@@ -746,8 +746,7 @@ def fit(args, data, mlm_proportion=0.0, dummy_mlm_proportion=0.0):
     """
     bf16 = bf16_available()
     training_args = training_arguments(args, "validation" in data.splits, bf16)
-    on_gpu = training_args.device.type == "cuda"
-    pad_to_multiple_of = args.pad_to_multiple_of or (64 if on_gpu else 8)  # odd widths are ~3x slower on an H100
+    _, pad_to_multiple_of = batch_defaults(training_args.device, pad_to_multiple_of=args.pad_to_multiple_of)
     tokenizer, class_names = data.tokenizer, data.class_names
     mask_token_id = tokenizer.mask_token_id
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id  # masked out anyway

@@ -98,8 +98,7 @@ def main():
     dtype = core.resolve_dtype(args.dtype, device)
     attn = core.resolve_attn_implementation(args.attn_implementation, device, dtype)
     on_gpu = device.type == "cuda"
-    batch_tokens = args.batch_tokens or (65536 if on_gpu else 8192)
-    pad_to_multiple_of = 64 if on_gpu else 8
+    batch_tokens, pad_to_multiple_of = core.batch_defaults(device, args.batch_tokens)
 
     questions = mc.load_mmlu_local(args.data_dir, "test", [])[: args.limit]
     tokenizer = AutoTokenizer.from_pretrained(args.model or args.tokenizer)
