@@ -633,20 +633,19 @@ def loss_since_resume(trainer_loss, resumed_step, global_step, transformers_vers
     return trainer_loss
 
 
-def whole_run_loss(log_history, resumed_step, loss_since_resume, global_step):
-    """The mean training loss over the whole run, also after a resume (Trainer's own figure then covers only
-    the steps since the resume): the logged losses up to the resumed step, weighted by the steps each covers,
-    joined with Trainer's figure for the rest."""
+def whole_run_loss(log_history, resumed_step, since_resume, global_step):
+    """The mean training loss over the whole run, also after a resume: the logged losses up to the resumed step,
+    weighted by the steps each covers, joined with `since_resume`, the mean over the steps since (loss_since_resume)."""
     if not resumed_step:
-        return loss_since_resume
+        return since_resume
     covered, total, previous = 0, 0.0, 0
     for entry in log_history:
         if "loss" in entry and entry.get("step", 0) <= resumed_step:
             total += entry["loss"] * (entry["step"] - previous)
             covered, previous = entry["step"], entry["step"]
     if not covered:
-        return loss_since_resume
-    return (total + loss_since_resume * (global_step - resumed_step)) / (covered + global_step - resumed_step)
+        return since_resume
+    return (total + since_resume * (global_step - resumed_step)) / (covered + global_step - resumed_step)
 
 
 def bf16_available():

@@ -2,7 +2,7 @@
 # The GPU measurements (eval_speed, classify_speed, train_speed and one short sweep run), packed so that a session
 # with a lent GPU spends its device minutes measuring rather than setting up.
 #
-#   bash bench/gpu.sh pack         # here, once: data, tokenizer and wheels into .kit/ (about 31 MB, git ignores it)
+#   bash bench/gpu.sh pack         # here, once: data, tokenizer and wheels into .kit/ (about 30 MB, git ignores it)
 #   bash bench/gpu.sh inference    # on the device (run, carry [".kit"]): eval_speed, then classify_speed
 #   bash bench/gpu.sh training     # on the device: train_speed, then one short sweep run of each head, timed
 #   SMOKE=1 bash bench/gpu.sh inference    # the same steps, tiny and on the CPU: checks the kit here
@@ -92,7 +92,7 @@ training() {
     fi
     step train_speed 240 python3 bench/train_speed.py --data_dir "$DATA" --tokenizer "$TOKENIZER" "${train_flags[@]}"
     # One run of each head, 1 epoch, on the 20 Newsgroups shape (texts up to 4,096 tokens), from a ModernBERT-Large
-    # shaped folder with random weights: each run's minutes are in its metrics.json, copied beside the log.
+    # shaped folder with random weights; the log ends with each run's minutes and training seconds (its metrics.json).
     python3 bench/random_model.py --shape "$shape" --tokenizer "$TOKENIZER" --output_dir "$WORK/model"
     step sweep 330 python3 sweep_20newsgroups.py --model "$WORK/model" --cls_model "$WORK/model" \
         --data_dir "$DATA/20newsgroups" --output_dir "$WORK/sweep" --learning_rates 3e-5 --cls_learning_rates 5e-5 \
