@@ -113,7 +113,7 @@ def main(argv=None):
                      else records_to_jsonl(records))
         content_free = combine_views(classifier.content_free_probabilities()) if args.calibrate else None
         settings = {
-            "model": args.model, "mode": spec.source, "labels": spec.labels,
+            "model": args.model, "mode": spec.mode, "labels": spec.labels,
             "answers": ("letters by position, each scored as `A` + ` A`" if spec.zero_shot
                         else dict(zip(spec.labels, spec.verbalizers))),
             "prompt": spec.prompt, "max_length": classifier.max_length, "truncated": classifier.truncated,

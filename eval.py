@@ -30,7 +30,7 @@ from collections import Counter
 from mlm_classifier import (InputError, accuracy_table, add_flag, add_scoring_flags, batch_defaults, check_model_source,
                             check_output_path, check_positive, combine_views, end_distributed, first_max, gather_scores,
                             init_distributed, letter_token_ids, load_hub_dataset, load_masked_lm, load_tokenizer,
-                            located, make_parser, max_positions, read_jsonl, read_text, resolve_attn_implementation,
+                            row_and_line, make_parser, max_positions, read_jsonl, read_text, resolve_attn_implementation,
                             resolve_device, resolve_dtype, rotations, run_command, say, score_sequences,
                             slot_probabilities, write_atomic)
 
@@ -106,7 +106,7 @@ def read_mmlu_csv(path, subject):
     reader = csv.reader(io.StringIO(read_text(path), newline=""))
     line = 1
     for row, record in enumerate(reader):
-        where = f"{path}: {located(row, line)}"
+        where = f"{path}: {row_and_line(row, line)}"
         line = reader.line_num + 1  # where the next record starts
         if len(record) != 6:
             raise InputError(f"{where}: expected 6 fields (question, A, B, C, D, answer), found {len(record)}")
@@ -183,7 +183,7 @@ def read_mmlu_pro_jsonl(path):
     """
     questions, disagreements = [], 0
     for row, line, record in read_jsonl(path):
-        where = f"{path}: {located(row, line)}"
+        where = f"{path}: {row_and_line(row, line)}"
         if not isinstance(record, dict):
             raise InputError(f"{where}: a {type(record).__name__}, not a JSON object")
         missing = [k for k in ("question", "options", "category") if k not in record]

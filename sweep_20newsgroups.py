@@ -84,7 +84,7 @@ def read_newsgroups_jsonl(path):
     """Rows of a 20 Newsgroups JSONL file (`text` a string, `label_text` among the 20 newsgroups), checked."""
     rows = []
     for row, line, record in mc.read_jsonl(path):
-        where = f"{path}: {mc.located(row, line)}"
+        where = f"{path}: {mc.row_and_line(row, line)}"
         if not isinstance(record, dict):
             raise mc.InputError(f"{where}: a {type(record).__name__}, not a JSON object")
         if not isinstance(record.get("text"), str):

@@ -33,7 +33,7 @@ from mlm_classifier import (ANCHOR, SETTINGS_FILE, WEIGHT_FILES, InputError, acc
                             batch_defaults, check_fixed_length, check_model_source, check_output_path, check_positive,
                             current_shard, encode_prompts, end_distributed, fill_prompt, gather_scores, head_logits,
                             length_sorted_batches, load_hub_dataset, load_masked_lm, load_tokenizer, make_parser,
-                            mask_answers, max_positions, options_block, pad_batch, padded_width, parse_prompt, pick,
+                            mask_answers, max_positions, options_block, pad_batch, padded_width, parse_prompt, predict_option,
                             prediction_record, read_label_map, read_prompt, read_table, records_to_jsonl,
                             resolve_attn_implementation, run_command, say, score_sequences, take_columns, write_atomic)
 
@@ -281,13 +281,13 @@ def score_examples(model, sequences, answer_ids, mask_token_id, pad_token_id, ba
 def classification_metrics(scores, gold, class_names):
     """Accuracy, macro-F1, ATP loss, per-class accuracy and confusion matrix from scores and gold indices.
 
-    The prediction is the label whose answer token is likeliest (ties to the earlier label, as in `pick`).
+    The prediction is the label whose answer token is likeliest (ties to the earlier label, as in `predict_option`).
     The loss is the mean -log P(gold answer token): the ATP training loss. The confusion matrix has a row
     per gold label and a column per predicted label, both in label map order.
     """
     from sklearn.metrics import confusion_matrix, f1_score
 
-    predicted = [pick(s, len(class_names))[0] for s in scores]
+    predicted = [predict_option(s, len(class_names))[0] for s in scores]
     correct = [p == g for p, g in zip(predicted, gold)]
     return {
         "accuracy": sum(correct) / len(correct),
@@ -435,7 +435,7 @@ print(label, probabilities)
 
 def write_predictions(path, split, scores, class_names):
     """predictions.jsonl: per row, its index, text, predicted label and the probability of each label."""
-    records = [prediction_record(row, text, class_names, pick(s, len(class_names))[1])
+    records = [prediction_record(row, text, class_names, predict_option(s, len(class_names))[1])
                for row, text, s in zip(split.rows, split.texts, scores)]
     write_atomic(path, records_to_jsonl(records))
 

@@ -128,7 +128,7 @@ def test_calibration_divides_by_the_content_free_probabilities():
 
 def test_ties_go_to_the_earliest_option():
     assert core.first_max([0.2, 0.4, 0.4]) == 1
-    assert core.pick([-1.0, -1.0], 2)[0] == 0
+    assert core.predict_option([-1.0, -1.0], 2)[0] == 0
 
 
 # --- labels, tables and output paths

@@ -1,0 +1,104 @@
+"""The command line's shared parts: bad input as one `error:` line, flags that take both spellings, shared checks.
+
+Every script runs its main() through `run_command`, so an InputError raised anywhere (a file, row, label or
+flag at fault) ends as `error: <what and where>` with exit status 1, never a traceback.
+"""
+
+import argparse
+import os
+import sys
+
+
+class InputError(ValueError):
+    """Bad user input (a file, row, label or flag). The scripts print it as one line and exit 1."""
+
+
+def run_command(main):
+    """Run a script's main(): bad input ends as one line, `error: ...`, and exit status 1, never a traceback."""
+    try:
+        main()
+    except InputError as e:
+        sys.exit(f"error: {e}")
+
+
+def error_reason(error):
+    """The first line of an exception's message (or its type's name): what a one-line error can quote."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def say(*parts):
+    """Print from the first process only, so that torchrun does not repeat every line."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*parts, flush=True)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """--help shows each flag's default once: appended unless the help already says it, left out when None/off."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if "default" in help.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return help
+        return f"{help} (default: %(default)s)".lstrip()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a bad flag ends like any other bad input: one `error:` line and exit status 1."""
+
+    def error(self, message):
+        sys.exit(f"error: {message} (see --help)")
+
+
+def make_parser(doc):
+    """A parser with the script's first docstring paragraph, our help formatter and no abbreviations."""
+    return ArgumentParser(description=doc.split("\n\n")[0], formatter_class=HelpFormatter, allow_abbrev=False)
+
+
+def add_flag(parser, name, **kwargs):
+    """Register `--name` under both spellings, underscores and hyphens: the published scripts mixed them."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*spellings, dest=name, **kwargs)
+
+
+def add_scoring_flags(parser):
+    """The flags of scoring with a loaded model, as eval.py and classify.py both take them."""
+    add_flag(parser, "batch_tokens", type=int, default=None,
+             help="padded tokens per batch (default: 65536 on a GPU, 8192 on the CPU)")
+    add_flag(parser, "pad_to_multiple_of", type=int, default=None,
+             help="pad batch width to a multiple of this (default: 64 on a GPU, 8 on the CPU)")
+    add_flag(parser, "dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+             help="auto: bfloat16 on a GPU, float32 on the CPU")
+    add_flag(parser, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"],
+             help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
+    add_flag(parser, "device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_flag(parser, "no_progress", action="store_true", help="no progress bar")
+
+
+def check_positive(**flags):
+    """An InputError naming the first flag (given by its dest name) whose value is set but not above zero."""
+    for name, value in flags.items():
+        if value is not None and value <= 0:
+            raise InputError(f"--{name} {value} must be a positive number")
+
+
+def row_and_line(row, line=None):
+    """How errors name a record: `row N`, counted from 0 as `row` in predictions.jsonl, and `(line L)`, the file's
+    1-based line where the record starts, when the file has lines and that line is known."""
+    return f"row {row}" if line is None else f"row {row} (line {line})"
+
+
+def check_output_path(path, flag, folder=False):
+    """An InputError, before any work, when `path` cannot be written: it is a folder (or, with `folder`, a file),
+    a folder above it is a file, or the nearest existing folder above it is not writable."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and os.path.isdir(path) != folder:
+        raise InputError(f"{flag} {path}: is a {'file' if folder else 'folder'}; "
+                         f"give a {'folder' if folder else 'file name'}")
+    parent = path if folder else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{flag} {path}: {parent} is not writable")
