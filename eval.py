@@ -404,7 +404,7 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def finish(questions, scores, views, task, shots=None):
+def results_and_records(questions, scores, views, task, shots=None):
     """Predicted letters, results.json's metrics and predictions.jsonl's records from the letter scores.
 
     Each choice's probability is averaged over the question's views (rotations); ties go to the earlier
@@ -517,7 +517,7 @@ def main(argv=None):
 
     # 4. Predictions and metrics, written by one process.
     if rank == 0:
-        results, records = finish(questions, scores, views, args.task, shots if args.num_fewshot else None)
+        results, records = results_and_records(questions, scores, views, args.task, shots if args.num_fewshot else None)
         results.update(task=args.task, split=args.split, model=args.model, **stats, permutations=args.permutations,
                        dtype=str(dtype).removeprefix("torch."), device=str(device),
                        attn_implementation=attn_implementation, processes=world, seconds=round(seconds, 3),

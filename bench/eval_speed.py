@@ -70,7 +70,7 @@ def run_ours(model, tokenizer, questions, batch_tokens, pad_to_multiple_of, outp
     option_ids = core.letter_token_ids(tokenizer, "ABCD")
     scores = core.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id, option_ids,
                                   batch_tokens, pad_to_multiple_of)
-    results, records = mc.finish(questions, scores, views, "mmlu")
+    results, records = mc.results_and_records(questions, scores, views, "mmlu")
     mc.write_outputs(output_dir, results, records)
     if model.device.type == "cuda":
         torch.cuda.synchronize()

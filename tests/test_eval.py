@@ -40,7 +40,7 @@ def score(model, tokenizer, questions, batch_tokens=4096, letters="ABCD", permut
 
 def predict(model, tokenizer, questions, task="mmlu", **kwargs):
     """(results, records) of eval.py's path."""
-    return mc.finish(questions, *score(model, tokenizer, questions, **kwargs), task)
+    return mc.results_and_records(questions, *score(model, tokenizer, questions, **kwargs), task)
 
 
 def run_eval(*args):
@@ -108,7 +108,7 @@ def test_batched_scores_equal_one_at_a_time_and_the_published_loop(tmp_path, tok
         [len(s) for s in mc.encode_questions(tokenizer, questions)[0]], 4096, 8)) > 5  # really batched
     for i in range(len(questions)):
         assert batched[i] == pytest.approx(alone[i], abs=1e-4)
-    ours = [r["pred"] for r in mc.finish(questions, batched, views, "mmlu")[1]]
+    ours = [r["pred"] for r in mc.results_and_records(questions, batched, views, "mmlu")[1]]
     published = [published_predict(varied, tokenizer, mc.build_prompt(q["question"], q["choices"]))
                  for q in questions]
     assert ours == published
