@@ -354,19 +354,16 @@ def plot_heatmaps(rows, path):
 # One run of each head
 
 
-def run_flags(args, run, model, output_dir, accumulation):
-    """train.py's flags for one run: the grid point, the shared settings, and no checkpoints along the way
+def training_settings(args, run, model, output_dir, accumulation):
+    """train.py's settings for one run: the grid point, the shared settings, and no checkpoints along the way
     (each run is scored once, at its end, so that epochs stay a dimension of the grid)."""
-    return train.parse_args([
-        "--model", model, "--output_dir", output_dir, "--learning_rate", str(run["lr"]),
-        "--num_train_epochs", str(run["epochs"]), "--seed", str(run["seed"]),
-        "--per_device_train_batch_size", str(args.per_device_train_batch_size),
-        "--per_device_eval_batch_size", str(args.per_device_eval_batch_size),
-        "--gradient_accumulation_steps", str(accumulation), "--weight_decay", str(args.weight_decay),
-        "--warmup_ratio", str(args.warmup_ratio), "--max_length", str(args.max_length),
-        "--attn_implementation", args.attn_implementation, "--logging_steps", str(args.logging_steps),
-        "--eval_strategy", "no", "--save_strategy", "no",
-    ])
+    return train.TrainSettings(
+        model=model, output_dir=output_dir, learning_rate=run["lr"], num_train_epochs=run["epochs"], seed=run["seed"],
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size, gradient_accumulation_steps=accumulation,
+        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, max_length=args.max_length,
+        attn_implementation=args.attn_implementation, logging_steps=args.logging_steps, eval_strategy="no",
+        save_strategy="no")
 
 
 def tokenize_for_classifier(model_name, splits, max_length):
@@ -383,18 +380,20 @@ def tokenize_for_classifier(model_name, splits, max_length):
     return tokenizer, datasets
 
 
-def fit_classifier(flags, tokenizer, datasets):
-    """Fine-tune a classification head (num_labels=20 whatever the sample holds), save it to `flags.output_dir`;
+def fit_classifier(settings, tokenizer, datasets):
+    """Fine-tune a classification head (num_labels=20 whatever the sample holds), save it to `settings.output_dir`;
     returns metrics like train.fit's."""
     import torch
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
-    bf16 = train.bf16_available()
-    training_args = train.training_arguments(flags, False, bf16, train_sampling_strategy="group_by_length")
+    from mlm_classifier.trainer import bf16_available, classification_metrics, training_arguments
+
+    bf16 = bf16_available()
+    training_args = training_arguments(settings, False, bf16, train_sampling_strategy="group_by_length")
     names = [name for name, _ in NEWSGROUPS]
-    attn = mc.resolve_attn_implementation(flags.attn_implementation, training_args.device,
+    attn = mc.resolve_attn_implementation(settings.attn_implementation, training_args.device,
                                           torch.bfloat16 if bf16 else torch.float32)
-    model = mc.load_pretrained(AutoModelForSequenceClassification, flags.model, "--cls_model", num_labels=len(names),
+    model = mc.load_pretrained(AutoModelForSequenceClassification, settings.model, "--cls_model", num_labels=len(names),
                                id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
                                dtype=torch.float32, attn_implementation=attn)
     _, pad_to_multiple_of = mc.batch_defaults(training_args.device)
@@ -406,9 +405,9 @@ def fit_classifier(flags, tokenizer, datasets):
     for name in ("validation", "test"):
         prediction = trainer.predict(datasets[name])
         scores = torch.log_softmax(torch.as_tensor(prediction.predictions).float(), dim=-1).tolist()
-        for key, value in train.classification_metrics(scores, list(prediction.label_ids), names).items():
+        for key, value in classification_metrics(scores, list(prediction.label_ids), names).items():
             metrics[f"{name}_{key}"] = value
-    trainer.save_model(flags.output_dir)
+    trainer.save_model(settings.output_dir)
     return metrics
 
 
@@ -532,9 +531,9 @@ def main(argv=None):
         start = time.time()
         model_dir = os.path.join(args.output_dir, run["name"], "model")
         if run["head"] == "mlm":
-            metrics = train.fit(run_flags(args, run, args.model, model_dir, accumulation), mlm_data)
+            metrics = train.fit(mlm_data, training_settings(args, run, args.model, model_dir, accumulation))
         else:
-            metrics = fit_classifier(run_flags(args, run, args.cls_model, model_dir, accumulation), cls_tokenizer,
+            metrics = fit_classifier(training_settings(args, run, args.cls_model, model_dir, accumulation), cls_tokenizer,
                                      cls_datasets)
         minutes_spent.append((time.time() - start) / 60)
         used_prompt = {"prompt_source": prompt_source} if run["head"] == "mlm" else {}  # the text is in settings
@@ -546,6 +545,7 @@ def main(argv=None):
         if first_process:
             if not args.save_models:
                 shutil.rmtree(model_dir, ignore_errors=True)
+                mc.say(f"removed {model_dir}/: only the run's metrics are kept (--save_models keeps its weights)")
             mc.write_atomic(metrics_path(args.output_dir, run), json.dumps(record, indent=2) + "\n")
             write_summaries(args.output_dir, runs, finished, note, prompt_source, prompt)
 

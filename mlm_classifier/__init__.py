@@ -9,7 +9,9 @@ minimal.py shows the method on one screen; this package is the same method, batc
 - classifier.py: ClassifierSpec, trained folders, and MLMClassifier, for notebooks;
 - data.py: reading tables and text files, prediction records, atomic writes;
 - cli.py: InputError and one-line errors, the shared flags;
-- models.py: devices, dtypes, loading models and tokenizers, torchrun.
+- models.py: devices, dtypes, loading models and tokenizers, torchrun;
+- checkpoints.py: resuming a training run; trainer.py: train.py's Trainer (imported there, not here: Trainer takes
+  seconds to import).
 
     from mlm_classifier import MLMClassifier
     clf = MLMClassifier.from_pretrained("answerdotai/ModernBERT-Large-Instruct", labels=["spam", "not spam"])
@@ -18,22 +20,23 @@ minimal.py shows the method on one screen; this package is the same method, batc
 Every name of the modules below is importable from here, as it was from the single-file mlm_classifier.py.
 """
 
-from .scoring import (LETTERS, MLM_HEAD_ENTRIES, calibrate, combine_views, first_max, head_logits, last_index,
-                      length_sorted_batches, letter_token_ids, letters_that_fit, logits_at, mlm_head_entry,
+from .scoring import (LETTERS, MLM_HEAD_ENTRIES, calibrate, combine_views, first_max, head_logits, labelled_loss,
+                      last_index, length_sorted_batches, letter_token_ids, letters_that_fit, logits_at, mlm_head_entry,
                       option_log_probs, pad_batch, padded_width, predict_option, rotations, score_sequences,
                       single_token_id, slot_probabilities)
-from .prompts import (ANCHOR, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_ids, check_fixed_length,
-                      encode_prompts, fill_prompt, letter_suggestion, mask_answers, options_block, parse_prompt,
-                      register_anchor, vocabulary_anchor_id)
+from .prompts import (ANCHOR, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_ids, check_fixed_length, encode_prompts,
+                      fill_prompt, letter_suggestion, mask_answers, options_block, parse_prompt, register_anchor,
+                      vocabulary_anchor_id)
 from .classifier import (ClassifierSpec, CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, SETTINGS_FILE, View,
                          check_labels_list, load_spec, make_views, model_file, parse_labels, plan_scoring,
                          read_settings)
-from .data import (Split, TABLE_FORMATS, accuracy_table, load_hub_dataset, prediction_record, read_json_records,
-                   read_jsonl, read_label_map, read_prompt, read_table, read_text, records_to_columns, records_to_csv,
-                   records_to_jsonl, take_columns, write_atomic)
+from .data import (Split, TABLE_FORMATS, accuracy_table, check_labels, hold_out, load_hub_dataset, load_splits,
+                   prediction_record, read_json_records, read_jsonl, read_label_map, read_prompt, read_table, read_text,
+                   records_to_columns, records_to_csv, records_to_jsonl, subsample, take_columns, write_atomic)
 from .cli import (ArgumentParser, HelpFormatter, InputError, add_flag, add_scoring_flags, check_output_path,
                   check_positive, error_reason, make_parser, row_and_line, run_command, say)
-from .models import (TOKENIZER_FILES, WEIGHT_FILES, batch_defaults, check_model_source, current_shard,
-                     end_distributed, gather_scores, init_distributed, load_masked_lm, load_pretrained,
-                     load_tokenizer, looks_local, max_positions, require_mask_token, resolve_attn_implementation,
-                     resolve_device, resolve_dtype)
+from .models import (TOKENIZER_FILES, WEIGHT_FILES, batch_defaults, check_model_source, current_shard, end_distributed,
+                     gather_scores, init_distributed, load_masked_lm, load_pretrained, load_tokenizer, looks_local,
+                     max_positions, require_mask_token, resolve_attn_implementation, resolve_device, resolve_dtype)
+from .checkpoints import (CHECKPOINT_FILES, checkpoint_global_step, checkpoint_step, loss_since_resume,
+                          missing_from_checkpoint, remove_checkpoints, resolve_checkpoint, whole_run_loss)

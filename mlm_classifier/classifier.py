@@ -18,9 +18,8 @@ from .models import (batch_defaults, gather_scores, load_masked_lm, load_pretrai
                      max_positions, require_mask_token, resolve_attn_implementation, resolve_device, resolve_dtype)
 from .prompts import (ZERO_SHOT_PROMPT, answer_token_ids, check_fixed_length, encode_prompts, mask_answers,
                       options_block, parse_prompt)
-from .scoring import (LETTERS, combine_views, first_max, letter_token_ids, letters_that_fit, rotations,
-                      score_sequences, slot_probabilities)
-
+from .scoring import (LETTERS, combine_views, first_max, letter_token_ids, letters_that_fit, rotations, score_sequences,
+                      slot_probabilities)
 
 SETTINGS_FILE = "classifier.json"  # what train.py records for classify.py beside prompt.txt and label_map.json
 

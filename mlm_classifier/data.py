@@ -7,11 +7,11 @@ atomically, so no reader ever sees half a file.
 
 import json
 import os
+import random
 from dataclasses import dataclass
 
 from .cli import InputError, error_reason, row_and_line
 from .scoring import first_max
-
 
 TABLE_FORMATS = (".csv", ".json", ".jsonl", ".parquet")  # what read_table reads
 
@@ -77,6 +77,77 @@ class Split:
         def subset(values):
             return None if values is None else [values[i] for i in indices]
         return Split(self.source, subset(self.texts), subset(self.labels), subset(self.rows), subset(self.ids))
+
+
+def check_labels(split, label_map, label_map_source):
+    """An InputError naming each label of `split` that the label map lacks, with a row where it occurs."""
+    unknown = {}
+    for row, label in zip(split.rows, split.labels):
+        if label not in label_map:
+            unknown.setdefault(label, row)
+    if unknown:
+        found = "; ".join(f"{label!r} (row {row})" for label, row in unknown.items())
+        raise InputError(f"{split.source}: labels missing from {label_map_source}: {found}. "
+                         f"The map has {', '.join(repr(k) for k in label_map)}")
+
+
+def subsample(split, max_samples, seed):
+    """At most `max_samples` rows, drawn by a seeded shuffle, kept in file order."""
+    if not max_samples or max_samples >= len(split):
+        return split
+    order = list(range(len(split)))
+    random.Random(seed).shuffle(order)
+    return split.select(sorted(order[:max_samples]))
+
+
+def hold_out(split, fraction, seed):
+    """(train, validation): a seeded `fraction` of the rows held out for validation.
+
+    An InputError when that leaves no training rows, or fewer validation rows than the training rows have
+    labels (accuracy on such a slice cannot choose a checkpoint).
+    """
+    order = list(range(len(split)))
+    random.Random(seed).shuffle(order)
+    n_validation = max(1, round(fraction * len(split)))
+    n_labels = len(set(split.labels))
+    if n_validation >= len(split):
+        raise InputError(f"--validation_fraction {fraction} of {len(split)} training rows leaves no rows to train on")
+    if n_validation < n_labels:
+        raise InputError(f"--validation_fraction {fraction} holds out {n_validation} of {len(split)} rows, fewer than "
+                         f"the {n_labels} labels; raise it, or give --validation_file")
+    return split.select(sorted(order[n_validation:])), split.select(sorted(order[:n_validation]))
+
+
+def load_splits(dataset, train_file, validation_file, test_file, predict_file, text_column, label_column,
+                validation_fraction, max_train_samples, max_eval_samples, seed):
+    """{"train", "validation", "test", "predict"} -> Split (absent ones left out), from files or the hub.
+
+    The hub dataset (its train and test splits) is used when there is no --train_file; a --test_file
+    replaces the hub's test split. Nothing is held out of the training rows unless `validation_fraction`.
+    """
+    tables = {}
+    if train_file is None:
+        hub = load_hub_dataset(dataset, "give local files with --train_file (and --validation_file, --test_file)",
+                               flag="--dataset")
+        if "train" not in hub:
+            raise InputError(f"--dataset {dataset}: no train split (it has {', '.join(hub)})")
+        tables = {name: (hub[name].to_dict(), f"{dataset}[{name}]") for name in ("train", "test") if name in hub}
+    for name, path in (("train", train_file), ("validation", validation_file), ("test", test_file),
+                       ("predict", predict_file)):
+        if path is not None:
+            tables[name] = (read_table(path, f"--{name}_file"), path)
+    splits = {name: take_columns(table, source, text_column, None if name == "predict" else label_column)
+              for name, (table, source) in tables.items()}
+    for split in splits.values():
+        if not len(split):
+            raise InputError(f"{split.source}: no rows")
+    if validation_fraction:
+        splits["train"], splits["validation"] = hold_out(splits["train"], validation_fraction, seed)
+    splits["train"] = subsample(splits["train"], max_train_samples, seed)
+    for name in ("validation", "test"):
+        if name in splits:
+            splits[name] = subsample(splits[name], max_eval_samples, seed)
+    return splits
 
 
 def read_jsonl(path, source=None):

@@ -141,6 +141,21 @@ def head_logits(model, input_ids, attention_mask, where, call=None):
         handle.remove()
 
 
+
+def labelled_loss(model, input_ids, attention_mask, labels, num_items=None, call=None):
+    """Cross-entropy over the vocabulary at the labelled positions (label != -100), with the MLM head run there only.
+
+    The sum over those positions divided by `num_items`, by default their number: then it is the loss that
+    `model(input_ids, attention_mask=attention_mask, labels=labels).loss` computes from logits at every position.
+    Answer Token Prediction labels one position per example and (dummy) MLM about 30% of them, so the head's
+    vocabulary projection shrinks from every padded position to those. `call` is the wrapped model under
+    DistributedDataParallel (see head_logits).
+    """
+    where = labels != -100
+    logits = head_logits(model, input_ids, attention_mask, where, call)
+    total = torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="sum")
+    return total / (num_items if num_items is not None else where.sum())
+
 def logits_at(model, input_ids, attention_mask, positions):
     """MLM logits over the vocabulary at one position per row, shape (rows, vocab): the head runs there only."""
     rows = torch.arange(len(positions), device=input_ids.device)

@@ -45,13 +45,13 @@ def mixed_batch(tokenizer, seed=0):
 
 
 def assert_same_loss_and_gradients(model, batch):
-    """train.labelled_loss equals the model's own loss from full logits, to 1e-5, and so does every gradient."""
+    """core.labelled_loss equals the model's own loss from full logits, to 1e-5, and so does every gradient."""
     assert core.mlm_head_entry(model) is not None  # a known head, not the fallback to full logits
     theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     theirs.backward()
     their_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    ours = train.labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    ours = core.labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
     ours.backward()
     assert abs(ours.item() - theirs.item()) < 1e-5
     our_grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
@@ -108,7 +108,7 @@ def test_an_unknown_architecture_falls_back_to_full_logits(tiny_bert_dir):
     assert core.mlm_head_entry(model) is None
     batch, _ = mixed_batch(core.load_tokenizer(tiny_bert_dir))
     with torch.no_grad():
-        ours = train.labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        ours = core.labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         theirs = model(**batch).loss
     assert abs(ours.item() - theirs.item()) < 1e-5
 
@@ -117,12 +117,12 @@ def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch(tiny_ber
     """What ATPTrainer.compute_loss gets from Trainer: each micro-batch's sum over the count of the whole batch."""
     model = AutoModelForMaskedLM.from_pretrained(tiny_bert_dir, dtype=torch.float32).eval()
     batch, _ = mixed_batch(core.load_tokenizer(tiny_bert_dir))
-    train.labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).backward()
+    core.labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).backward()
     whole = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     n = (batch["labels"] != -100).sum()
     for rows in (slice(0, 2), slice(2, None)):  # unequal numbers of targets, as MLM rows make them
-        train.labelled_loss(model, batch["input_ids"][rows], batch["attention_mask"][rows], batch["labels"][rows],
+        core.labelled_loss(model, batch["input_ids"][rows], batch["attention_mask"][rows], batch["labels"][rows],
                             num_items=n).backward()
     for accumulated, grad in zip((p.grad for p in model.parameters()), whole):
         torch.testing.assert_close(accumulated, grad, atol=1e-6, rtol=1e-4)

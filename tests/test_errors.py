@@ -15,6 +15,7 @@ import eval as mmlu
 import mlm_classifier as core
 import sweep_20newsgroups as sweep
 import train
+from mlm_classifier import checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -304,24 +305,24 @@ def test_empty_verbalizer_is_an_error(tiny_model_dir, tmp_path, files):
 
 
 def test_last_checkpoint_skips_a_half_written_one(tmp_path, capsys):
-    for step, names in ((10, train.CHECKPOINT_FILES + ("model.safetensors",)), (20, ("trainer_state.json",))):
+    for step, names in ((10, checkpoints.CHECKPOINT_FILES + ("model.safetensors",)), (20, ("trainer_state.json",))):
         os.makedirs(tmp_path / f"checkpoint-{step}")
         for name in names:
             write(tmp_path / f"checkpoint-{step}" / name, "{}")
     for step in (10, 20):  # checkpoint-20 has its state but nothing else: half-written
         write(tmp_path / f"checkpoint-{step}" / "trainer_state.json", f'{{"global_step": {step}}}')
-    assert train.resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    assert checkpoints.resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-10")
     assert "skipping" in capsys.readouterr().out
     os.makedirs(tmp_path / "checkpoint-30")  # complete but for a trainer_state.json cut short by a crash
-    for name in train.CHECKPOINT_FILES + ("model.safetensors",):
+    for name in checkpoints.CHECKPOINT_FILES + ("model.safetensors",):
         write(tmp_path / "checkpoint-30" / name, "{}")
     write(tmp_path / "checkpoint-30" / "trainer_state.json", '{"global_st')
-    assert train.resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    assert checkpoints.resolve_checkpoint("last", str(tmp_path)) == str(tmp_path / "checkpoint-10")
     assert "lacks a readable trainer_state.json" in error_of(
-        lambda _: train.resolve_checkpoint(str(tmp_path / "checkpoint-30"), str(tmp_path)), None)
-    message = error_of(lambda _: train.resolve_checkpoint(str(tmp_path / "checkpoint-20"), str(tmp_path)), None)
+        lambda _: checkpoints.resolve_checkpoint(str(tmp_path / "checkpoint-30"), str(tmp_path)), None)
+    message = error_of(lambda _: checkpoints.resolve_checkpoint(str(tmp_path / "checkpoint-20"), str(tmp_path)), None)
     assert "lacks optimizer.pt, scheduler.pt, the model weights, so it was not finished" in message
-    assert "does not exist yet" in error_of(lambda _: train.resolve_checkpoint("last", str(tmp_path / "x")), None)
+    assert "does not exist yet" in error_of(lambda _: checkpoints.resolve_checkpoint("last", str(tmp_path / "x")), None)
 
 
 def test_a_resumed_run_reports_the_whole_runs_training_loss(tiny_model_dir, tmp_path):
@@ -330,7 +331,7 @@ def test_a_resumed_run_reports_the_whole_runs_training_loss(tiny_model_dir, tmp_
             "prompt": write(tmp_path / "prompt.txt", PROMPT)}
     steps = ["--max_steps", "20", "--save_strategy", "steps", "--save_steps", "10", "--save_total_limit", "2",
              "--logging_steps", "5"]
-    whole = train.main(base_args(tiny_model_dir, data, tmp_path / "whole", *steps))
+    whole = train.main(base_args(tiny_model_dir, data, tmp_path / "whole", *steps, "--keep_checkpoints"))
     shutil.rmtree(tmp_path / "whole" / "checkpoint-20")  # as if the run had stopped after step 10
     resumed = train.main(base_args(tiny_model_dir, data, tmp_path / "whole", *steps,
                                    "--resume_from_checkpoint", "last"))
@@ -340,9 +341,9 @@ def test_a_resumed_run_reports_the_whole_runs_training_loss(tiny_model_dir, tmp_
 
 def test_trainers_loss_after_a_resume_is_read_by_its_versions_convention():
     # 30 steps in all, resumed after step 10: before transformers 5.19, Trainer divided the last 20 steps' sum by 30
-    assert train.loss_since_resume(1.0, 10, 30, "5.18.0") == pytest.approx(1.5)
-    assert train.loss_since_resume(1.5, 10, 30, "5.19.0") == 1.5
-    assert train.loss_since_resume(1.5, None, 30, "5.17.0") == 1.5
+    assert checkpoints.loss_since_resume(1.0, 10, 30, "5.18.0") == pytest.approx(1.5)
+    assert checkpoints.loss_since_resume(1.5, 10, 30, "5.19.0") == 1.5
+    assert checkpoints.loss_since_resume(1.5, None, 30, "5.17.0") == 1.5
 
 
 # -----------------------------------------------------------------------------

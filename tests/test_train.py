@@ -13,6 +13,7 @@ from conftest import COLORS, ENV, LABEL_MAP, PROMPT, REPO, WORDS, base_args, wri
 
 import mlm_classifier as core
 import train
+from mlm_classifier import trainer
 from mlm_classifier import InputError, score_sequences
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_collator_pads_to_a_multiple_and_mixes_objectives(tokenizer):
 def test_token_budget_batches_cover_every_example_once_within_budget():
     rng = random.Random(0)
     lengths = [rng.choice([10, 30, 200, 500]) for _ in range(300)]
-    sampler = train.TokenBudgetBatchSampler(lengths, max_examples=8, max_tokens=1024, pad_to_multiple_of=64, seed=3)
+    sampler = trainer.TokenBudgetBatchSampler(lengths, max_examples=8, max_tokens=1024, pad_to_multiple_of=64, seed=3)
     first = list(sampler)
     assert sorted(i for b in first for i in b) == list(range(300))
     for batch in first:
@@ -125,7 +126,7 @@ def test_token_budget_batches_cover_every_example_once_within_budget():
     assert len(second) == len(first) == len(sampler) and second != first
     assert sorted(map(sorted, second)) == sorted(map(sorted, first))  # same grouping, new order
     assert first[0] == second[0]  # the biggest batch comes first
-    short = train.TokenBudgetBatchSampler([10] * 300, max_examples=8, max_tokens=4096, pad_to_multiple_of=8)
+    short = trainer.TokenBudgetBatchSampler([10] * 300, max_examples=8, max_tokens=4096, pad_to_multiple_of=8)
     assert len(short) == 38  # short examples fill whole batches: ceil(300 / 8)
 
 
@@ -158,10 +159,10 @@ def test_published_objective_flags_map_onto_the_new_ones():
 
 def test_a_validation_set_keeps_the_best_checkpoint_by_accuracy(tmp_path):
     args = train.parse_args(["--output_dir", str(tmp_path), "--validation_fraction", "0.1"])
-    training_args = train.training_arguments(args, validating=True, bf16=False)
+    training_args = trainer.training_arguments(args, validating=True, bf16=False)
     assert training_args.load_best_model_at_end and training_args.metric_for_best_model == "accuracy"
     assert training_args.eval_strategy == "steps" and training_args.save_strategy == "best"
-    plain = train.training_arguments(train.parse_args(["--output_dir", str(tmp_path)]), validating=False, bf16=False)
+    plain = trainer.training_arguments(train.parse_args(["--output_dir", str(tmp_path)]), validating=False, bf16=False)
     assert not plain.load_best_model_at_end and plain.eval_strategy == "no" and plain.save_strategy == "no"
 
 
@@ -223,6 +224,8 @@ def test_tiny_model_learns_the_task_and_writes_every_output(trained):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "label_map.json", "prompt.txt", "README.md",
                  "metrics.json", "trainer_state.json", "predictions.jsonl"):
         assert os.path.exists(os.path.join(output_dir, name)), name
+    # the best checkpoint was reloaded and saved as the model: its optimizer state is gone (no --keep_checkpoints)
+    assert metrics["best_step"] and not [n for n in os.listdir(output_dir) if n.startswith("checkpoint-")]
     with open(os.path.join(output_dir, "metrics.json")) as f:
         saved = json.load(f)
     assert saved["test_accuracy"] == metrics["test_accuracy"]

@@ -1,0 +1,106 @@
+"""Resuming a training run: which checkpoint folder is complete, and the training loss across a resume.
+
+Trainer writes `checkpoint-<step>/` folders during a run (weights, optimizer and scheduler state); a crash can
+leave the newest one half-written, so `resolve_checkpoint` checks a folder before Trainer is even imported.
+"""
+
+import json
+import os
+import shutil
+
+from .cli import InputError, say
+from .models import WEIGHT_FILES
+
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def checkpoint_step(path):
+    """The step of a `checkpoint-<step>` folder, or None for any other name."""
+    name = os.path.basename(os.path.normpath(path))
+    prefix, _, step = name.rpartition("-")
+    return int(step) if prefix == "checkpoint" and step.isdigit() else None
+
+
+def missing_from_checkpoint(path):
+    """What a checkpoint folder lacks to resume from (Trainer writes these; a crash can leave some out, or
+    leave trainer_state.json cut short)."""
+    files = set(os.listdir(path))
+    missing = [name for name in CHECKPOINT_FILES if name not in files]
+    if not files & set(WEIGHT_FILES):
+        missing.append("the model weights")
+    if "trainer_state.json" in files and checkpoint_global_step(path) is None:
+        missing.append("a readable trainer_state.json")
+    return missing
+
+
+def resolve_checkpoint(resume_from_checkpoint, output_dir):
+    """The checkpoint folder to resume from: a complete one given by path, or with `last` the newest complete
+    `checkpoint-<step>` under `output_dir` (a half-written newer one is skipped, and said so)."""
+    if resume_from_checkpoint is None:
+        return None
+    if resume_from_checkpoint == "last":
+        if not os.path.isdir(output_dir):
+            raise InputError(f"--resume_from_checkpoint last: --output_dir {output_dir} does not exist yet")
+        steps = sorted(((checkpoint_step(name), name) for name in os.listdir(output_dir) if checkpoint_step(name)
+                        is not None and os.path.isdir(os.path.join(output_dir, name))), reverse=True)
+        for _, name in steps:
+            path = os.path.join(output_dir, name)
+            missing = missing_from_checkpoint(path)
+            if not missing:
+                return path
+            say(f"note: skipping {path}: it lacks {', '.join(missing)} (half-written?)")
+        raise InputError(f"--resume_from_checkpoint last: no complete checkpoint-<step> folder under {output_dir}")
+    if not os.path.isdir(resume_from_checkpoint):
+        raise InputError(f"--resume_from_checkpoint {resume_from_checkpoint}: no such folder")
+    missing = missing_from_checkpoint(resume_from_checkpoint)
+    if missing:
+        raise InputError(f"--resume_from_checkpoint {resume_from_checkpoint}: it lacks {', '.join(missing)}, "
+                         "so it was not finished; give an earlier checkpoint, or `last`")
+    return resume_from_checkpoint
+
+
+def checkpoint_global_step(path):
+    """The global step a checkpoint was saved at (0 without one; None when its trainer_state.json cannot be read)."""
+    if path is None:
+        return 0
+    try:
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+            step = json.load(f).get("global_step")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return step if type(step) is int else None
+
+
+def loss_since_resume(trainer_loss, resumed_step, global_step, transformers_version):
+    """Trainer's train_loss as the mean over the steps trained since the resume. Since transformers 5.19 it is that
+    already; before, Trainer divided the same sum by every step of the run, the resumed ones included."""
+    from packaging.version import Version
+
+    if resumed_step and global_step > resumed_step and Version(transformers_version) < Version("5.19"):
+        return trainer_loss * global_step / (global_step - resumed_step)
+    return trainer_loss
+
+
+def whole_run_loss(log_history, resumed_step, since_resume, global_step):
+    """The mean training loss over the whole run, also after a resume: the logged losses up to the resumed step,
+    weighted by the steps each covers, joined with `since_resume`, the mean over the steps since (loss_since_resume)."""
+    if not resumed_step:
+        return since_resume
+    covered, total, previous = 0, 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and entry.get("step", 0) <= resumed_step:
+            total += entry["loss"] * (entry["step"] - previous)
+            covered, previous = entry["step"], entry["step"]
+    if not covered:
+        return since_resume
+    return (total + since_resume * (global_step - resumed_step)) / (covered + global_step - resumed_step)
+
+
+def remove_checkpoints(output_dir):
+    """Remove the `checkpoint-<step>/` folders under `output_dir`: a finished run's saved model needs none of them,
+    and each holds optimizer state several times the model's size. Returns the names removed."""
+    names = sorted(name for name in os.listdir(output_dir)
+                   if checkpoint_step(name) is not None and os.path.isdir(os.path.join(output_dir, name)))
+    for name in names:
+        shutil.rmtree(os.path.join(output_dir, name))
+    return names
