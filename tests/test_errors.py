@@ -347,29 +347,34 @@ def test_trainers_loss_after_a_resume_is_read_by_its_versions_convention():
 
 
 # -----------------------------------------------------------------------------
-# --help and README agree
+# --help and docs/ agree
 
 
 SCRIPTS = {"eval.py": mmlu.build_parser, "train.py": train.build_parser, "classify.py": classify.build_parser,
            "sweep_20newsgroups.py": sweep.build_parser}
+DOCS = {"eval.py": "eval.md", "train.py": "train.md", "classify.py": "classify.md", "sweep_20newsgroups.py": "sweep.md"}
 
 
-def readme_flags(script):
-    """The flags in the first column of the flag table of README's section on `script`."""
+def documented_flags(script):
+    """The flags in the first column of the first flag table (rows starting "| `--") of `script`'s page in docs/."""
     import re
 
-    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-    section = readme.split(f"## `{script}`")[1].split("\n## ")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    page = open(os.path.join(REPO, "docs", DOCS[script]), encoding="utf-8").read()
+    rows = []
+    for line in page.splitlines():
+        if line.startswith("| `--"):
+            rows.append(line)
+        elif rows:
+            break  # the first table ends at its first line that is not a flag row
     return {flag for row in rows for flag in re.findall(r"`(--[a-z_]+)`", row.split("|")[1])}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_readme_documents_exactly_the_flags_of_help(script):
+def test_docs_document_exactly_the_flags_of_help(script):
     parser = SCRIPTS[script]()
     flags = {option for action in parser._actions for option in action.option_strings
              if option.startswith("--") and "-" not in option[2:] and option != "--help"}
-    assert readme_flags(script) == flags
+    assert documented_flags(script) == flags
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
