@@ -22,12 +22,15 @@ import os
 import time
 from collections import Counter
 
-from mlm_classifier import (CONTENT_FREE_TEXT, InputError, MLMClassifier, add_flag, add_scoring_flags,
-                            check_model_source, check_output_path, check_positive, combine_views, end_distributed,
-                            init_distributed, load_masked_lm, load_spec, load_tokenizer, make_parser, parse_labels,
-                            plan_scoring, prediction_record, read_prompt, read_table, records_to_csv,
-                            records_to_jsonl, resolve_attn_implementation, resolve_device, resolve_dtype, run_command,
-                            say, take_columns, write_atomic)
+from mlm_classifier.classifier import CONTENT_FREE_TEXT, MLMClassifier, load_spec, parse_labels, plan_scoring
+from mlm_classifier.cli import (InputError, add_flag, add_scoring_flags, check_output_path, check_positive, make_parser,
+                                run_command, say)
+from mlm_classifier.data import (prediction_record, read_prompt, read_table, records_to_csv, records_to_jsonl,
+                                 take_columns, write_atomic)
+from mlm_classifier.models import (check_model_source, end_distributed, hide_progress_bars, init_distributed,
+                                   load_masked_lm, load_tokenizer, resolve_attn_implementation, resolve_device,
+                                   resolve_dtype)
+from mlm_classifier.scoring import combine_views
 
 
 def build_parser():
@@ -39,7 +42,7 @@ def build_parser():
              help="zero-shot: a comma list (\"World,Sports\") or a file with one label per line")
     add_flag(p, "prompt_file", default=None,
              help="zero-shot template with {text}, {options} and `[unused0] {label}` at the end "
-                  "(default: the zero-shot template in README.md)")
+                  "(default: the zero-shot template in docs/classify.md)")
     add_flag(p, "input", required=True, help="csv, json, jsonl or parquet")
     add_flag(p, "text_column", default="text", help="the column holding the texts")
     add_flag(p, "id_column", default=None, help="a column passed through to the output as `id`")
@@ -71,6 +74,8 @@ def settings_path(output):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.no_progress:
+        hide_progress_bars()
 
     # 1. Everything a user can get wrong, checked before any model loads: the flags and the device, the
     #    labels and the prompt, the input file and its columns, the output path, the folder's own files.

@@ -27,14 +27,17 @@ import time
 import warnings
 from collections import Counter
 
-from mlm_classifier import (InputError, accuracy_table, add_flag, add_scoring_flags, batch_defaults, check_model_source,
-                            check_output_path, check_positive, combine_views, end_distributed, first_max, gather_scores,
-                            init_distributed, letter_token_ids, load_hub_dataset, load_masked_lm, load_tokenizer,
-                            row_and_line, make_parser, max_positions, read_jsonl, read_text, resolve_attn_implementation,
-                            resolve_device, resolve_dtype, rotations, run_command, say, score_sequences,
-                            slot_probabilities, write_atomic)
+from mlm_classifier.cli import (InputError, add_flag, add_scoring_flags, check_output_path, check_positive, make_parser,
+                                row_and_line, run_command, say)
+from mlm_classifier.data import accuracy_table, load_hub_dataset, read_jsonl, read_text, write_atomic
+from mlm_classifier.models import (batch_defaults, check_model_source, end_distributed, gather_scores,
+                                   hide_progress_bars, init_distributed, load_masked_lm, load_tokenizer, max_positions,
+                                   resolve_attn_implementation, resolve_device, resolve_dtype)
+from mlm_classifier.prompts import option_lines
+from mlm_classifier.scoring import (LETTERS, combine_views, first_max, letter_token_ids, rotations, score_sequences,
+                                    slot_probabilities)
 
-LETTERS = "ABCDEFGHIJ"
+MAX_CHOICES = 10  # MMLU-Pro's questions have up to 10 options, A to J
 
 # The paper's MMLU template, character for character: the instruction, then the question's block. The
 # question is stripped, each choice line ends with a newline, then comes an empty line. [unused0] anchors
@@ -193,8 +196,8 @@ def read_mmlu_pro_jsonl(path):
             if not isinstance(record[field], str) or not record[field].strip():
                 raise InputError(f"{where}: `{field}` is {record[field]!r}, not a non-empty string")
         options = record["options"]
-        if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
-            raise InputError(f"{where}: options must be a list of 2 to {len(LETTERS)} strings")
+        if not isinstance(options, list) or not 2 <= len(options) <= MAX_CHOICES:
+            raise InputError(f"{where}: options must be a list of 2 to {MAX_CHOICES} strings")
         if not all(isinstance(option, str) for option in options):
             raise InputError(f"{where}: every option must be a string, found {options!r:.80}")
         valid = LETTERS[: len(options)]
@@ -315,8 +318,8 @@ def category_of(task, subject):
 def question_block(question, choices, answer="[MASK]"):
     """One question in the paper's template, from `QUESTION:` to `Answer: [unused0] <answer>`: a solved example's
     gold letter, or the tokenizer's mask token (RoBERTa's is `<mask>`) where the model answers."""
-    lines = "".join(f"- {letter}: {choice}\n" for letter, choice in zip(LETTERS, choices))
-    return "QUESTION:\n" + question.strip() + "\nCHOICES:\n" + lines + "\nANSWER:\nAnswer: [unused0] " + answer
+    lines = option_lines(zip(LETTERS, choices))
+    return "QUESTION:\n" + question.strip() + "\nCHOICES:\n" + lines + "\n\nANSWER:\nAnswer: [unused0] " + answer
 
 
 def build_prompt(question, choices, examples=(), mask_token="[MASK]"):
@@ -468,6 +471,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.no_progress:
+        hide_progress_bars()
     check_positive(limit=args.limit, permutations=args.permutations, batch_tokens=args.batch_tokens,
                    pad_to_multiple_of=args.pad_to_multiple_of)
     output_dir = args.output_dir or os.path.join(

@@ -47,13 +47,12 @@ NEWSGROUPS = [  # label index = position (alphabetical, as sklearn and SetFit nu
     ("talk.politics.misc", "General political discussion and debate"),
     ("talk.religion.misc", "General religious discussion across faiths"),
 ]
-LETTERS = "ABCDEFGHIJKLMNOPQRST"
-LABEL_MAP = {name: letter for (name, _), letter in zip(NEWSGROUPS, LETTERS)}
+LABEL_MAP = {name: letter for (name, _), letter in zip(NEWSGROUPS, mc.LETTERS)}  # A to T
 # The published sweep's template (AnswerDotAI's ModernBERT-Instruct mini cookbook, `newsgroup_template`), the
 # setting of the paper's Table 3, character for character: four spaces after `** Instructions **`, the stripped
 # post, then one `A: alt.atheism, <description>` line per newsgroup. The option lines are written in here
 # because their format is not train.py's `{options}` (`- A: alt.atheism`); only the post and the answer vary.
-OPTIONS = "\n".join(f"{letter}: {name}, {about}" for (name, about), letter in zip(NEWSGROUPS, LETTERS))
+OPTIONS = "\n".join(f"{letter}: {name}, {about}" for (name, about), letter in zip(NEWSGROUPS, mc.LETTERS))
 PROMPT = (
     "** Instructions **    \n"
     "Given a short post from an online forum, determine which newsgroup category it belongs to.\n"
@@ -375,7 +374,7 @@ def tokenize_for_classifier(model_name, splits, max_length):
     datasets = {}
     for name, split in splits.items():
         encoded = tokenizer(split.texts, truncation=True, max_length=max_length)
-        encoded["labels"] = [LETTERS.index(LABEL_MAP[label]) for label in split.labels]
+        encoded["labels"] = [mc.LETTERS.index(LABEL_MAP[label]) for label in split.labels]
         datasets[name] = Dataset.from_dict(dict(encoded))
     return tokenizer, datasets
 
@@ -533,8 +532,8 @@ def main(argv=None):
         if run["head"] == "mlm":
             metrics = train.fit(mlm_data, training_settings(args, run, args.model, model_dir, accumulation))
         else:
-            metrics = fit_classifier(training_settings(args, run, args.cls_model, model_dir, accumulation), cls_tokenizer,
-                                     cls_datasets)
+            cls_settings = training_settings(args, run, args.cls_model, model_dir, accumulation)
+            metrics = fit_classifier(cls_settings, cls_tokenizer, cls_datasets)
         minutes_spent.append((time.time() - start) / 60)
         used_prompt = {"prompt_source": prompt_source} if run["head"] == "mlm" else {}  # the text is in settings
         record = {**run, "minutes": minutes_spent[-1], "text": note, **used_prompt, "processes": processes,

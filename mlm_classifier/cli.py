@@ -38,7 +38,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         help = action.help or ""
-        if "default" in help.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        # `is`, not `in`: 0 == False, and a default of 0 (--warmup_ratio) must show
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if "default" in help.lower() or unset or not action.option_strings:
             return help
         return f"{help} (default: %(default)s)".lstrip()
 

@@ -136,6 +136,13 @@ def max_positions(model_name, tokenizer):
     return min(limits) if limits else None
 
 
+def hide_progress_bars():
+    """--no_progress: transformers' own bars (loading weights) go too, not only ours."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def init_distributed(device):
     """(rank, world_size): under torchrun, start a process group (nccl on GPUs, gloo on the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

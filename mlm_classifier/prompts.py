@@ -53,9 +53,14 @@ def parse_prompt(prompt, source="the prompt"):
     return before, after
 
 
+def option_lines(pairs):
+    """`- A: text` lines from (answer, text) pairs: how every prompt here lists its options (the paper's MMLU format)."""
+    return "\n".join(f"- {answer}: {text}" for answer, text in pairs)
+
+
 def options_block(label_map):
     """What `{options}` becomes: one line per label, `- <verbalizer>: <label>`, in the map's order."""
-    return "\n".join(f"- {verbalizer}: {label}" for label, verbalizer in label_map.items())
+    return option_lines((verbalizer, label) for label, verbalizer in label_map.items())
 
 
 def fill_prompt(before, after, text, verbalizer, options):

@@ -165,6 +165,17 @@ class ATPTrainer(Trainer):
             loss = loss * self.accelerator.num_processes
         return (loss, {"loss": loss}) if return_outputs else loss
 
+    def _issue_warnings_after_load(self, load_result):
+        # A decoder tied to the input embeddings (ModernBERT's, BERT's) is saved once, as the embeddings, so when
+        # Trainer reloads the best checkpoint it lists the decoder as "missing" although the tie loads it. Only keys
+        # that really are tied are dropped from that warning.
+        model = self.accelerator.unwrap_model(self.model)
+        output, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+        if output is not None and embeddings is not None and output.weight is embeddings.weight:
+            tied = set(getattr(model, "_tied_weights_keys", None) or ())
+            load_result.missing_keys[:] = [key for key in load_result.missing_keys if key not in tied]
+        super()._issue_warnings_after_load(load_result)
+
     def get_train_dataloader(self):
         # Our own DataLoader keeps every feature the collator needs (answer_position included) and our
         # batch sampler; accelerate shards its batches across processes under torchrun.

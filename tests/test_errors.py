@@ -385,7 +385,7 @@ def test_help_shows_each_default_once_and_takes_hyphens(script):
             continue
         shown = parser._get_formatter()._expand_help(action) if action.help else ""
         assert shown.lower().count("default") <= 1, action.option_strings
-        if action.default not in (None, False) and action.dest != "help":
+        if action.default is not None and action.default is not False and action.dest != "help":  # 0 shows too
             assert "default" in shown.lower(), action.option_strings  # every real default is shown
         long = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
         for option in long:

@@ -377,6 +377,7 @@ def test_cli_end_to_end_writes_consistent_files(tiny_model_dir, tmp_path):
     result = run_eval("--model", tiny_model_dir, "--data_dir", root, "--output_dir", str(out), "--permutations", "2")
     assert result.returncode == 0, result.stderr
     assert "overall (micro)" in result.stdout
+    assert "Loading weights" not in result.stderr and "scoring" not in result.stderr  # --no_progress: no bar at all
     results = json.loads((out / "results.json").read_text())
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     questions = mc.load_mmlu_local(root, "test", [])
