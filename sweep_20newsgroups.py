@@ -1,7 +1,7 @@
 """The paper's 20 Newsgroups sweep: fine-tuning through the MLM head against a classification head.
 
-    python sweep_20newsgroups.py --data_dir ../shared/data/20newsgroups --strip_headers
     python sweep_20newsgroups.py                       # SetFit/20_newsgroups from the hub
+    python sweep_20newsgroups.py --data_dir ~/20newsgroups --strip_headers   # local train.jsonl and test.jsonl
     python sweep_20newsgroups.py --head mlm --learning_rates 3e-5 --epochs 1 --max_train_samples 2000
 
 The MLM head (ModernBERT-Large-Instruct, Answer Token Prediction through train.py) answers with a
