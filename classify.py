@@ -26,11 +26,12 @@ from mlm_classifier.classifier import CONTENT_FREE_TEXT, MLMClassifier, load_spe
 from mlm_classifier.cli import (InputError, add_flag, add_scoring_flags, check_output_path, check_positive, make_parser,
                                 run_command, say)
 from mlm_classifier.data import (prediction_record, read_prompt, read_table, records_to_csv, records_to_jsonl,
-                                 take_columns, write_atomic)
+                                 write_atomic)
 from mlm_classifier.models import (check_model_source, end_distributed, hide_progress_bars, init_distributed,
                                    load_masked_lm, load_tokenizer, resolve_attn_implementation, resolve_device,
                                    resolve_dtype)
 from mlm_classifier.scoring import combine_views
+from mlm_classifier.splits import take_columns
 
 
 def build_parser():

@@ -24,12 +24,13 @@ import torch
 
 from mlm_classifier.checkpoints import checkpoint_global_step, loss_since_resume, resolve_checkpoint, whole_run_loss
 from mlm_classifier.cli import InputError, add_flag, check_output_path, check_positive, make_parser, run_command, say
-from mlm_classifier.data import check_labels, load_splits, read_label_map, read_prompt
+from mlm_classifier.data import read_label_map, read_prompt
 from mlm_classifier.models import (batch_defaults, check_model_source, end_distributed, load_masked_lm, load_tokenizer,
                                    max_positions, resolve_attn_implementation)
 from mlm_classifier.prompts import (answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block,
                                     parse_prompt)
 from mlm_classifier.scoring import pad_batch
+from mlm_classifier.splits import check_labels, load_splits
 
 # The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
 # trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.

@@ -8,6 +8,7 @@ minimal.py shows the method on one screen; this package is the same method, batc
 - prompts.py: template rules, filling a template, cutting only the text to fit, [unused0] as one token;
 - classifier.py: ClassifierSpec, trained folders, and MLMClassifier, for notebooks;
 - data.py: reading tables and text files, prediction records, atomic writes;
+- splits.py: a table's texts, labels and ids, checked row by row; a training run's splits;
 - cli.py: InputError and one-line errors, the shared flags;
 - models.py: devices, dtypes, loading models and tokenizers, torchrun;
 - checkpoints.py: resuming a training run; trainer.py: train.py's Trainer (imported there, not here: Trainer takes
@@ -25,18 +26,21 @@ from .scoring import (LETTERS, MLM_HEAD_ENTRIES, calibrate, combine_views, first
                       option_log_probs, pad_batch, padded_width, predict_option, rotations, score_sequences,
                       single_token_id, slot_probabilities)
 from .prompts import (ANCHOR, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_ids, check_fixed_length, encode_prompts,
-                      fill_prompt, letter_suggestion, mask_answers, options_block, parse_prompt, register_anchor,
-                      vocabulary_anchor_id)
+                      fill_prompt, letter_suggestion, mask_answers, option_lines, options_block, parse_prompt,
+                      register_anchor, vocabulary_anchor_id)
 from .classifier import (ClassifierSpec, CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, SETTINGS_FILE, View,
                          check_labels_list, load_spec, make_views, model_file, parse_labels, plan_scoring,
                          read_settings)
-from .data import (Split, TABLE_FORMATS, accuracy_table, check_labels, hold_out, load_hub_dataset, load_splits,
-                   prediction_record, read_json_records, read_jsonl, read_label_map, read_prompt, read_table, read_text,
-                   records_to_columns, records_to_csv, records_to_jsonl, subsample, take_columns, write_atomic)
+from .data import (TABLE_FORMATS, accuracy_table, check_unique_columns, csv_header, load_hub_dataset, prediction_record,
+                   read_json_records, read_jsonl, read_label_map, read_prompt, read_table, read_text,
+                   records_to_columns, records_to_csv, records_to_jsonl, unique_keys, write_atomic)
+from .splits import (Split, check_labels, hold_out, id_value, load_splits, some_rows, subsample, take_columns,
+                     text_value)
 from .cli import (ArgumentParser, HelpFormatter, InputError, add_flag, add_scoring_flags, check_output_path,
                   check_positive, error_reason, make_parser, row_and_line, run_command, say)
 from .models import (TOKENIZER_FILES, WEIGHT_FILES, batch_defaults, check_model_source, current_shard, end_distributed,
-                     gather_scores, init_distributed, load_masked_lm, load_pretrained, load_tokenizer, looks_local,
-                     max_positions, require_mask_token, resolve_attn_implementation, resolve_device, resolve_dtype)
+                     gather_scores, hide_progress_bars, init_distributed, load_masked_lm, load_pretrained,
+                     load_tokenizer, looks_local, max_positions, require_mask_token, resolve_attn_implementation,
+                     resolve_device, resolve_dtype)
 from .checkpoints import (CHECKPOINT_FILES, checkpoint_global_step, checkpoint_step, loss_since_resume,
                           missing_from_checkpoint, remove_checkpoints, resolve_checkpoint, whole_run_loss)

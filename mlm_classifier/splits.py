@@ -1,0 +1,170 @@
+"""Splits: one split's texts (and labels, ids) with the row each came from, so that every error can name the row.
+
+Here are the rules a table's values must keep to become texts, labels and ids (a missing or empty text is never
+classified as "None", "nan" or ""), and the splits of a training run: from files or the hub, held out, sampled.
+"""
+
+import random
+from dataclasses import dataclass
+
+from .cli import InputError
+from .data import load_hub_dataset, read_table
+
+
+@dataclass
+class Split:
+    """One split's texts and raw labels (strings; None for texts to label), and each one's row in `source`."""
+    source: str
+    texts: list
+    labels: list | None
+    rows: list
+    ids: list | None = None  # a passed-through id column, for classify.py
+
+    def __len__(self):
+        return len(self.texts)
+
+    def select(self, indices):
+        """The split restricted to `indices` (positions in this split)."""
+        def subset(values):
+            return None if values is None else [values[i] for i in indices]
+        return Split(self.source, subset(self.texts), subset(self.labels), subset(self.rows), subset(self.ids))
+
+
+def text_value(value):
+    """(text, None) for a value that is a text, stripped, or (None, why not): missing (None or NaN) and empty texts
+    are never classified as the strings "None", "nan" or ""; bytes must be UTF-8; numbers are their digits."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None, "missing"
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "bytes that are not UTF-8 text"
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None, f"a {type(value).__name__}, not a text"
+    text = str(value).strip()
+    return (text, None) if text else (None, "empty")
+
+
+def id_value(value):
+    """An id as the output records it: as the input has it when JSON can hold it (text, number, true/false, null;
+    an empty id stays ""), a date or time as its ISO 8601 text, bytes as UTF-8 text, anything else as its str()."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return None if value != value else value  # NaN is how pandas and parquet say "no id"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def some_rows(rows, shown=5):
+    """`row 3` or `rows 3, 8, 9, 14, 20 and 7 more`: how an error names the rows at fault."""
+    named = ", ".join(str(r) for r in rows[:shown])
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    return f"row {named}" if len(rows) == 1 else f"rows {named}{more}"
+
+
+def take_columns(table, source, text_column, label_column=None, id_column=None, allow_empty=False, first_row=0):
+    """The Split in `table`'s text (and label, id) columns, rows counted from `first_row`; texts are stripped.
+
+    A row without a text (missing, empty or white space) is an InputError naming the rows at fault, or, with
+    `allow_empty`, kept with the text None (classify.py labels it null). A row without a label is an InputError.
+    """
+    for column, flag in ((text_column, "--text_column"), (label_column, "--label_column"), (id_column, "--id_column")):
+        if column is not None and column not in table:
+            raise InputError(f"{source}: no column {column!r} ({flag}); its columns are "
+                             f"{', '.join(repr(c) for c in table) or 'none'}")
+    texts, without_text = [], []
+    for row, value in enumerate(table[text_column], start=first_row):
+        text, problem = text_value(value)
+        if problem in ("missing", "empty"):
+            without_text.append(row)
+        elif problem:
+            raise InputError(f"{source}: row {row}: column {text_column!r} holds {problem}")
+        texts.append(text)
+    if without_text and not allow_empty:
+        verb = "has" if len(without_text) == 1 else "have"
+        count = f" ({len(without_text)} rows)" if len(without_text) > 1 else ""
+        raise InputError(f"{source}: {some_rows(without_text)} {verb} no text in column {text_column!r}{count}: "
+                         "a missing, empty or white-space text")
+    labels = None
+    if label_column is not None:
+        labels = [None if text_value(label)[1] in ("missing", "empty") else str(label) for label in table[label_column]]
+        unlabelled = [row for row, label in enumerate(labels, start=first_row) if label is None]
+        if unlabelled:
+            raise InputError(f"{source}: {some_rows(unlabelled)} {'has' if len(unlabelled) == 1 else 'have'} "
+                             f"no label in column {label_column!r}")
+    ids = None if id_column is None else [id_value(v) for v in table[id_column]]
+    return Split(source, texts, labels, list(range(first_row, first_row + len(texts))), ids)
+
+
+def check_labels(split, label_map, label_map_source):
+    """An InputError naming each label of `split` that the label map lacks, with a row where it occurs."""
+    unknown = {}
+    for row, label in zip(split.rows, split.labels):
+        if label not in label_map:
+            unknown.setdefault(label, row)
+    if unknown:
+        found = "; ".join(f"{label!r} (row {row})" for label, row in unknown.items())
+        raise InputError(f"{split.source}: labels missing from {label_map_source}: {found}. "
+                         f"The map has {', '.join(repr(k) for k in label_map)}")
+
+
+def subsample(split, max_samples, seed):
+    """At most `max_samples` rows, drawn by a seeded shuffle, kept in file order."""
+    if not max_samples or max_samples >= len(split):
+        return split
+    order = list(range(len(split)))
+    random.Random(seed).shuffle(order)
+    return split.select(sorted(order[:max_samples]))
+
+
+def hold_out(split, fraction, seed):
+    """(train, validation): a seeded `fraction` of the rows held out for validation.
+
+    An InputError when that leaves no training rows, or fewer validation rows than the training rows have
+    labels (accuracy on such a slice cannot choose a checkpoint).
+    """
+    order = list(range(len(split)))
+    random.Random(seed).shuffle(order)
+    n_validation = max(1, round(fraction * len(split)))
+    n_labels = len(set(split.labels))
+    if n_validation >= len(split):
+        raise InputError(f"--validation_fraction {fraction} of {len(split)} training rows leaves no rows to train on")
+    if n_validation < n_labels:
+        raise InputError(f"--validation_fraction {fraction} holds out {n_validation} of {len(split)} rows, fewer than "
+                         f"the {n_labels} labels; raise it, or give --validation_file")
+    return split.select(sorted(order[n_validation:])), split.select(sorted(order[:n_validation]))
+
+
+def load_splits(dataset, train_file, validation_file, test_file, predict_file, text_column, label_column,
+                validation_fraction, max_train_samples, max_eval_samples, seed):
+    """{"train", "validation", "test", "predict"} -> Split (absent ones left out), from files or the hub.
+
+    The hub dataset (its train and test splits) is used when there is no --train_file; a --test_file
+    replaces the hub's test split. Nothing is held out of the training rows unless `validation_fraction`.
+    """
+    tables = {}
+    if train_file is None:
+        hub = load_hub_dataset(dataset, "give local files with --train_file (and --validation_file, --test_file)",
+                               flag="--dataset")
+        if "train" not in hub:
+            raise InputError(f"--dataset {dataset}: no train split (it has {', '.join(hub)})")
+        tables = {name: (hub[name].to_dict(), f"{dataset}[{name}]") for name in ("train", "test") if name in hub}
+    for name, path in (("train", train_file), ("validation", validation_file), ("test", test_file),
+                       ("predict", predict_file)):
+        if path is not None:
+            tables[name] = (read_table(path, f"--{name}_file"), path)
+    splits = {name: take_columns(table, source, text_column, None if name == "predict" else label_column)
+              for name, (table, source) in tables.items()}
+    for split in splits.values():
+        if not len(split):
+            raise InputError(f"{split.source}: no rows")
+    if validation_fraction:
+        splits["train"], splits["validation"] = hold_out(splits["train"], validation_fraction, seed)
+    splits["train"] = subsample(splits["train"], max_train_samples, seed)
+    for name in ("validation", "test"):
+        if name in splits:
+            splits[name] = subsample(splits[name], max_eval_samples, seed)
+    return splits
