@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import eval as mc  # noqa: E402  (eval.py, imported under a name that does not shadow the builtin)
 import mlm_classifier as core  # noqa: E402
+from mlm_classifier.reference import published_predict  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
 
@@ -30,24 +31,6 @@ SHAPES = {
     "large": dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, intermediate_size=2624),
     "tiny": dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, intermediate_size=128),
 }
-
-
-@torch.no_grad()
-def published_predict(model, tokenizer, prompt, letters="ABCD"):
-    """The published eval.py's scoring of one prompt: full logits, softmax, sum of `A` and ` A` per letter.
-
-    Kept here as the reference our batched path must agree with. Like the original it looks up each
-    spelling as `tokenizer.encode(spelling)[1]` (the first token after [CLS]).
-    """
-    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
-    logits = model(**inputs).logits
-    mask_positions = (inputs.input_ids == tokenizer.mask_token_id).nonzero()
-    probabilities = torch.softmax(logits[0, mask_positions[-1, 1]], dim=-1)
-    totals = {}
-    for letter in letters:
-        for spelling in (letter, " " + letter):
-            totals[letter] = totals.get(letter, 0) + probabilities[tokenizer.encode(spelling)[1]].item()
-    return max(totals.items(), key=lambda item: item[1])[0]
 
 
 def random_modernbert(shape, tokenizer, seed=0):
