@@ -2,20 +2,22 @@
 
     python bench/classify_speed.py                      # GPU: ModernBERT-Large shape, random weights
     python bench/classify_speed.py --device cpu --tiny  # smoke test, about a minute
+    python bench/classify_speed.py --data_dir ~/data --tokenizer ~/modernbert-tokenizer   # from local copies
 
-Three ways to label the same real texts (AG News rows from ../shared/data/ag_news) zero-shot:
+Three ways to label the same real texts (AG News test rows) zero-shot:
 - NLI pipeline: transformers' `zero-shot-classification` on a sequence-classification model with an
   entailment / neutral / contradiction head, which runs one forward pass per (text, label) pair;
 - fill-mask loop: transformers' `fill-mask` pipeline, one prompt at a time, the labels' letters as targets;
 - ours: `MLMClassifier` (what classify.py runs): one forward pass per text, batched by length under a
   token budget, the MLM head only at [MASK].
-All three use the same backbone shape with random weights and the 50k stand-in tokenizer
-(../shared/tokenizers/modernbert-standin), so figures compare between sessions; with random weights
-the labels themselves mean nothing, only the time does. Prints texts/s of each; asserts nothing.
+All three use the same backbone shape with random weights and ModernBERT-Large-Instruct's tokenizer, so
+figures compare from one run to the next; with random weights the labels themselves mean nothing, only the
+time does. Prints texts/s of each; asserts nothing.
+
+The texts come from the hub's SetFit/ag_news, or with --data_dir from a local copy of the original files
+(DIR/ag_news/test.csv and classes.txt); the tokenizer from the hub, or a local folder given by --tokenizer.
 """
 
-import argparse
-import csv
 import os
 import sys
 import time
@@ -26,8 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import mlm_classifier as core  # noqa: E402
+from sources import TOKENIZER, TOKENIZER_HELP, ag_news_test, load_tokenizer  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(REPO), "shared")
 LARGE = dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
              global_attn_every_n_layers=3, local_attention=128)
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
@@ -37,12 +39,6 @@ NEWSGROUPS = ["atheism", "graphics", "windows", "pc hardware", "mac hardware", "
               "guns", "middle east", "politics", "religion"]
 LABEL_SETS = {4: ["World", "Sports", "Business", "Sci/Tech"], 20: NEWSGROUPS}
 NLI_LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
-
-
-def ag_news_texts(data_dir, n):
-    """The first `n` AG News test rows as `title description`, the way SetFit/ag_news joins them."""
-    with open(os.path.join(data_dir, "ag_news", "test.csv"), newline="", encoding="utf-8") as f:
-        return [f"{title} {description}".replace("\\n", " ") for _, title, description in list(csv.reader(f))[:n]]
 
 
 def random_models(tokenizer, shape, device, dtype):
@@ -70,18 +66,20 @@ def timed(function, device):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = core.make_parser(__doc__)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--tiny", action="store_true", help="a tiny model (smoke test)")
     p.add_argument("--texts", type=int, default=None, help="texts for ours (default 2000, tiny 400)")
     p.add_argument("--baseline_texts", type=int, default=None,
                    help="texts timed for each pipeline, extrapolated (default 200, tiny 50)")
     p.add_argument("--pipeline_batch_size", type=int, default=32, help="batch size of the NLI pipeline's pairs")
-    p.add_argument("--data_dir", default=os.path.join(SHARED, "data"))
-    p.add_argument("--tokenizer", default=os.path.join(SHARED, "tokenizers", "modernbert-standin"))
+    p.add_argument("--data_dir", default=None,
+                   help="a folder with a local copy of AG News' original ag_news/test.csv and classes.txt "
+                        "(default: the hub's SetFit/ag_news)")
+    p.add_argument("--tokenizer", default=TOKENIZER, help=TOKENIZER_HELP)
     args = p.parse_args(argv)
 
-    from transformers import AutoTokenizer, pipeline
+    from transformers import pipeline
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # the pipelines' advice on batching would interleave with the table
@@ -89,9 +87,9 @@ def main(argv=None):
     dtype = core.resolve_dtype("auto", device)
     n_texts = args.texts or (400 if args.tiny else 2000)
     n_baseline = args.baseline_texts or (50 if args.tiny else 200)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    texts = ag_news_test(args.data_dir)[0][:n_texts]
+    tokenizer = load_tokenizer(args.tokenizer)
     masked_lm, nli = random_models(tokenizer, TINY if args.tiny else LARGE, device, dtype)
-    texts = ag_news_texts(args.data_dir, n_texts)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"{name}; {'tiny' if args.tiny else 'ModernBERT-Large'} shape, random weights, "
           f"{str(dtype).removeprefix('torch.')}; {len(texts)} AG News texts for ours, {n_baseline} for each pipeline")
@@ -132,4 +130,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    core.run_command(main)

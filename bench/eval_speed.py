@@ -2,14 +2,18 @@
 
     python bench/eval_speed.py                         # ModernBERT-Large shape, random weights, all MMLU test
     python bench/eval_speed.py --device cpu --shape tiny --limit 300 --baseline_sample 100   # smoke test
+    python bench/eval_speed.py --data_dir ~/mmlu --tokenizer ~/modernbert-tokenizer        # from local copies
 
 Prints questions/s of both, the speedup, and how often their predictions agree. The baseline is the
 published eval.py's method (one prompt per forward pass, float32, logits over the whole vocabulary
 at every position); it is timed on a seeded sample and extrapolated. Our path is timed from the
 question texts in memory to results.json and predictions.jsonl written. Nothing is asserted.
+
+The questions are MMLU's test split from the hub (cais/mmlu, as eval.py reads it), or with --data_dir from
+a local copy of the original CSV folder; the tokenizer is ModernBERT-Large-Instruct's from the hub, or a
+local folder given by --tokenizer.
 """
 
-import argparse
 import os
 import random
 import sys
@@ -21,8 +25,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import eval as mc  # noqa: E402  (eval.py, imported under a name that does not shadow the builtin)
 import mlm_classifier as core  # noqa: E402
-
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+from mlm_classifier.reference import published_predict  # noqa: E402
+from sources import TOKENIZER, TOKENIZER_HELP, load_tokenizer  # noqa: E402
 
 # ModernBERT-Large: 28 layers, hidden 1024, 16 heads, GLU intermediate 2624, global attention every 3rd
 # layer, a 128-token local window elsewhere.
@@ -30,24 +34,6 @@ SHAPES = {
     "large": dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, intermediate_size=2624),
     "tiny": dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, intermediate_size=128),
 }
-
-
-@torch.no_grad()
-def published_predict(model, tokenizer, prompt, letters="ABCD"):
-    """The published eval.py's scoring of one prompt: full logits, softmax, sum of `A` and ` A` per letter.
-
-    Kept here as the reference our batched path must agree with. Like the original it looks up each
-    spelling as `tokenizer.encode(spelling)[1]` (the first token after [CLS]).
-    """
-    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
-    logits = model(**inputs).logits
-    mask_positions = (inputs.input_ids == tokenizer.mask_token_id).nonzero()
-    probabilities = torch.softmax(logits[0, mask_positions[-1, 1]], dim=-1)
-    totals = {}
-    for letter in letters:
-        for spelling in (letter, " " + letter):
-            totals[letter] = totals.get(letter, 0) + probabilities[tokenizer.encode(spelling)[1]].item()
-    return max(totals.items(), key=lambda item: item[1])[0]
 
 
 def random_modernbert(shape, tokenizer, seed=0):
@@ -78,11 +64,13 @@ def run_ours(model, tokenizer, questions, batch_tokens, pad_to_multiple_of, outp
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="a real model folder; default: random weights of --shape")
+    p = core.make_parser(__doc__)
+    p.add_argument("--model", default=None,
+                   help="a real model, hub name or folder, with its tokenizer (default: random weights of --shape)")
     p.add_argument("--shape", default="large", choices=sorted(SHAPES))
-    p.add_argument("--tokenizer", default=os.path.join(SHARED, "tokenizers", "modernbert-standin"))
-    p.add_argument("--data_dir", default=os.path.join(SHARED, "data", "mmlu"))
+    p.add_argument("--tokenizer", default=TOKENIZER, help=TOKENIZER_HELP)
+    p.add_argument("--data_dir", default=None,
+                   help="a local copy of MMLU's original CSV folder (default: the hub's cais/mmlu, config all)")
     p.add_argument("--limit", type=int, default=None, help="first N questions (default: all 14,042)")
     p.add_argument("--baseline_sample", type=int, default=1000, help="questions timed for the baseline")
     p.add_argument("--device", default="auto")
@@ -100,11 +88,13 @@ def main():
     on_gpu = device.type == "cuda"
     batch_tokens, pad_to_multiple_of = core.batch_defaults(device, args.batch_tokens)
 
-    questions = mc.load_mmlu_local(args.data_dir, "test", [])[: args.limit]
-    tokenizer = AutoTokenizer.from_pretrained(args.model or args.tokenizer)
+    questions = mc.load_questions("mmlu", args.data_dir, "test", [], args.limit)
     if args.model:
-        reference = AutoModelForMaskedLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
+        tokenizer = core.load_pretrained(AutoTokenizer, args.model)
+        reference = core.load_pretrained(AutoModelForMaskedLM, args.model, dtype=torch.float32,
+                                         attn_implementation="sdpa")
     else:
+        tokenizer = load_tokenizer(args.tokenizer)
         reference = random_modernbert(args.shape, tokenizer, args.seed)
     reference = reference.to(device).eval()
     n_tokens = sum(len(ids) for ids in mc.encode_questions(tokenizer, questions)[0])
@@ -147,4 +137,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    core.run_command(main)

@@ -1,43 +1,65 @@
 #!/usr/bin/env bash
-# The GPU measurements (eval_speed, classify_speed, train_speed and one short sweep run), packed so that a session
-# with a lent GPU spends its device minutes measuring rather than setting up.
+# The GPU measurements (eval_speed, classify_speed, train_speed and one short sweep run) for an offline GPU
+# machine: one that reaches no hub and no package index. Everything they need travels with the repository in
+# .kit/ (about 30 MB, git ignores it): the data, a tokenizer, and the wheels its Python lacks.
 #
-#   bash bench/gpu.sh pack         # here, once: data, tokenizer and wheels into .kit/ (about 30 MB, git ignores it)
-#   bash bench/gpu.sh inference    # on the device (run, carry [".kit"]): eval_speed, then classify_speed
-#   bash bench/gpu.sh training     # on the device: train_speed, then one short sweep run of each head, timed
-#   SMOKE=1 bash bench/gpu.sh inference    # the same steps, tiny and on the CPU: checks the kit here
+#   DATA_ROOT=/path/to/local/copies bash bench/gpu.sh pack   # once, with internet access: fills .kit/
+#   bash bench/gpu.sh inference    # on the GPU machine, from a copy of the repository with .kit/: eval_speed, then
+#                                  # classify_speed
+#   bash bench/gpu.sh training     # on the GPU machine: train_speed, then one short sweep run of each head, timed
+#   SMOKE=1 bash bench/gpu.sh inference    # the same steps, tiny and on the CPU: checks the kit on any machine
 #
-# Why a kit: the device machine reaches nothing, ../shared does not travel with the repository, and its image has
-# no `datasets` and an older transformers (5.17 in 2026-11) than the 5.23 that CI installs, so that the figures are
-# taken on what the tests run. Each part ends well inside one device call's 10 minutes, and every log is written to
-# $OUT as it grows, so a part stopped at its limit still returns its figures.
+# DATA_ROOT is a folder with local copies of the data and a tokenizer, in the layout the benchmarks read:
+#   data/mmlu/test/<subject>_test.csv               MMLU's original CSV files
+#   data/20newsgroups/train.jsonl, test.jsonl        20 Newsgroups, `text` and `label_text` per line
+#   data/ag_news/test.csv, classes.txt               AG News' original files
+#   tokenizers/modernbert-standin/                   a ModernBERT tokenizer folder (ModernBERT-Large-Instruct's,
+#                                                    saved with save_pretrained, or a stand-in of its size)
+# The wheels are transformers and datasets at the versions the tests run on (the GPU machine's Python may have an
+# older transformers and no datasets), downloaded for Python $PYTHON_VERSION (default 3.12): pack for the GPU
+# machine's. Logs go to $OUT (default: a new temporary folder), each written as it grows, and each step has a time
+# limit (a part takes under 10 minutes), so a step stopped at its limit still leaves its figures.
 set -euo pipefail
+for name in DATA_ROOT OUT; do  # paths given relative to where the script was started
+    if [[ -n "${!name:-}" ]]; then printf -v "$name" %s "$(realpath -m "${!name}")"; fi
+done
 cd "$(dirname "$0")/.."
 
 KIT=.kit
-SHARED=${SHARED:-../shared}
-WHEELS=(transformers==5.23.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)  # what the image lacks or has older
+PYTHON_VERSION=${PYTHON_VERSION:-3.12}
+WHEELS=(transformers==5.23.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)  # datasets needs dill, multiprocess
 DATA_FILES=(data/mmlu/test data/20newsgroups/train.jsonl data/20newsgroups/test.jsonl data/ag_news
             tokenizers/modernbert-standin)
 
 pack() {
+    : "${DATA_ROOT:?set DATA_ROOT to a folder with local copies of the data and a tokenizer (see the top of $0)}"
+    local missing=() path
+    for path in "${DATA_FILES[@]}"; do [[ -e "$DATA_ROOT/$path" ]] || missing+=("$path"); done
+    if (( ${#missing[@]} )); then echo "error: DATA_ROOT $DATA_ROOT has no ${missing[*]}"; exit 1; fi
     rm -rf "$KIT" && mkdir -p "$KIT/whl"
-    tar czf "$KIT/shared.tar.gz" -C "$SHARED" "${DATA_FILES[@]}"
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    tar czf "$KIT/data.tar.gz" -C "$DATA_ROOT" "${DATA_FILES[@]}"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d "$KIT/whl" "${WHEELS[@]}"
+    echo "$PYTHON_VERSION" > "$KIT/python_version"
     du -sh "$KIT"
 }
 
 setup() {
-    if [[ -n "${SMOKE:-}" ]]; then OUT=${OUT:-$(mktemp -d)}; fi
-    : "${OUT:?run this through the device tool, which sets OUT (or set SMOKE=1 to check the kit here)}"
-    [[ -f "$KIT/shared.tar.gz" ]] || { echo "error: $KIT/shared.tar.gz is missing: run 'bash bench/gpu.sh pack' here" \
-        "and name $KIT in the run's carry"; exit 1; }
-    python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' || { echo "error: the kit's wheels are for" \
-        "Python 3.12, the device image's; put a Python 3.12 with torch first on PATH"; exit 1; }
+    OUT=${OUT:-$(mktemp -d)}
+    mkdir -p "$OUT"
+    echo "logs in $OUT"
+    [[ -f "$KIT/data.tar.gz" ]] || { echo "error: $KIT/data.tar.gz is missing: run 'bash bench/gpu.sh pack' with" \
+        "internet access, and bring $KIT/ along with the repository"; exit 1; }
+    local wanted
+    wanted=$(cat "$KIT/python_version")
+    python3 -c "import sys; sys.exit(f'{sys.version_info[0]}.{sys.version_info[1]}' != '$wanted')" || {
+        echo "error: the kit's wheels were downloaded for Python $wanted, and python3 here is" \
+            "$(python3 -c 'import platform; print(platform.python_version())'); put a Python $wanted with torch first" \
+            "on PATH, or pack again with PYTHON_VERSION set to this one's"; exit 1; }
     WORK=$(mktemp -d)
-    tar xzf "$KIT/shared.tar.gz" -C "$WORK"
+    trap 'rm -rf "$WORK"' EXIT  # the unpacked kit; the logs stay in $OUT
+    tar xzf "$KIT/data.tar.gz" -C "$WORK"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
         "$KIT"/whl/*.whl
     export PYTHONPATH="$WORK/site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -46,7 +68,7 @@ setup() {
     environment 2>&1 | tee "$OUT/environment.txt"
 }
 
-environment() {  # what the figures were taken on, and which faster attention paths this machine offers
+environment() {  # what the figures were taken on, and which faster attention paths are available
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
     python3 - <<'PY'
 import importlib.util, inspect, os, torch, transformers
@@ -108,5 +130,5 @@ PY
 
 case "${1:-}" in
     pack | inference | training) "$1" ;;
-    *) echo "usage: bash bench/gpu.sh pack | inference | training" >&2; exit 1 ;;
+    *) echo "usage: [DATA_ROOT=DIR] bash bench/gpu.sh pack | inference | training" >&2; exit 1 ;;
 esac

@@ -7,21 +7,23 @@ ours:      train.py's TokenBudgetBatchSampler (similar lengths together, at most
            the labelled positions (train.labelled_loss, what ATPTrainer.compute_loss runs);
 ours_full: ours with logits at every position (`--paths ...,ours_full`): against ours, the head's own share.
 
-Both train with ATP on the same examples, built by train.py from real data beside the repository
-(../shared/data): AG News (max_length 512, published batch 8) and 20 Newsgroups (max_length 4096, batch 1,
-the published sweep's setting; 512 for BERT, whose positions end there). Random weights, and for ModernBERT
-the stand-in tokenizer (../shared/tokenizers); for BERT an uncased WordPiece vocabulary of bert-base's size
-(30,522) trained here on the same data, with [unused0] an unregistered vocabulary entry as in BERT's, so that
-figures compare from one run to the next. Prints figures; asserts nothing.
+Both train with ATP on the same examples, built by train.py from real data: AG News' test split (max_length 512,
+published batch 8) and 20 Newsgroups' train split (max_length 4096, batch 1, the published sweep's setting; 512
+for BERT, whose positions end there). Random weights, and for ModernBERT ModernBERT-Large-Instruct's tokenizer;
+for BERT an uncased WordPiece vocabulary of bert-base's size (30,522) trained here on the same data, with
+[unused0] an unregistered vocabulary entry as in BERT's, so that figures compare from one run to the next.
+Prints figures; asserts nothing.
+
+The data come from the hub (SetFit/ag_news, SetFit/20_newsgroups), or with --data_dir from a folder with local
+copies: ag_news/test.csv and classes.txt (the original files) and 20newsgroups/train.jsonl and test.jsonl (as
+sweep_20newsgroups.py reads them); the tokenizer from the hub, or a local folder given by --tokenizer.
 
     python bench/train_speed.py                          # on the GPU: both shapes, bf16 autocast
     python bench/train_speed.py --device cpu --tiny      # a smoke run of about a minute
     python bench/train_speed.py --arch bert --device cpu --steps 5 --warmup 1   # BERT-base on the CPU
+    python bench/train_speed.py --data_dir ~/data --tokenizer ~/modernbert-tokenizer   # from local copies
 """
 
-import argparse
-import csv
-import json
 import os
 import random
 import sys
@@ -35,10 +37,10 @@ sys.path.insert(0, REPO)
 
 import sweep_20newsgroups as sweep  # noqa: E402
 import train  # noqa: E402
-from mlm_classifier import (options_block, parse_prompt, encode_prompts, register_anchor,  # noqa: E402
-                            resolve_attn_implementation)
+from mlm_classifier import (encode_prompts, make_parser, options_block, parse_prompt, register_anchor,  # noqa: E402
+                            resolve_attn_implementation, run_command)
+from sources import TOKENIZER, TOKENIZER_HELP, ag_news_test, load_tokenizer  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(REPO), "shared")
 SHAPES = {  # (arch, tiny): config keyword arguments
     ("modernbert", False): dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,
                                 global_attn_every_n_layers=3, local_attention=128),
@@ -50,31 +52,20 @@ SHAPES = {  # (arch, tiny): config keyword arguments
 BERT_POSITIONS = 512
 
 
-def ag_news_rows(data_dir):
-    """(texts, labels) of AG News test.csv (headerless: class 1-4, title, description), as SetFit/ag_news."""
-    with open(os.path.join(data_dir, "ag_news", "classes.txt"), encoding="utf-8") as f:
-        classes = [line.strip() for line in f if line.strip()]
-    with open(os.path.join(data_dir, "ag_news", "test.csv"), newline="", encoding="utf-8") as f:
-        records = list(csv.reader(f))
-    return [f"{title} {description}" for _, title, description in records], [classes[int(c) - 1] for c, _, _ in records]
+def newsgroups_train(data_dir=None):
+    """(texts, labels) of 20 Newsgroups' train split, read by the sweep: DIR/20newsgroups/*.jsonl, else the hub's."""
+    rows = sweep.load_newsgroups(data_dir and os.path.join(data_dir, "20newsgroups"), strip_headers=False)[0]
+    return [r["text"] for r in rows], [r["label_text"] for r in rows]
 
 
-def newsgroups_rows(data_dir):
-    """(texts, labels) of 20 Newsgroups train.jsonl."""
-    with open(os.path.join(data_dir, "20newsgroups", "train.jsonl"), encoding="utf-8") as f:
-        records = [json.loads(line) for line in f]
-    return [r["text"] for r in records], [r["label_text"] for r in records]
-
-
-def bert_tokenizer(data_dir, vocab_size=30522):
-    """An uncased WordPiece tokenizer of bert-base-uncased's size, trained on AG News and 20 Newsgroups texts.
+def bert_tokenizer(texts, vocab_size=30522):
+    """An uncased WordPiece tokenizer of bert-base-uncased's size, trained on `texts` (AG News' and 20 Newsgroups').
 
     [unused0] is an ordinary vocabulary entry, as in BERT's; train.py's load_tokenizer registers it (here too).
     """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertTokenizer
 
-    texts = ag_news_rows(data_dir)[0] + newsgroups_rows(data_dir)[0]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -187,7 +178,7 @@ def run_path(config, batches, collate, head_at_labels, device, attn_implementati
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = make_parser(__doc__)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--arch", default="modernbert", choices=["modernbert", "bert"],
                    help="ModernBERT-Large's shape, or BERT-base's (12 layers, hidden 768, vocabulary 30,522)")
@@ -200,22 +191,24 @@ def main(argv=None):
     p.add_argument("--max_tokens", type=int, default=None,
                    help="ours: padded tokens per batch (default: as many as a published batch)")
     p.add_argument("--rows", type=int, default=2000, help="rows drawn from each data set")
-    p.add_argument("--data_dir", default=os.path.join(SHARED, "data"))
-    p.add_argument("--tokenizer", default=os.path.join(SHARED, "tokenizers", "modernbert-standin"),
-                   help="ModernBERT's tokenizer (the stand-in); BERT's is trained on --data_dir")
+    p.add_argument("--data_dir", default=None,
+                   help="a folder with local copies of ag_news/ (test.csv, classes.txt) and 20newsgroups/ "
+                        "(train.jsonl, test.jsonl) (default: the hub's SetFit/ag_news and SetFit/20_newsgroups)")
+    p.add_argument("--tokenizer", default=TOKENIZER, help=f"ModernBERT's tokenizer, a {TOKENIZER_HELP}; BERT's is "
+                                                          "trained on the data")
     args = p.parse_args(argv)
-
-    from transformers import AutoTokenizer
 
     device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     steps = args.steps or (3 if args.tiny else 30)
     warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
+    loaders = {"ag_news": ag_news_test, "20newsgroups": newsgroups_train}  # BERT's tokenizer is trained on both
+    data = {name: loaders[name](args.data_dir) for name in (loaders if args.arch == "bert" else args.shapes.split(","))}
     if args.arch == "bert":
         start = time.perf_counter()
-        tokenizer = bert_tokenizer(args.data_dir)
+        tokenizer = bert_tokenizer(data["ag_news"][0] + data["20newsgroups"][0])
         described = f"WordPiece {len(tokenizer)} trained in {time.perf_counter() - start:.0f} s"
     else:
-        tokenizer, described = AutoTokenizer.from_pretrained(args.tokenizer), f"stand-in BPE {args.tokenizer}"
+        tokenizer, described = load_tokenizer(args.tokenizer), args.tokenizer
     config = model_config(args.arch, args.tiny, tokenizer)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     attn_implementation = resolve_attn_implementation("auto", device, dtype)
@@ -227,16 +220,15 @@ def main(argv=None):
     def max_length(length):
         return min(length, BERT_POSITIONS) if args.arch == "bert" else length
 
-    shapes = {  # name: (rows, prompt, label map, max_length (tiny), published batch size)
-        "ag_news": (ag_news_rows, train.PUBLISHED_PROMPT, train.PUBLISHED_LABEL_MAP,
-                    max_length(256 if args.tiny else 512), 8),
-        "20newsgroups": (newsgroups_rows, sweep.PROMPT, sweep.LABEL_MAP, max_length(1024 if args.tiny else 4096), 1),
+    shapes = {  # name: (prompt, label map, max_length (tiny), published batch size)
+        "ag_news": (train.PUBLISHED_PROMPT, train.PUBLISHED_LABEL_MAP, max_length(256 if args.tiny else 512), 8),
+        "20newsgroups": (sweep.PROMPT, sweep.LABEL_MAP, max_length(1024 if args.tiny else 4096), 1),
     }
     print(f"{'shape':<26}{'path':<11}{'batches':<26}{'examples/s':>11}{'real tok/s':>12}{'padded tok/s':>14}"
           f"{'peak memory':>16}")
     for shape in args.shapes.split(","):
-        rows, prompt, label_map, length, batch_size = shapes[shape]
-        texts, labels = rows(args.data_dir)
+        prompt, label_map, length, batch_size = shapes[shape]
+        texts, labels = data[shape]
         examples, n_cut = build_examples(tokenizer, texts, labels, prompt, label_map, length, args.rows)
         lengths = [len(e["input_ids"]) for e in examples]
         special = frozenset(tokenizer.all_special_ids)
@@ -265,4 +257,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

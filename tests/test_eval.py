@@ -13,7 +13,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import eval as mc
 import mlm_classifier as core
-from bench.eval_speed import published_predict
+from mlm_classifier.reference import published_predict
 
 
 @pytest.fixture(scope="module")
