@@ -4,7 +4,7 @@ The method of *It's All in The [MASK]* (Clavié, Cooper, Warner, 2025): the prom
 `Answer: [unused0] [MASK]`, and the model's logits at the last [MASK] pick the answer letter.
 Each letter scores the summed probability of its single-token spellings `A` and ` A`, exactly as the
 published eval.py does, so our predictions equal its predictions; we get there much faster by
-batching length-sorted prompts and running the MLM head only on the [MASK] rows (mlm_classifier.py).
+batching length-sorted prompts and running the MLM head only on the [MASK] rows (mlm_classifier/scoring.py).
 
     python eval.py                                  # ModernBERT-Large-Instruct on the MMLU test set (hub)
     python eval.py --data_dir ~/mmlu                # the same from the original MMLU CSV files

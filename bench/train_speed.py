@@ -4,7 +4,7 @@ published: batches of a fixed size in random order, every example padded to --ma
            logits at every position (the model's own forward and loss);
 ours:      train.py's TokenBudgetBatchSampler (similar lengths together, at most 8 examples and as many padded
            tokens as a published batch), padded to the longest example rounded up to 64, and the head only at
-           the labelled positions (train.labelled_loss, what ATPTrainer.compute_loss runs);
+           the labelled positions (labelled_loss, what ATPTrainer.compute_loss runs);
 ours_full: ours with logits at every position (`--paths ...,ours_full`): against ours, the head's own share.
 
 Both train with ATP on the same examples, built by train.py from real data: AG News' test split (max_length 512,
@@ -39,6 +39,8 @@ import sweep_20newsgroups as sweep  # noqa: E402
 import train  # noqa: E402
 from mlm_classifier import (encode_prompts, make_parser, options_block, parse_prompt, register_anchor,  # noqa: E402
                             resolve_attn_implementation, run_command)
+from mlm_classifier.scoring import labelled_loss  # noqa: E402
+from mlm_classifier.trainer import TokenBudgetBatchSampler  # noqa: E402
 from sources import TOKENIZER, TOKENIZER_HELP, ag_news_test, load_tokenizer  # noqa: E402
 
 SHAPES = {  # (arch, tiny): config keyword arguments
@@ -150,7 +152,7 @@ def run_path(config, batches, collate, head_at_labels, device, attn_implementati
         inputs = {k: v.to(device, non_blocking=True) for k, v in collate(batch).items()}
         with autocast:
             if head_at_labels:
-                loss = train.labelled_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+                loss = labelled_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
             else:
                 loss = model(**inputs).loss
         loss.backward()
@@ -237,7 +239,7 @@ def main(argv=None):
         random.Random(0).shuffle(order)
         published = [[examples[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
         max_tokens = args.max_tokens or batch_size * length
-        sampler = train.TokenBudgetBatchSampler(lengths, args.max_examples, max_tokens, 64, seed=0)
+        sampler = TokenBudgetBatchSampler(lengths, args.max_examples, max_tokens, 64, seed=0)
         ours = [[examples[i] for i in batch] for batch in sampler]
         label = f"{shape} (max {length})"
         print(f"{label:<26}{'':<11}{len(examples)} examples, mean {sum(lengths) / len(lengths):.0f} tokens, "

@@ -18,7 +18,7 @@ minimal.py shows the method on one screen; this package is the same method, batc
     clf = MLMClassifier.from_pretrained("answerdotai/ModernBERT-Large-Instruct", labels=["spam", "not spam"])
     clf("Win a free cruise!")  # {"label": "spam", "probabilities": {"spam": 0.93, "not spam": 0.07}}
 
-Every name of the modules below is importable from here, as it was from the single-file mlm_classifier.py.
+Every name of the modules below is importable from here (trainer.py and reference.py by their module).
 """
 
 from .scoring import (LETTERS, MLM_HEAD_ENTRIES, calibrate, combine_views, first_max, head_logits, labelled_loss,

@@ -97,3 +97,12 @@ def test_runs_as_a_script(tiny_model_dir):
                           text=True, env=ENV, timeout=120)
     assert done.returncode == 0, done.stderr
     assert [line[0] for line in done.stdout.splitlines()] == ["{", "{"]  # one answer, one label distribution
+
+
+def test_readmes_method_block_is_minimal_pys_own_code():
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    block = readme.split("<!-- from minimal.py -->\n```python\n")[1].split("```")[0]
+    minimal = open(os.path.join(REPO, "minimal.py"), encoding="utf-8").read()
+    definitions = block.split("\n\n\nname = ")[0]  # the functions; the last lines only call them
+    for piece in definitions.split("\n\n\n"):
+        assert piece.strip() in minimal, piece[:60]
