@@ -23,8 +23,8 @@ import time
 from collections import Counter
 
 from mlm_classifier.classifier import CONTENT_FREE_TEXT, MLMClassifier, load_spec, parse_labels, plan_scoring
-from mlm_classifier.cli import (InputError, add_flag, add_scoring_flags, check_output_path, check_positive, make_parser,
-                                run_command, say)
+from mlm_classifier.cli import (InputError, add_flag, add_scoring_flags, check_output_path, check_positive,
+                                check_spares_inputs, make_parser, run_command, say)
 from mlm_classifier.data import (prediction_record, read_prompt, read_table, records_to_csv, records_to_jsonl,
                                  write_atomic)
 from mlm_classifier.models import (check_model_source, end_distributed, hide_progress_bars, init_distributed,
@@ -47,6 +47,9 @@ def build_parser():
     add_flag(p, "input", required=True, help="csv, json, jsonl or parquet")
     add_flag(p, "text_column", default="text", help="the column holding the texts")
     add_flag(p, "id_column", default=None, help="a column passed through to the output as `id`")
+    add_flag(p, "allow_empty_texts", action="store_true",
+             help="write rows without a text (missing, empty or white space) with label null, counted in the "
+                  "settings, instead of refusing the input")
     add_flag(p, "output", default="predictions.jsonl", help="a .csv name writes CSV, anything else JSON lines")
     add_flag(p, "max_length", type=int, default=None,
              help="tokens per prompt; longer texts are cut (default: what a trained folder was trained with, "
@@ -69,8 +72,9 @@ def check_flags(args):
 
 
 def settings_path(output):
-    """Where the settings of `output` go: `<output stem>.settings.json` beside it."""
-    return os.path.splitext(output)[0] + ".settings.json"
+    """Where the settings of `output` go: `<output>.settings.json` beside it, named after the whole output name so
+    that `preds.csv` and `preds.jsonl` in one folder keep a record each."""
+    return output + ".settings.json"
 
 
 def main(argv=None):
@@ -85,11 +89,16 @@ def main(argv=None):
     check_model_source(args.model)
     labels = parse_labels(args.labels) if args.labels is not None else None
     prompt = read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else None
-    rows = take_columns(read_table(args.input, "--input"), args.input, args.text_column, id_column=args.id_column)
+    rows = take_columns(read_table(args.input, "--input"), args.input, args.text_column,
+                        id_column=args.id_column, allow_empty=args.allow_empty_texts)
     if not len(rows):
         raise InputError(f"--input {args.input}: no rows")
-    check_output_path(args.output, "--output")
-    check_output_path(settings_path(args.output), "--output")
+    outputs = [("--output", args.output), ("--output", settings_path(args.output))]
+    for flag, path in outputs:
+        check_output_path(path, flag)
+    inputs = [("--input", args.input), ("--labels", args.labels), ("--prompt_file", args.prompt_file),
+              ("--model", args.model)]
+    check_spares_inputs(outputs, inputs)
     spec = load_spec(args.model, labels, prompt, args.max_length)
 
     # 2. The tokenizer's checks (single-token answers, letters that fit, room for text), then the model.
@@ -107,15 +116,19 @@ def main(argv=None):
     # 3. One forward pass per text (and rotation) scores every label; each process scores its share.
     start = time.perf_counter()
     show_progress = rank == 0 and not args.no_progress
-    probabilities = classifier.probabilities(rows.texts, shard=(rank, world), progress=show_progress)
+    present = [k for k, text in enumerate(rows.texts) if text is not None]  # rows without a text are not scored
+    scored = classifier.probabilities([rows.texts[k] for k in present], shard=(rank, world), progress=show_progress)
+    probabilities = [None] * len(rows)
+    for k, probs in zip(present, scored):
+        probabilities[k] = probs
     seconds = time.perf_counter() - start
 
     # 4. One record per input row, in input order, and the settings beside them: written by one process.
     if rank == 0:
-        records = [prediction_record(row, text, spec.labels, probs, None if rows.ids is None else rows.ids[k])
+        records = [prediction_record(row, text, spec.labels, probs, *([] if rows.ids is None else [rows.ids[k]]))
                    for k, (row, text, probs) in enumerate(zip(rows.rows, rows.texts, probabilities))]
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        write_atomic(args.output, records_to_csv(records) if args.output.lower().endswith(".csv")
+        write_atomic(args.output, records_to_csv(records, spec.labels) if args.output.lower().endswith(".csv")
                      else records_to_jsonl(records))
         content_free = combine_views(classifier.content_free_probabilities()) if args.calibrate else None
         settings = {
@@ -127,12 +140,14 @@ def main(argv=None):
             "content_free_text": args.content_free_text if args.calibrate else None,
             "content_free_probabilities": dict(zip(spec.labels, content_free)) if content_free else None,
             "input": args.input, "text_column": args.text_column, "id_column": args.id_column, "n": len(records),
+            "without_text": len(records) - len(present),  # labelled null (--allow_empty_texts)
             "dtype": str(dtype).removeprefix("torch."), "device": str(device),
             "attn_implementation": attn_implementation, "processes": world, "seconds": round(seconds, 3),
         }
         write_atomic(settings_path(args.output), json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
         counts = Counter(r["label"] for r in records)
-        print("labels: " + ", ".join(f"{label} {counts[label]}" for label in spec.labels))
+        shown = [f"{label} {counts[label]}" for label in spec.labels] + [f"null {counts[None]}"] * (None in counts)
+        print("labels: " + ", ".join(shown))
         print(f"{len(records)} texts in {seconds:.1f} s ({len(records) / seconds:.1f}/s) on {device}, "
               f"{settings['dtype']}; {classifier.truncated} cut to fit {classifier.max_length} tokens; "
               f"wrote {args.output} and {settings_path(args.output)}")

@@ -28,10 +28,13 @@ CONTENT_FREE_TEXT = "N/A"  # Zhao et al. (2021)'s first content-free input
 
 
 def parse_labels(value):
-    """A label list from a comma list (`"World,Sports"`) or a file with one label per line (blank lines skipped)."""
+    """A label list from a comma list (`"World,Sports"`) or a file with one label per line (blank lines skipped).
+    A value that looks like a path (a folder separator, or a file extension, and no comma) must be a file."""
     if os.path.isfile(value):
         source = f"--labels {value}"
         labels = [line.strip() for line in read_text(value, source).split("\n") if line.strip()]
+    elif "," not in value and ("/" in value or os.sep in value or os.path.splitext(value)[1][1:].isalpha()):
+        raise InputError(f"--labels {value}: no such file (a list of labels is written with commas: \"World,Sports\")")
     else:
         labels = [label.strip() for label in value.split(",")]
         source = "--labels"
@@ -40,7 +43,11 @@ def parse_labels(value):
 
 
 def check_labels_list(labels, source="labels"):
-    """An InputError for fewer than two labels, an empty one, or one given twice."""
+    """An InputError for fewer than two labels, an empty one, one given twice, or two that differ only by case or
+    surrounding spaces (`World`, `world `): the model and a reader take those for one label."""
+    if isinstance(labels, str):
+        raise InputError(f"{source}: {labels!r} is one string; give a list of labels, e.g. {labels.split(',')!r}")
+    labels = list(labels)
     if len(labels) < 2:
         raise InputError(f"{source}: {len(labels)} label(s); a classifier needs at least two")
     for k, label in enumerate(labels):
@@ -49,6 +56,13 @@ def check_labels_list(labels, source="labels"):
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise InputError(f"{source}: {', '.join(repr(r) for r in repeated)} given more than once")
+    seen = {}
+    for label in labels:
+        key = label.strip().casefold()
+        if key in seen:
+            raise InputError(f"{source}: {seen[key]!r} and {label!r} differ only by case or surrounding spaces, so "
+                             "they read as one label; keep one, or name them apart")
+        seen[key] = label
 
 
 @dataclass
@@ -129,8 +143,8 @@ def load_spec(model_name, labels=None, prompt=None, max_length=None, prompt_sour
     if labels is None:
         raise InputError(f"--model {model_name}: no label_map.json there, so it is not a folder written by train.py; "
                          "give --labels to classify zero-shot")
-    labels = list(labels)
     check_labels_list(labels)
+    labels = list(labels)
     prompt = ZERO_SHOT_PROMPT if prompt is None else prompt.rstrip()
     parse_prompt(prompt, prompt_source if prompt != ZERO_SHOT_PROMPT else "the zero-shot prompt")
     if "{options}" not in prompt:
@@ -187,7 +201,11 @@ def plan_scoring(spec, tokenizer, permutations=1):
     require_mask_token(tokenizer, spec.model)
     views = make_views(spec, permutations)
     before, after = parse_prompt(spec.prompt)
-    max_length = spec.max_length or max_positions(spec.model, tokenizer)
+    positions = max_positions(spec.model, tokenizer)
+    if spec.max_length and positions and spec.max_length > positions:
+        raise InputError(f"--max_length {spec.max_length} is more than the {positions} positions of "
+                         f"--model {spec.model}")
+    max_length = spec.max_length or positions
     n = len(spec.labels)
     if spec.zero_shot:
         fit = letters_that_fit(tokenizer)
@@ -204,6 +222,26 @@ def plan_scoring(spec, tokenizer, permutations=1):
     # label i's answer token, the one it was taught (as train.py scores it; views[0] is the folder's order).
     option_ids = letter_token_ids(tokenizer, LETTERS[:n]) if spec.zero_shot else [[i] for i in answer_ids[0]]
     return ScoringPlan(views, before, after, option_ids, max_length)
+
+
+def checked_texts(texts):
+    """The texts to classify, stripped (as train.py reads its rows): a string or an iterable of strings. One that is
+    not a string is a TypeError, one missing (None, NaN) or empty a ValueError, each naming its position: no text
+    is ever classified as the string "None" or "nan"."""
+    if isinstance(texts, str):
+        texts = [texts]
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be a string or a list of strings, not {type(texts).__name__}") from None
+    for k, text in enumerate(texts):
+        if text is None or (isinstance(text, float) and text != text):
+            raise ValueError(f"texts[{k}] is missing ({text!r}); every text must be a non-empty string")
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{k}] is a {type(text).__name__} ({text!r:.40}), not a string")
+        if not text.strip():
+            raise ValueError(f"texts[{k}] is empty; every text must be a non-empty string")
+    return [text.strip() for text in texts]
 
 
 class MLMClassifier:
@@ -255,7 +293,7 @@ class MLMClassifier:
 
     def encode(self, texts):
         """Token ids of every text under every view (view-major), [MASK] at the answer; texts cut to fit."""
-        texts = [str(t).strip() for t in texts]  # as train.py reads its rows
+        texts = checked_texts(texts)
         sequences, self.truncated = [], 0
         for view in self.plan.views:
             options = options_block(view.label_map)

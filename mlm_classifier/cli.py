@@ -13,12 +13,29 @@ class InputError(ValueError):
     """Bad user input (a file, row, label or flag). The scripts print it as one line and exit 1."""
 
 
+INTERRUPTED = {"message": "interrupted: nothing written"}  # what Ctrl-C leaves behind; a script updates it as it goes
+
+
+def on_interrupt(message):
+    """What run_command prints if Ctrl-C comes from now on, e.g. where the checkpoints are and how to resume."""
+    INTERRUPTED["message"] = message
+
+
 def run_command(main):
-    """Run a script's main(): bad input ends as one line, `error: ...`, and exit status 1, never a traceback."""
+    """Run a script's main(): bad input ends as one line, `error: ...`, and exit status 1, never a traceback; Ctrl-C
+    (or SIGTERM) ends as one line saying what was kept, and exit status 130. Outputs are written atomically, so an
+    interruption never leaves half a file."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` and schedulers end a run like Ctrl-C
     try:
         main()
     except InputError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(INTERRUPTED["message"], file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 def error_reason(error):
@@ -88,6 +105,23 @@ def row_and_line(row, line=None):
     """How errors name a record: `row N`, counted from 0 as `row` in predictions.jsonl, and `(line L)`, the file's
     1-based line where the record starts, when the file has lines and that line is known."""
     return f"row {row}" if line is None else f"row {row} (line {line})"
+
+
+def check_spares_inputs(outputs, inputs):
+    """An InputError, before any work, when a file about to be written is one of the run's inputs, under any spelling
+    (`./x.csv`, an absolute path, a link), or a file that already exists inside an input folder (a model folder's
+    own predictions.jsonl, say). `outputs` and `inputs` are (flag, path) pairs; a path may be None."""
+    for out_flag, out in outputs:
+        target = os.path.realpath(out)
+        for in_flag, path in inputs:
+            if path is None or not os.path.exists(path):
+                continue
+            source = os.path.realpath(path)
+            if target == source or (os.path.isdir(source) and os.path.isfile(target)
+                                    and target.startswith(source + os.sep)):
+                what = "is" if target == source else f"would replace {target}, a file of"
+                raise InputError(f"{out_flag} {out}: {what} {in_flag} {path}, which this run reads; "
+                                 "nothing is written over an input: give another path")
 
 
 def check_output_path(path, flag, folder=False):

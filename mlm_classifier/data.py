@@ -185,11 +185,17 @@ def accuracy_table(correct, groups):
     return {g: {"accuracy": hits[g] / totals[g], "n": totals[g]} for g in sorted(totals)}
 
 
-def prediction_record(row, text, class_names, probs, row_id=None):
-    """One predictions.jsonl record: row, (id), text, the likeliest label and every label's probability."""
+NO_ID = object()  # prediction_record without an id column (None is a missing id, kept as null)
+
+
+def prediction_record(row, text, class_names, probs, row_id=NO_ID):
+    """One predictions.jsonl record: row, (id), text, the likeliest label and every label's probability; a row
+    without a text (probs None) has label and probabilities null."""
     record = {"row": row}
-    if row_id is not None:
+    if row_id is not NO_ID:
         record["id"] = row_id
+    if probs is None:
+        return {**record, "text": text, "label": None, "probabilities": None}
     record.update(text=text, label=class_names[first_max(probs)],
                   probabilities={name: round(p, 6) for name, p in zip(class_names, probs)})
     return record
@@ -199,16 +205,16 @@ def records_to_jsonl(records):
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
-def records_to_csv(records):
-    """CSV of prediction records: row, (id), text, label, then one `p_<label>` column per label."""
+def records_to_csv(records, class_names):
+    """CSV of prediction records: row, (id), text, label, then one `p_<label>` column per label; null is empty."""
     import csv
     import io
 
     out = io.StringIO()
     head = [k for k in records[0] if k != "probabilities"] if records else ["row", "text", "label"]
-    labels = list(records[0]["probabilities"]) if records else []
     writer = csv.writer(out)
-    writer.writerow(head + [f"p_{label}" for label in labels])
+    writer.writerow(head + [f"p_{label}" for label in class_names])
     for r in records:
-        writer.writerow([r[k] for k in head] + [r["probabilities"][label] for label in labels])
+        probabilities = r["probabilities"] or {}
+        writer.writerow([r[k] for k in head] + [probabilities.get(label) for label in class_names])
     return out.getvalue()

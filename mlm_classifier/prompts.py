@@ -54,7 +54,7 @@ def parse_prompt(prompt, source="the prompt"):
 
 
 def option_lines(pairs):
-    """`- A: text` lines from (answer, text) pairs: how every prompt here lists its options (the paper's MMLU format)."""
+    """`- A: text` lines from (answer, text) pairs: how every prompt here lists its options (the paper's format)."""
     return "\n".join(f"- {answer}: {text}" for answer, text in pairs)
 
 

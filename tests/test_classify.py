@@ -56,7 +56,7 @@ def test_trained_folder_reproduces_train_predictions(trained, files, tmp_path):
         assert list(o["probabilities"]) == list(t["probabilities"])
         for label, p in t["probabilities"].items():
             assert o["probabilities"][label] == pytest.approx(p, abs=1e-4)
-    settings = json.loads((tmp_path / "labelled.settings.json").read_text())
+    settings = json.loads((tmp_path / "labelled.jsonl.settings.json").read_text())
     # The folder's classifier.json gave max_length 48, so the 4 long texts were cut as in training.
     assert (settings["max_length"], settings["truncated"], settings["mode"]) == (48, 4, "trained folder")
 
@@ -147,7 +147,7 @@ def test_cli_zero_shot_writes_csv_in_input_order_with_ids_and_settings(varied_mo
     assert [(r["row"], r["id"], r["text"]) for r in table] == [(str(i), f"k{i}", t) for i, t in enumerate(TEXTS)]
     api = MLMClassifier.from_pretrained(varied_model_dir, labels=NEWS, permutations=2, calibrate=True)(TEXTS)
     assert [r["label"] for r in table] == [a["label"] for a in api]
-    settings = json.loads((tmp_path / "out" / "labelled.settings.json").read_text())
+    settings = json.loads((tmp_path / "out" / "labelled.csv.settings.json").read_text())
     assert (settings["permutations"], settings["calibrate"], settings["content_free_text"]) == (2, True, "N/A")
     assert sum(settings["content_free_probabilities"].values()) == pytest.approx(1)  # what the texts were divided by
     assert settings["labels"] == NEWS and settings["mode"] == "zero-shot" and "{options}" in settings["prompt"]
@@ -165,7 +165,7 @@ def test_torchrun_two_processes_write_the_same_file_as_one(varied_model_dir, tmp
     assert one.returncode == 0, one.stderr[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
     assert (tmp_path / "one.jsonl").read_text() == (tmp_path / "two.jsonl").read_text()
-    assert json.loads((tmp_path / "two.settings.json").read_text())["processes"] == 2
+    assert json.loads((tmp_path / "two.jsonl.settings.json").read_text())["processes"] == 2
 
 
 # -----------------------------------------------------------------------------
