@@ -19,21 +19,23 @@ the core module's. Every function takes explicit arguments, so it can be pasted 
 
 import csv
 import glob
+import hashlib
 import io
 import json
 import math
 import os
+import random
 import time
-import warnings
 from collections import Counter
 
-from mlm_classifier.cli import (InputError, add_flag, add_scoring_flags, check_output_path, check_positive, make_parser,
-                                row_and_line, run_command, say)
+from mlm_classifier.cli import (InputError, add_flag, add_scoring_flags, check_output_path, check_positive,
+                                check_spares_inputs, differences, make_parser, row_and_line, run_command, say)
 from mlm_classifier.data import accuracy_table, load_hub_dataset, read_jsonl, read_text, write_atomic
 from mlm_classifier.models import (batch_defaults, check_model_source, end_distributed, gather_scores,
                                    hide_progress_bars, init_distributed, load_masked_lm, load_tokenizer, max_positions,
                                    resolve_attn_implementation, resolve_device, resolve_dtype)
 from mlm_classifier.prompts import option_lines
+from mlm_classifier.splits import some_rows
 from mlm_classifier.scoring import (LETTERS, combine_views, first_max, letter_token_ids, rotations, score_sequences,
                                     slot_probabilities)
 
@@ -118,6 +120,9 @@ def read_mmlu_csv(path, subject):
             raise InputError(f"{where}: answer {record[5]!r} is not one of A, B, C, D")
         questions.append({"subject": subject, "row": row, "question": record[0], "choices": record[1:5],
                           "gold": answer})
+    if not questions:
+        raise InputError(f"{path}: no questions (the file is empty); give the subject's questions, or leave it out "
+                         "of --subjects")
     return questions
 
 
@@ -184,7 +189,7 @@ def read_mmlu_pro_jsonl(path):
     `answer` must be exactly one of the question's letters and `answer_index` an integer (not a bool or a
     float) in range; when both are given and disagree, `answer_index` wins and a warning counts such rows.
     """
-    questions, disagreements = [], 0
+    questions, disagreements = [], []
     for row, line, record in read_jsonl(path):
         where = f"{path}: {row_and_line(row, line)}"
         if not isinstance(record, dict):
@@ -213,12 +218,13 @@ def read_mmlu_pro_jsonl(path):
         gold = from_letter
         if from_index is not None:
             gold = valid[from_index]
-            disagreements += from_letter is not None and from_letter != gold
+            if from_letter is not None and from_letter != gold:
+                disagreements.append(row)
         questions.append({"subject": record["category"], "row": row, "question": record["question"],
                           "choices": options, "gold": gold, "question_id": record.get("question_id")})
     if disagreements:
-        warnings.warn(f"{path}: {disagreements} rows where `answer` and `answer_index` disagree; used answer_index",
-                      stacklevel=2)
+        say(f"note: {path}: {len(disagreements)} rows where `answer` and `answer_index` disagree "
+            f"({some_rows(disagreements)}); used answer_index")
     return questions
 
 
@@ -243,12 +249,15 @@ def load_mmlu_pro(data_dir, split, subjects):
     return [q for q in questions if q["subject"] in wanted]
 
 
-def load_questions(task, data_dir, split, subjects, limit):
-    """All questions for a run, validated, filtered by subject and cut to the first `limit`."""
+def load_questions(task, data_dir, split, subjects, limit, sample=None, seed=0):
+    """All questions for a run, validated, filtered by subject, then cut to the first `limit` (the first subjects in
+    alphabetical order) or to a seeded `sample` across every subject, kept in their order."""
     if task == "mmlu":
         questions = load_mmlu_local(data_dir, split, subjects) if data_dir else load_mmlu_hub(split, subjects)
     else:
         questions = load_mmlu_pro(data_dir, "validation" if split == "validation" else split, subjects)
+    if sample and sample < len(questions):
+        questions = [questions[i] for i in sorted(random.Random(seed).sample(range(len(questions)), sample))]
     return questions[:limit] if limit else questions
 
 
@@ -452,14 +461,20 @@ def build_parser():
     add_flag(p, "split", default="test", choices=["test", "validation", "dev"], help="which questions")
     add_flag(p, "subjects", default="",
              help="comma-separated subjects (MMLU) or categories (MMLU-Pro) (default: all)")
-    add_flag(p, "limit", type=int, default=None, help="score only the first N questions after filtering")
+    add_flag(p, "limit", type=int, default=None,
+             help="score only the first N questions after filtering: the first subjects' in alphabetical order")
+    add_flag(p, "sample", type=int, default=None,
+             help="score a seeded random sample of N questions drawn across every subject (kept in their order)")
+    add_flag(p, "seed", type=int, default=0, help="the seed of --sample")
     add_flag(p, "num_fewshot", type=int, default=0,
              help="solved examples before each question: the first k of its subject's dev split (MMLU) or "
                   "category's validation split (MMLU-Pro); fewer where the prompt would not fit")
     add_flag(p, "permutations", type=int, default=1,
              help="score each question under this many cyclic rotations of its choices and average each "
                   "choice's probability (a question with fewer choices uses all of its rotations)")
-    add_flag(p, "output_dir", default=None, help="where the files go (default: results/<task>_<split>_<model name>)")
+    add_flag(p, "output_dir", default=None,
+             help="where the files go (default: results/<task>_<split>_<model name>, then what changes the result: "
+                  "_5shot, _perm4, the subjects, _limit200 or _sample500-seed0)")
     add_flag(p, "compile", action="store_true", help="torch.compile the encoder (slow first pass)")
     add_scoring_flags(p)
     return p
@@ -469,26 +484,74 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
+def result_settings(args, subjects):
+    """What defines a run's result, recorded in results.json: a run never replaces results made otherwise."""
+    return {"task": args.task, "split": args.split, "model": args.model, "data": args.data_dir or "hub",
+            "subjects": sorted(set(subjects)) or "all", "limit": args.limit, "sample": args.sample,
+            "seed": args.seed if args.sample else None, "num_fewshot": args.num_fewshot,
+            "permutations": args.permutations}
+
+
+def default_output_dir(settings):
+    """results/<task>_<split>_<model name>, then each setting that changes the result, so that a 5-shot run or one
+    over other subjects lands beside the zero-shot one instead of over it."""
+    name = f"{settings['task']}_{settings['split']}_{os.path.basename(settings['model'].rstrip('/'))}"
+    if settings["num_fewshot"]:
+        name += f"_{settings['num_fewshot']}shot"
+    if settings["permutations"] > 1:
+        name += f"_perm{settings['permutations']}"
+    if settings["subjects"] != "all":
+        subjects = settings["subjects"]
+        digest = hashlib.sha1(",".join(subjects).encode()).hexdigest()[:8]
+        name += "_" + ("-".join(subjects) if len(subjects) <= 2 else f"{len(subjects)}subjects-{digest}")
+    if settings["limit"]:
+        name += f"_limit{settings['limit']}"
+    if settings["sample"]:
+        name += f"_sample{settings['sample']}-seed{settings['seed']}"
+    return os.path.join("results", name)
+
+
+def check_replaceable(output_dir, settings):
+    """An InputError when `output_dir` holds results.json of a run made with other settings, naming each one."""
+    path = os.path.join(output_dir, "results.json")
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f).get("settings")
+    except (ValueError, AttributeError):
+        recorded = None
+    if recorded != settings:
+        raise InputError(f"--output_dir {output_dir}: holds results of another run "
+                         f"({differences(recorded, settings)}); give another --output_dir, or delete that folder to "
+                         "replace them")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.no_progress:
         hide_progress_bars()
-    check_positive(limit=args.limit, permutations=args.permutations, batch_tokens=args.batch_tokens,
-                   pad_to_multiple_of=args.pad_to_multiple_of)
-    output_dir = args.output_dir or os.path.join(
-        "results", f"{args.task}_{args.split}_{os.path.basename(args.model.rstrip('/'))}")
+    check_positive(limit=args.limit, sample=args.sample, permutations=args.permutations,
+                   batch_tokens=args.batch_tokens, pad_to_multiple_of=args.pad_to_multiple_of)
+    if args.limit and args.sample:
+        raise InputError("give --limit (the first N questions) or --sample (N drawn across subjects), not both")
+    subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
+    settings = result_settings(args, subjects)
+    output_dir = args.output_dir or default_output_dir(settings)
     check_output_path(output_dir, "--output_dir", folder=True)
+    check_replaceable(output_dir, settings)
+    outputs = [("--output_dir", os.path.join(output_dir, name)) for name in ("results.json", "predictions.jsonl")]
+    check_spares_inputs(outputs, [("--data_dir", args.data_dir), ("--model", args.model)])
     check_model_source(args.model)
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     rank, world = init_distributed(device)
     dtype = resolve_dtype(args.dtype, device)
     attn_implementation = resolve_attn_implementation(args.attn_implementation, device, dtype)
     batch_tokens, pad_to_multiple_of = batch_defaults(device, args.batch_tokens, args.pad_to_multiple_of)
-    subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
     check_fewshot(args.task, args.split, args.num_fewshot)
 
     # 1. Questions and their solved examples, validated before anything heavy is loaded.
-    questions = load_questions(args.task, args.data_dir, args.split, subjects, args.limit)
+    questions = load_questions(args.task, args.data_dir, args.split, subjects, args.limit, args.sample, args.seed)
     if not questions:
         raise InputError("no questions to score (check --subjects and --limit)")
     examples = None
@@ -523,7 +586,8 @@ def main(argv=None):
     # 4. Predictions and metrics, written by one process.
     if rank == 0:
         results, records = results_and_records(questions, scores, views, args.task, shots if args.num_fewshot else None)
-        results.update(task=args.task, split=args.split, model=args.model, **stats, permutations=args.permutations,
+        results.update(task=args.task, split=args.split, model=args.model, settings=settings, **stats,
+                       permutations=args.permutations,
                        dtype=str(dtype).removeprefix("torch."), device=str(device),
                        attn_implementation=attn_implementation, processes=world, seconds=round(seconds, 3),
                        questions_per_second=round(len(questions) / seconds, 2))

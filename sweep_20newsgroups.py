@@ -191,12 +191,6 @@ def run_settings(args, head, prompt=None):
     return settings
 
 
-def short(value, width=40):
-    """A setting's repr for an error line, cut to `width` characters (a prompt is long)."""
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "...'"
-
-
 def load_finished(output_dir, runs, settings):
     """{run name: metrics} for the runs whose metrics.json exists; `settings` maps each head to run_settings.
 
@@ -218,13 +212,9 @@ def load_finished(output_dir, runs, settings):
             continue
         recorded, wanted = metrics.get("settings"), settings[run["head"]]
         if recorded != wanted:
-            if recorded is None:
-                differences = "settings were not recorded"
-            else:
-                changed = [k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
-                differences = "; ".join(f"{k} {short(recorded.get(k))} (now {short(wanted.get(k))})" for k in changed)
-            raise mc.InputError(f"--output_dir {output_dir}: {run['name']} was run with other settings: {differences}. "
-                                "Use another --output_dir, or delete that run's folder to run it again")
+            raise mc.InputError(f"--output_dir {output_dir}: {run['name']} was run with other settings: "
+                                f"{mc.differences(recorded, wanted)}. Use another --output_dir, or delete that run's "
+                                "folder to run it again")
         finished[run["name"]] = metrics
     return finished
 

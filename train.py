@@ -22,8 +22,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from mlm_classifier.checkpoints import checkpoint_global_step, loss_since_resume, resolve_checkpoint, whole_run_loss
-from mlm_classifier.cli import InputError, add_flag, check_output_path, check_positive, make_parser, run_command, say
+from mlm_classifier.checkpoints import (check_inputs_are_spared, checkpoint_global_step, loss_since_resume,
+                                        resolve_checkpoint, whole_run_loss)
+from mlm_classifier.cli import (InputError, add_flag, check_output_path, check_positive, make_parser, on_interrupt,
+                                run_command, say)
 from mlm_classifier.data import read_label_map, read_prompt
 from mlm_classifier.models import (batch_defaults, check_model_source, end_distributed, load_masked_lm, load_tokenizer,
                                    max_positions, resolve_attn_implementation)
@@ -449,6 +451,9 @@ def check_flags(args):
         raise InputError(f"--eval_strategy {args.eval_strategy} needs a validation set: give --validation_file or "
                          "--validation_fraction (the test set is never used to pick a checkpoint)")
     check_output_path(args.output_dir, "--output_dir", folder=True)
+    check_inputs_are_spared(args.output_dir, [("--model", args.model)] + [
+        (f"--{name}", getattr(args, name))
+        for name in ("train_file", "validation_file", "test_file", "predict_file", "label_map", "prompt_file")])
 
 
 def settings_from_args(args, mlm_proportion, dummy_mlm_proportion):
@@ -463,6 +468,8 @@ def main(argv=None):
     check_flags(args)
     check_model_source(args.model)
     args.resume_from_checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    on_interrupt(f"interrupted: no model saved; any checkpoint-<step>/ saved so far is under {args.output_dir}, "
+                 "from which the same command with --resume_from_checkpoint last carries on")
     settings = settings_from_args(args, *objective_proportions(args.mlm_proportion, args.dummy_mlm_proportion,
                                                                args.true_mlm_proportion, args.dummy_examples))
 

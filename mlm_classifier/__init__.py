@@ -29,18 +29,20 @@ from .prompts import (ANCHOR, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_
                       fill_prompt, letter_suggestion, mask_answers, option_lines, options_block, parse_prompt,
                       register_anchor, vocabulary_anchor_id)
 from .classifier import (ClassifierSpec, CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, SETTINGS_FILE, View,
-                         check_labels_list, load_spec, make_views, model_file, parse_labels, plan_scoring,
-                         read_settings)
-from .data import (TABLE_FORMATS, accuracy_table, check_unique_columns, csv_header, load_hub_dataset, prediction_record,
-                   read_json_records, read_jsonl, read_label_map, read_prompt, read_table, read_text,
+                         check_labels_list, checked_texts, load_spec, make_views, model_file, parse_labels,
+                         plan_scoring, read_settings)
+from .data import (NO_ID, TABLE_FORMATS, accuracy_table, check_unique_columns, csv_header, load_hub_dataset,
+                   prediction_record, read_json_records, read_jsonl, read_label_map, read_prompt, read_table, read_text,
                    records_to_columns, records_to_csv, records_to_jsonl, unique_keys, write_atomic)
 from .splits import (Split, check_labels, hold_out, id_value, load_splits, some_rows, subsample, take_columns,
                      text_value)
-from .cli import (ArgumentParser, HelpFormatter, InputError, add_flag, add_scoring_flags, check_output_path,
-                  check_positive, error_reason, make_parser, row_and_line, run_command, say)
+from .cli import (ArgumentParser, HelpFormatter, InputError, INTERRUPTED, add_flag, add_scoring_flags,
+                  check_output_path, check_positive, check_spares_inputs, differences, error_reason, make_parser,
+                  on_interrupt, row_and_line, run_command, say, short)
 from .models import (TOKENIZER_FILES, WEIGHT_FILES, batch_defaults, check_model_source, current_shard, end_distributed,
                      gather_scores, hide_progress_bars, init_distributed, load_masked_lm, load_pretrained,
                      load_tokenizer, looks_local, max_positions, require_mask_token, resolve_attn_implementation,
                      resolve_device, resolve_dtype)
-from .checkpoints import (CHECKPOINT_FILES, checkpoint_global_step, checkpoint_step, loss_since_resume,
-                          missing_from_checkpoint, remove_checkpoints, resolve_checkpoint, whole_run_loss)
+from .checkpoints import (CHECKPOINT_FILES, WRITTEN_FILES, check_inputs_are_spared, checkpoint_global_step,
+                          checkpoint_step, loss_since_resume, missing_from_checkpoint, remove_checkpoints,
+                          resolve_checkpoint, whole_run_loss)

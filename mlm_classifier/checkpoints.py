@@ -1,4 +1,4 @@
-"""Resuming a training run: which checkpoint folder is complete, and the training loss across a resume.
+"""A training run's output folder: what it must not overwrite, which checkpoint is complete, the loss across a resume.
 
 Trainer writes `checkpoint-<step>/` folders during a run (weights, optimizer and scheduler state); a crash can
 leave the newest one half-written, so `resolve_checkpoint` checks a folder before Trainer is even imported.
@@ -8,10 +8,27 @@ import json
 import os
 import shutil
 
-from .cli import InputError, say
-from .models import WEIGHT_FILES
+from .classifier import SETTINGS_FILE
+from .cli import InputError, check_spares_inputs, say
+from .models import TOKENIZER_FILES, WEIGHT_FILES
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+# What train.py writes into its output folder besides checkpoint-<step>/ folders.
+WRITTEN_FILES = (*WEIGHT_FILES, *TOKENIZER_FILES, "config.json", "special_tokens_map.json", "label_map.json",
+                 "prompt.txt", "metrics.json", SETTINGS_FILE, "README.md", "predictions.jsonl", "trainer_state.json",
+                 "training_args.bin")
+
+
+def check_inputs_are_spared(output_dir, inputs):
+    """An InputError when training into `output_dir` would write over what the user brought, `inputs` being
+    (flag, path) pairs: it is the model folder (whose weights would be replaced), or one of the files written there
+    is an input file (a label map named label_map.json inside it, say), under any spelling of the path."""
+    for flag, path in inputs:
+        if path and os.path.isdir(path) and os.path.realpath(path) == os.path.realpath(output_dir):
+            raise InputError(f"--output_dir {output_dir}: is {flag} {path}, which training would write over; give "
+                             "another folder")
+    check_spares_inputs([("--output_dir", os.path.join(output_dir, name)) for name in WRITTEN_FILES],
+                        [(flag, path) for flag, path in inputs if path and not os.path.isdir(path)])
 
 
 def checkpoint_step(path):
@@ -96,11 +113,14 @@ def whole_run_loss(log_history, resumed_step, since_resume, global_step):
     return (total + since_resume * (global_step - resumed_step)) / (covered + global_step - resumed_step)
 
 
-def remove_checkpoints(output_dir):
-    """Remove the `checkpoint-<step>/` folders under `output_dir`: a finished run's saved model needs none of them,
-    and each holds optimizer state several times the model's size. Returns the names removed."""
+def remove_checkpoints(output_dir, keep=()):
+    """Remove the `checkpoint-<step>/` folders under `output_dir`, except those in `keep` (the run's inputs: a base
+    model or the checkpoint it resumed from): a finished run's saved model needs none of them, and each holds
+    optimizer state several times the model's size. Returns the names removed."""
+    kept = {os.path.realpath(path) for path in keep if path}
     names = sorted(name for name in os.listdir(output_dir)
-                   if checkpoint_step(name) is not None and os.path.isdir(os.path.join(output_dir, name)))
+                   if checkpoint_step(name) is not None and os.path.isdir(os.path.join(output_dir, name))
+                   and os.path.realpath(os.path.join(output_dir, name)) not in kept)
     for name in names:
         shutil.rmtree(os.path.join(output_dir, name))
     return names

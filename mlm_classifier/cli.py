@@ -124,6 +124,21 @@ def check_spares_inputs(outputs, inputs):
                                  "nothing is written over an input: give another path")
 
 
+def short(value, width=40):
+    """A setting's repr for an error line, cut to `width` characters (a prompt is long)."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "...'"
+
+
+def differences(recorded, wanted):
+    """`key 'old' (now 'new'); ...` for each setting that differs between a recorded result and this run: how a
+    script names what stops it from replacing or resuming a result made otherwise."""
+    if not isinstance(recorded, dict):
+        return "its settings were not recorded"
+    changed = [k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
+    return "; ".join(f"{k} {short(recorded.get(k))} (now {short(wanted.get(k))})" for k in changed)
+
+
 def check_output_path(path, flag, folder=False):
     """An InputError, before any work, when `path` cannot be written: it is a folder (or, with `folder`, a file),
     a folder above it is a file, or the nearest existing folder above it is not writable."""

@@ -257,6 +257,7 @@ def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
         if f"{name}_accuracy" in metrics:
             say(f"{name}: accuracy {metrics[f'{name}_accuracy']:.4f}, macro-F1 {metrics[f'{name}_macro_f1']:.4f} "
                 f"({metrics[f'{name}_n']} examples)")
-    removed = [] if settings.keep_checkpoints else remove_checkpoints(out)
+    inputs = (settings.model, settings.resume_from_checkpoint)  # never removed: the run read them
+    removed = [] if settings.keep_checkpoints else remove_checkpoints(out, keep=inputs)
     note = f" (removed {', '.join(removed)}: the saved model does not need them; --keep_checkpoints keeps them)"
     say(f"wrote {out}/" + (note if removed else ""))

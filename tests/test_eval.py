@@ -327,7 +327,7 @@ def write_jsonl(path, records):
         f.writelines(json.dumps(r) + "\n" for r in records)
 
 
-def test_mmlu_pro_scores_each_question_over_its_own_letters(model, tokenizer, tmp_path):
+def test_mmlu_pro_scores_each_question_over_its_own_letters(model, tokenizer, tmp_path, capsys):
     write_jsonl(tmp_path / "test.jsonl", [
         {"question_id": 1, "question": "q1", "options": ["a", "b", "c"], "answer": "B", "answer_index": 1,
          "category": "math"},
@@ -336,8 +336,10 @@ def test_mmlu_pro_scores_each_question_over_its_own_letters(model, tokenizer, tm
         {"question_id": 3, "question": "q3", "options": list("abcd"), "answer": "A", "answer_index": 2,
          "category": "law"},
     ])
-    with pytest.warns(UserWarning, match="1 rows where `answer` and `answer_index` disagree"):
-        questions = mc.load_questions("mmlu_pro", str(tmp_path), "test", [], None)
+    questions = mc.load_questions("mmlu_pro", str(tmp_path), "test", [], None)
+    # one `note:` line naming the row, not a Python warning
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"note: {tmp_path / 'test.jsonl'}: 1 rows where `answer` and `answer_index` disagree (row 2); used answer_index")
     assert [q["gold"] for q in questions] == ["B", "J", "C"]  # answer_index wins
     model.decoder.bias.data[tokenizer.convert_tokens_to_ids("ĠJ")] += 30.0
     model.decoder.bias.data[tokenizer.convert_tokens_to_ids("ĠB")] += 20.0
