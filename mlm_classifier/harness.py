@@ -169,6 +169,10 @@ class MLMHeadLM(LM):
     def tokenizer_name(self):
         return self.model_name.replace("/", "__")
 
+    def apply_chat_template(self, chat_history, add_generation_prompt=True):
+        raise InputError(f"--apply_chat_template: {MODEL_NAME} has no chat template; a masked LM reads the task's "
+                         "prompt as it is, ending in the answer slot")
+
     # -------------------------------------------------------------------------
     # The harness's three request types
 

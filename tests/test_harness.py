@@ -309,6 +309,8 @@ def test_requests_it_cannot_answer_are_one_error_naming_the_task(lm):
     rolling = [Instance("loglikelihood_rolling", {}, ("some text",), 0, ("wikitext_demo", 0, 1))]
     with pytest.raises(InputError, match=r"^task wikitext_demo: loglikelihood_rolling .* cannot be answered"):
         lm.loglikelihood_rolling(rolling)
+    with pytest.raises(InputError, match="^--apply_chat_template: mlm_head has no chat template"):
+        lm.apply_chat_template([{"role": "user", "content": "Q"}])
 
 
 @needs_lm_eval
