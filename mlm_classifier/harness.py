@@ -1,0 +1,319 @@
+"""lm-evaluation-harness backend `mlm_head`: a masked LM's MLM head answers a task's one-token requests at [MASK].
+
+The harness asks a model for `loglikelihood(context, continuation)`; a multiple-choice task sends one request per
+choice, e.g. (`...Answer:`, ` A`) ... (`...Answer:`, ` D`). This backend scores the context once with the answer
+slot ` [unused0] [MASK]` appended (ANSWER_SLOT; the tokenizer's own mask token, RoBERTa's `<mask>`): [unused0] is
+the anchor ModernBERT-Large-Instruct was instruction-tuned to put the answer right after, so `Answer:` + the slot
+is the paper's `Answer: [unused0] [MASK]`. Each continuation's log-probability is read from the MLM head's softmax
+over the whole vocabulary at that [MASK]: a letter (` A` or `A`) as the log of the summed probabilities of its
+spellings `A` and ` A`, exactly as eval.py scores letters; any other continuation must be one token, read alone.
+Every request of a run goes through one `score_sequences` call: each distinct context is one sequence (one
+forward pass however many choices ask about it), batched by length under the token budget of `batch_defaults`.
+What the MLM head cannot answer faithfully (a continuation of several tokens, `loglikelihood_rolling`,
+`generate_until`) is one InputError that names the task and says why.
+
+    import lm_eval, mlm_classifier.harness as harness            # importing registers `mlm_head`
+    from lm_eval.tasks import TaskManager
+    results = lm_eval.simple_evaluate(model="mlm_head", model_args="pretrained=answerdotai/ModernBERT-Large-Instruct",
+                                      tasks=["mmlu_mask"], task_manager=TaskManager(include_path=harness.TASKS))
+
+    python -m mlm_classifier.harness --tasks mmlu_mask --model_args pretrained=answerdotai/ModernBERT-Large-Instruct
+
+The command is the harness's own CLI (`lm-eval run`'s flags) with `mlm_head` registered, `--model mlm_head` and
+`--include_path TASKS` (the paper's MMLU task, `mmlu_mask`) added when not given: lm-eval 0.4 has no entry point
+through which a package could register a model with its own `lm-eval` command.
+"""
+
+import logging
+import os
+import sys
+
+import torch
+
+from .cli import InputError, check_positive, run_command
+from .models import (batch_defaults, check_model_source, load_masked_lm, load_tokenizer, max_positions,
+                     require_mask_token, resolve_attn_implementation, resolve_device, resolve_dtype)
+from .prompts import ANCHOR, register_anchor
+from .scoring import last_index, length_sorted_batches, score_sequences
+
+NEEDS_LM_EVAL = ("mlm_classifier.harness needs lm-evaluation-harness: pip install 'lm-eval>=0.4.13,<0.5' "
+                 "(or, from a clone, pip install '.[lm-eval]')")
+try:
+    from lm_eval.api.model import LM
+except ImportError:
+    if __name__ == "__main__":
+        sys.exit(f"error: {NEEDS_LM_EVAL}")
+    raise ImportError(NEEDS_LM_EVAL) from None
+
+MODEL_NAME = "mlm_head"
+ANSWER_SLOT = f" {ANCHOR} {{mask}}"  # appended to every context; {mask} is the tokenizer's mask token
+TASKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lm_eval_tasks")  # the shipped harness tasks
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "flash_attention_2", "eager")
+
+log = logging.getLogger(__name__)
+
+
+def with_answer_slot(context, mask_token):
+    """The text the MLM head reads for a request: the context, then ` [unused0] <mask>`.
+
+    The slot's leading space is left out when the context is empty or already ends in white space, and the
+    anchor when the context already ends with it, so that the prompt holds exactly one `[unused0] <mask>`.
+    """
+    space = "" if not context or context[-1].isspace() else " "
+    if context.rstrip().endswith(ANCHOR):
+        return context + space + mask_token
+    return context + space + ANSWER_SLOT.lstrip().format(mask=mask_token)
+
+
+def answer_ids(tokenizer, continuation):
+    """The vocabulary ids whose probabilities, summed at [MASK], score `continuation`.
+
+    An ASCII letter or digit, with or without white space around it (` A`, `A`), is scored by its spellings `A`
+    and ` A` (those the tokenizer writes as one token), as eval.py scores letters. Anything else must be one
+    token as the tokenizer writes it alone. Otherwise an InputError saying what the continuation is in tokens.
+    """
+    word = continuation.strip()
+    if len(word) == 1 and word.isascii() and word.isalnum():
+        ids = sorted({ids[0] for ids in (tokenizer(spelling, add_special_tokens=False)["input_ids"]
+                                         for spelling in (word, " " + word)) if len(ids) == 1})
+        if ids:
+            return tuple(ids)
+    ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise InputError(f"the continuation {continuation!r} is {len(ids)} tokens "
+                         f"{tokenizer.convert_ids_to_tokens(ids)}, and the MLM head fills one [MASK] with one token, "
+                         f"so {MODEL_NAME} cannot score it faithfully: it answers one-token (or one-letter) "
+                         "continuations only")
+    return (ids[0],)
+
+
+class MLMHeadLM(LM):
+    """A masked LM's MLM head as an lm-evaluation-harness model (registered as `mlm_head`).
+
+    Model arguments (`--model_args key=value,...`): `pretrained`, a hub name or local folder (or, from Python,
+    a loaded masked LM, with `tokenizer`); `tokenizer` (default: pretrained's); `device` (auto: the GPU when
+    there is one), `dtype` (auto: bfloat16 on a GPU, float32 on the CPU), `attn_implementation`,
+    `batch_tokens` (padded tokens per batch: 65,536 on a GPU, 8,192 on the CPU) and `pad_to_multiple_of`, as
+    eval.py takes them; `progress` (a progress bar, default True). The harness's `batch_size` and
+    `max_batch_size` are accepted and unused: batches are bounded by tokens, not rows.
+    """
+
+    def __init__(self, pretrained="answerdotai/ModernBERT-Large-Instruct", tokenizer=None, device=None, dtype="auto",
+                 attn_implementation="auto", batch_tokens=None, pad_to_multiple_of=None, progress=True,
+                 batch_size=None, max_batch_size=None, **unknown):
+        super().__init__()
+        if unknown:
+            raise InputError(f"--model_args: the {MODEL_NAME} backend has no argument {', '.join(sorted(unknown))}; "
+                             "it takes pretrained, tokenizer, device, dtype, attn_implementation, batch_tokens, "
+                             "pad_to_multiple_of and progress")
+        if dtype not in DTYPES:
+            raise InputError(f"--model_args dtype={dtype}: use one of {', '.join(DTYPES)}")
+        if attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise InputError(f"--model_args attn_implementation={attn_implementation}: "
+                             f"use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+        for name, value in (("batch_tokens", batch_tokens), ("pad_to_multiple_of", pad_to_multiple_of)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InputError(f"--model_args {name}={value}: must be a positive whole number")
+        check_positive(batch_tokens=batch_tokens, pad_to_multiple_of=pad_to_multiple_of)
+        self.progress = progress not in (False, "False", "false", 0)
+        if isinstance(pretrained, str):
+            check_model_source(pretrained, flag="pretrained")
+            if isinstance(tokenizer, str):
+                check_model_source(tokenizer, flag="tokenizer", weights=False)
+            self.model_name = pretrained
+            self._device = resolve_device(device or "auto")
+            dtype = resolve_dtype(dtype, self._device)
+            attn_implementation = resolve_attn_implementation(attn_implementation, self._device, dtype)
+            self.tokenizer = self._tokenizer(tokenizer if tokenizer is not None else pretrained)
+            self.model = load_masked_lm(pretrained, dtype, attn_implementation, self._device)
+            self.max_positions = max_positions(pretrained, self.tokenizer)
+        else:  # a loaded model, from Python
+            if tokenizer is None:
+                raise InputError(f"{MODEL_NAME}: a loaded model needs its tokenizer (tokenizer=...)")
+            self.model = pretrained.eval()
+            self.model_name = getattr(pretrained.config, "name_or_path", type(pretrained).__name__)
+            self._device = next(pretrained.parameters()).device
+            self.tokenizer = self._tokenizer(tokenizer)
+            limits = [getattr(pretrained.config, "max_position_embeddings", None),
+                      self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1e9 else None]
+            self.max_positions = min([n for n in limits if n], default=None)
+        self.batch_tokens, self.pad_to_multiple_of = batch_defaults(self._device, batch_tokens, pad_to_multiple_of)
+        self.mask_token_id = self.tokenizer.mask_token_id
+        self.pad_token_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                             else self.mask_token_id)
+        self.last_prompts = []  # the texts the last loglikelihood call scored, one per distinct context
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict, additional_config=None):
+        """The harness's way in: its own settings (batch_size, device) under the model arguments, which win."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**{**extra, **arg_dict})
+
+    def _tokenizer(self, tokenizer):
+        """A tokenizer by name (loaded with [unused0] as one token), or a loaded one, checked the same way."""
+        if isinstance(tokenizer, str):
+            return load_tokenizer(tokenizer, fast=False)
+        name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+        require_mask_token(tokenizer, name)
+        register_anchor(tokenizer, name)
+        return tokenizer
+
+    @property
+    def tokenizer_name(self):
+        return self.model_name.replace("/", "__")
+
+    def apply_chat_template(self, chat_history, add_generation_prompt=True):
+        raise InputError(f"--apply_chat_template: {MODEL_NAME} has no chat template; a masked LM reads the task's "
+                         "prompt as it is, ending in the answer slot")
+
+    # -------------------------------------------------------------------------
+    # The harness's three request types
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        """(log P(continuation), is_greedy) per request, from one batched scoring of the distinct contexts.
+
+        is_greedy says whether the likeliest vocabulary token at [MASK] is one of the continuation's ids: the token
+        the model would write there. The harness's accuracy is the argmax over a question's choices, so a tie goes
+        to the first choice, as in eval.py.
+        """
+        prompt_index, option_index, plan, first_request = {}, {}, [], {}
+        for request in requests:
+            context, continuation = request.args[0], request.args[1]
+            try:
+                ids = answer_ids(self.tokenizer, continuation)
+            except InputError as e:
+                raise InputError(f"task {request.task_name}: {e}") from None
+            p = prompt_index.setdefault(with_answer_slot(context, self.tokenizer.mask_token), len(prompt_index))
+            plan.append((p, option_index.setdefault(ids, len(option_index))))
+            first_request.setdefault(p, request)
+        self.last_prompts, options = list(prompt_index), list(option_index)
+        sequences = self.tokenizer(self.last_prompts, verbose=False)["input_ids"] if requests else []
+        for p, ids in enumerate(sequences):
+            where = f"task {first_request[p].task_name}: doc {first_request[p].doc_id}"
+            if self.mask_token_id not in ids:
+                raise InputError(f"{where}: the tokenizer does not write {self.tokenizer.mask_token} as one token in "
+                                 "the prompt, so there is no [MASK] to read the answer at")
+            if self.max_positions and len(ids) > self.max_positions:
+                raise InputError(f"{where}: the prompt is {len(ids)} tokens, more than the model's "
+                                 f"{self.max_positions} positions (fewer few-shot examples would fit)")
+        scores, greedy = self.score_prompts(sequences, options, progress=self.progress and not disable_tqdm)
+        if greedy is None:
+            log.warning("%s: the likeliest token at [MASK] is not visible for %s; is_greedy says whether the "
+                        "continuation is the likeliest of its context's choices", MODEL_NAME, type(self.model).__name__)
+            best = {}
+            for p, o in plan:
+                best[p] = max(best.get(p, float("-inf")), scores[p][o])
+        results = []
+        for request, (p, o) in zip(requests, plan):
+            is_greedy = greedy[p] in options[o] if greedy is not None else scores[p][o] >= best[p]
+            result = (scores[p][o], bool(is_greedy))
+            self.cache_hook.add_partial("loglikelihood", request.args, result)
+            results.append(result)
+        return results
+
+    def score_prompts(self, sequences, options, progress=False):
+        """({sequence: [log P per option]}, {sequence: likeliest vocabulary id at its [MASK]} or None): one
+        score_sequences call over all the sequences, length-sorted under the token budget.
+
+        The likeliest ids come from a forward hook on the vocabulary projection, which sees the logits the MLM head
+        computes at each batch's [MASK] rows (or at every position, for an architecture the core runs in full), in
+        the order of length_sorted_batches, which score_sequences follows. None where the model has no
+        projection module to watch (or it was not called once per batch).
+        """
+        projection = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        captured = []
+        handle = (projection.register_forward_hook(lambda module, args, output: captured.append(output.argmax(-1)))
+                  if isinstance(projection, torch.nn.Module) else None)
+        try:
+            scores = score_sequences(self.model, sequences, self.mask_token_id, self.pad_token_id, options,
+                                     self.batch_tokens, self.pad_to_multiple_of, progress=progress)
+        finally:
+            if handle is not None:
+                handle.remove()
+        batches = length_sorted_batches([len(ids) for ids in sequences], self.batch_tokens, self.pad_to_multiple_of)
+        if handle is None or len(captured) != len(batches):
+            return scores, None
+        greedy = {}
+        for batch, ids in zip(batches, captured):
+            ids = ids.cpu()
+            if ids.dim() == 2 and len(ids) == len(batch):  # logits at every position: each row at its last [MASK]
+                ids = ids[range(len(batch)), [last_index(sequences[i], self.mask_token_id) for i in batch]]
+            if ids.dim() != 1 or len(ids) != len(batch):
+                return scores, None
+            greedy.update(zip(batch, ids.tolist()))
+        return scores, greedy
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise InputError(f"task {_task_of(requests)}: loglikelihood_rolling (the likelihood of a whole text, for "
+                         "perplexity) cannot be answered faithfully by an MLM head, which scores one token at "
+                         f"[MASK]; the {MODEL_NAME} backend answers multiple-choice and one-token loglikelihood tasks")
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise InputError(f"task {_task_of(requests)}: generate_until (free generation) cannot be answered faithfully "
+                         f"by an MLM head, which fills one [MASK] with one token; the {MODEL_NAME} backend answers "
+                         "multiple-choice and one-token loglikelihood tasks")
+
+
+def _task_of(requests):
+    """The task name of the first request, for an error line."""
+    return requests[0].task_name if requests else "?"
+
+
+def register():
+    """Register `mlm_head` with the harness (done on import; repeating it is harmless). The harness's own models are
+    indexed first: it indexes them only while its registry is empty, so registering ours first would hide them."""
+    import lm_eval.models  # noqa: F401  (lazy placeholders: nothing heavy loads)
+    from lm_eval.api.registry import model_registry
+
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME, target="mlm_classifier.harness:MLMHeadLM")
+
+
+register()
+
+
+def cli_args(argv):
+    """The harness CLI's arguments with `--model mlm_head` and `--include_path TASKS` added where not given."""
+    argv = list(argv)
+    if not argv or argv == ["run"] or any(a in ("-h", "--help") for a in argv):
+        return argv
+    given = {a.split("=")[0] for a in argv if a.startswith("-")}
+    command = argv[0] if argv[0] in ("run", "ls", "validate") else "run"
+    if command == "run" and not given & {"--config", "-C"}:
+        if not given & {"--model", "-M"}:
+            argv += ["--model", MODEL_NAME]
+        if "--device" not in given:  # the harness's own default is cuda:0, even where there is no GPU
+            argv += ["--device", "auto"]
+    if "--include_path" not in given:
+        argv += ["--include_path", TASKS]
+    return argv
+
+
+def main(argv=None):
+    """lm-eval's command line with `mlm_head` registered; bad input is one `error:` line and exit status 1."""
+    from lm_eval.__main__ import cli_evaluate
+
+    def evaluate():
+        try:
+            cli_evaluate()
+        except ValueError as e:  # the harness's own word for a task name it does not know
+            if isinstance(e, InputError) or not str(e).startswith("Tasks not found"):
+                raise
+            raise InputError(f"{e}; `python -m mlm_classifier.harness ls tasks` lists the tasks, with the shipped "
+                             "mmlu_mask and mmlu_mask_<subject>") from None
+
+    sys.argv = [sys.argv[0], *cli_args(sys.argv[1:] if argv is None else argv)]
+    run_command(evaluate)
+
+
+if __name__ == "__main__":
+    from mlm_classifier.harness import main as harness_main  # the registered module, not this __main__ copy
+
+    harness_main()
