@@ -487,6 +487,8 @@ def main(argv=None):
     prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else PROMPT_SOURCE
     mc.parse_prompt(prompt, prompt_source)  # a bad prompt fails before anything loads
     first_process = int(os.environ.get("RANK", "0")) == 0
+    mc.on_interrupt(f"interrupted: the finished runs are kept under {args.output_dir} (each its metrics.json); the "
+                    "same command carries on with the runs left")
 
     # 1. The grid, and the runs already finished with these settings: checked before any data or model loads.
     runs = make_grid(heads, args.learning_rates, args.cls_learning_rates, args.epochs, args.seeds)

@@ -329,6 +329,6 @@ class MLMClassifier:
         """[{"label", "probabilities"}] for a list of texts; one dict for a single text."""
         single = isinstance(texts, str)
         results = []
-        for probs in self.probabilities([texts] if single else list(texts), progress=progress):
+        for probs in self.probabilities(checked_texts(texts), progress=progress):
             results.append({"label": self.labels[first_max(probs)], "probabilities": dict(zip(self.labels, probs))})
         return results[0] if single else results
