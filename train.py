@@ -13,9 +13,10 @@ Optionally a share of the training examples gets standard MLM (30% of the tokens
 
 The saved folder is a plain masked LM with `label_map.json`, `prompt.txt` and `classifier.json` (what
 classify.py and `MLMClassifier` need to use it), `metrics.json`, `trainer_state.json` and a model card.
-Read top to bottom: rows, training examples, batches, then `prepare` and `fit`, then the flags. The prompt
-rules and the scoring are the core's (mlm_classifier/); Trainer's subclass is mlm_classifier/trainer.py,
-imported only once the flags are checked, since Trainer takes seconds to import.
+With --multi_label each text has any number of labels, and every label is a yes/no question of its own.
+Read top to bottom: the settings, `prepare` (checks, then token ids), `fit` (build, train, evaluate, save),
+the flags. The objectives, prompt rules and scoring are the core's (mlm_classifier/); Trainer's subclass is
+mlm_classifier/trainer.py, imported only once the flags are checked, since Trainer takes seconds to import.
 """
 
 from dataclasses import dataclass, fields
@@ -29,9 +30,11 @@ from mlm_classifier.cli import (InputError, add_flag, check_output_path, check_p
 from mlm_classifier.data import read_label_map, read_prompt
 from mlm_classifier.models import (batch_defaults, check_model_source, end_distributed, load_masked_lm, load_tokenizer,
                                    max_positions, resolve_attn_implementation)
+from mlm_classifier.multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, check_multi_label_prompt, encode_pairs,
+                                       multi_label_metrics, pair_answers, plan_questions)
+from mlm_classifier.objectives import ObjectiveCollator
 from mlm_classifier.prompts import (answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block,
                                     parse_prompt)
-from mlm_classifier.scoring import pad_batch
 from mlm_classifier.splits import check_labels, load_splits
 
 # The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
@@ -90,119 +93,55 @@ DEFAULTS = TrainSettings()
 
 
 # -----------------------------------------------------------------------------
-# Examples: filled prompts -> token ids -> ATP, MLM or dummy MLM; batches of similar length
-
-
-def atp_example(ids, answer_position, mask_token_id):
-    """Answer Token Prediction: the answer token becomes [MASK] and is the only target; every other label is -100."""
-    input_ids, labels = list(ids), [-100] * len(ids)
-    labels[answer_position] = ids[answer_position]
-    input_ids[answer_position] = mask_token_id
-    return input_ids, labels
-
-
-def mlm_example(ids, special_token_ids, mask_token_id, mlm_probability=0.3, dummy=False, generator=None):
-    """Standard MLM, or dummy MLM with `dummy=True`, over one token id list; returns (input_ids, labels).
-
-    Each non-special token is chosen with probability `mlm_probability` (the paper's 30%) and every chosen
-    one becomes [MASK]: not the 80/10/10 split of transformers' MLM collator. Standard MLM labels the chosen
-    positions with their original ids; dummy MLM labels them with the [MASK] id itself (the paper's dummy
-    objective, which the model learns almost at once). At least one token is chosen, so that no example
-    is left without a target.
-    """
-    ids_t = torch.tensor(ids)
-    candidates = ~torch.isin(ids_t, torch.tensor(sorted(special_token_ids), dtype=ids_t.dtype))
-    chosen = (torch.rand(len(ids), generator=generator) < mlm_probability) & candidates
-    if not chosen.any() and candidates.any():
-        allowed = candidates.nonzero().flatten()
-        chosen[allowed[torch.randint(len(allowed), (), generator=generator)]] = True
-    labels = torch.full_like(ids_t, -100)
-    labels[chosen] = mask_token_id if dummy else ids_t[chosen]
-    return ids_t.masked_fill(chosen, mask_token_id).tolist(), labels.tolist()
-
-
-def draw_objective(mlm_proportion, dummy_mlm_proportion, generator=None):
-    """"mlm", "dummy" or "atp", drawn with probabilities mlm_proportion, dummy_mlm_proportion and the rest."""
-    u = torch.rand((), generator=generator).item()
-    return "mlm" if u < mlm_proportion else "dummy" if u < mlm_proportion + dummy_mlm_proportion else "atp"
-
-
-def make_example(ids, answer_position, objective, mask_token_id, special_token_ids, mlm_probability=0.3,
-                 generator=None):
-    """(input_ids, labels) of one training example under `objective` ("atp", "mlm" or "dummy")."""
-    if objective == "atp":
-        return atp_example(ids, answer_position, mask_token_id)
-    return mlm_example(ids, special_token_ids, mask_token_id, mlm_probability, objective == "dummy", generator)
-
-
-@dataclass
-class ObjectiveCollator:
-    """Batches encoded prompts, drawing each example's objective and its MLM masks afresh at every use.
-
-    Drawing at batch time (as transformers' MLM collator does) gives MLM examples new masks each epoch.
-    Batches are padded to their longest example, rounded up to `pad_to_multiple_of`; padding is labelled -100.
-    Features are {"input_ids", "answer_position"}, from `encode_prompts`.
-    """
-    mask_token_id: int
-    pad_token_id: int
-    special_token_ids: frozenset
-    mlm_proportion: float = 0.0
-    dummy_mlm_proportion: float = 0.0
-    mlm_probability: float = 0.3
-    pad_to_multiple_of: int = 8
-
-    def __call__(self, features):
-        examples = [make_example(f["input_ids"], f["answer_position"],
-                                 draw_objective(self.mlm_proportion, self.dummy_mlm_proportion),
-                                 self.mask_token_id, self.special_token_ids, self.mlm_probability)
-                    for f in features]
-        input_ids, attention_mask = pad_batch([e[0] for e in examples], self.pad_token_id, self.pad_to_multiple_of)
-        labels, _ = pad_batch([e[1] for e in examples], -100, self.pad_to_multiple_of)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-
-# -----------------------------------------------------------------------------
 # prepare: everything that does not depend on the hyperparameters, checked and tokenized once
 
 
 @dataclass
 class EvalSet:
-    """One split ready to score: ATP token ids (the answer replaced by [MASK]) and gold label indices."""
+    """One split ready to score: ATP token ids (the answer replaced by [MASK]), and `metrics`, which turns their
+    scores into the split's metrics (None for a split without labels)."""
     sequences: list
-    gold: list | None
+    metrics: object = None
 
 
 @dataclass
 class TrainingData:
-    """Everything one training run needs that does not depend on its hyperparameters: checked and tokenized once."""
+    """Everything one training run needs that does not depend on its hyperparameters: checked and tokenized once.
+    Multi-label, every (text, label) pair is one example, text-major, that answers yes or no."""
     model: str  # whose tokenizer made the token ids
     tokenizer: object
     prompt: str
-    before: str
-    after: str
+    halves: list  # the template's (before, after); multi-label, one per label
     options: str
-    label_map: dict
-    answer_ids: list
+    label_map: dict  # raw label -> verbalizer; multi-label, raw label -> the name its question shows
+    answer_ids: list  # each label's answer token; multi-label, yes and no
     splits: dict  # name -> Split
     encoded: dict  # name -> (token id lists, answer positions)
     truncated: dict  # name -> number of examples cut to fit
+    multi_label: bool = False
 
     @property
     def class_names(self):
         return list(self.label_map)
 
     def eval_set(self, name):
-        """The split's ATP inputs (answer replaced by [MASK]) and gold label indices (None without labels)."""
+        """The split's ATP inputs (answer replaced by [MASK]) and how their scores become its metrics."""
+        from functools import partial
+
         sequences, positions = self.encoded[name]
-        labels = self.splits[name].labels
-        gold = None if labels is None else [self.class_names.index(label) for label in labels]
-        return EvalSet(mask_answers(sequences, positions, self.tokenizer.mask_token_id), gold)
+        labels, metrics = self.splits[name].labels, None
+        if labels is not None and self.multi_label:
+            metrics = partial(multi_label_metrics, gold_sets=labels, class_names=self.class_names)
+        elif labels is not None:
+            from mlm_classifier.trainer import classification_metrics
+
+            gold = [self.class_names.index(label) for label in labels]
+            metrics = partial(classification_metrics, gold=gold, class_names=self.class_names)
+        return EvalSet(mask_answers(sequences, positions, self.tokenizer.mask_token_id), metrics)
 
 
-def prepare(model_name, prompt, prompt_source, label_map, label_map_source, splits, max_length):
+def prepare(model_name, prompt, prompt_source, label_map, label_map_source, splits, max_length, multi_label=False):
     """Check the prompt, labels and verbalizers against the data and the tokenizer, then tokenize every split."""
-    before, after = parse_prompt(prompt, prompt_source)
     for split in splits.values():
         if split.labels is not None:
             check_labels(split, label_map, label_map_source)
@@ -210,23 +149,34 @@ def prepare(model_name, prompt, prompt_source, label_map, label_map_source, spli
     positions = max_positions(model_name, tokenizer)
     if positions and max_length > positions:
         raise InputError(f"--max_length {max_length} is more than the {positions} positions of --model {model_name}")
-    options = options_block(label_map)
-    answer_ids = answer_token_ids(tokenizer, before, after, label_map, options)
-    check_fixed_length(tokenizer, before, after, label_map, options, max_length)
+    if multi_label:  # one yes/no question per label, each an ordinary template
+        halves, answer_ids = plan_questions(tokenizer, check_multi_label_prompt(prompt, prompt_source),
+                                            list(label_map.values()), max_length, prompt_source)
+        options, answers = OPTIONS, ANSWERS
+    else:
+        halves = [parse_prompt(prompt, prompt_source)]
+        options, answers = options_block(label_map), label_map
+        answer_ids = answer_token_ids(tokenizer, *halves[0], label_map, options)
+        check_fixed_length(tokenizer, *halves[0], label_map, options, max_length)
     encoded, truncated = {}, {}
     for name, split in splits.items():
-        # Rows without a label (--predict_file) are filled with any verbalizer: it is masked anyway.
-        fills = ([label_map[label] for label in split.labels] if split.labels is not None
-                 else [next(iter(label_map.values()))] * len(split))
-        sequences, positions, truncated[name] = encode_prompts(
-            tokenizer, before, after, split.texts, fills, options, max_length, split.rows, split.source)
+        # Rows without a label (--predict_file) are filled with any answer: it is masked anyway.
+        if multi_label:
+            fills = pair_answers(split.labels or [[]] * len(split), list(label_map))
+            sequences, positions, truncated[name] = encode_pairs(tokenizer, halves, split.texts, fills, max_length,
+                                                                 split.rows, split.source)
+        else:
+            fills = ([label_map[label] for label in split.labels] if split.labels is not None
+                     else [next(iter(label_map.values()))] * len(split))
+            sequences, positions, truncated[name] = encode_prompts(
+                tokenizer, *halves[0], split.texts, fills, options, max_length, split.rows, split.source)
         encoded[name] = (sequences, positions)
         say(f"{name}: {len(split)} examples from {split.source}, "
             f"{truncated[name]} cut to fit --max_length {max_length}")
-    say("answer tokens: " + ", ".join(f"{label} -> {token!r}" for label, token in
-                                      zip(label_map, tokenizer.convert_ids_to_tokens(answer_ids))))
-    return TrainingData(model_name, tokenizer, prompt, before, after, options, label_map, answer_ids, splits, encoded,
-                        truncated)
+    say("answer tokens: " + ", ".join(f"{answer} -> {token!r}" for answer, token in
+                                      zip(answers, tokenizer.convert_ids_to_tokens(answer_ids))))
+    return TrainingData(model_name, tokenizer, prompt, halves, options, label_map, answer_ids, splits, encoded,
+                        truncated, multi_label)
 
 
 # -----------------------------------------------------------------------------
@@ -239,7 +189,8 @@ def build_trainer(data, settings):
     from mlm_classifier.trainer import ATPTrainer, TokenBudgetBatchSampler, bf16_available, training_arguments
 
     bf16 = bf16_available()
-    training_args = training_arguments(settings, "validation" in data.splits, bf16)
+    training_args = training_arguments(settings, "validation" in data.splits, bf16,
+                                       best_metric="micro_f1" if data.multi_label else "accuracy")
     # Several GPUs in one process would get Trainer's DataParallel, which splits each batch under the rows that
     # head_logits' hook selects: one process per GPU instead.
     if training_args.n_gpu > 1:
@@ -272,7 +223,7 @@ def build_trainer(data, settings):
         model=model, args=training_args, data_collator=collator, processing_class=tokenizer,
         train_dataset=[{"input_ids": ids, "answer_position": p} for ids, p in zip(train_sequences, train_positions)],
         eval_dataset=data.eval_set("validation") if "validation" in data.splits else None,
-        batch_sampler=batch_sampler, scoring=scoring, class_names=data.class_names)
+        batch_sampler=batch_sampler, scoring=scoring)
     say(f"objectives: {1 - settings.mlm_proportion - settings.dummy_mlm_proportion:.0%} ATP, "
         f"{settings.mlm_proportion:.0%} MLM, {settings.dummy_mlm_proportion:.0%} dummy MLM; {len(batch_sampler)} "
         f"batches per epoch per {training_args.world_size} process(es); {'bf16' if bf16 else 'float32'}, "
@@ -302,13 +253,10 @@ def train_model(trainer, data, settings):
 def evaluate_splits(trainer, data, metrics):
     """Add validation and test metrics to `metrics`; return the predict split's scores (None without one). Every
     process scores a share under torchrun."""
-    from mlm_classifier.trainer import classification_metrics
-
     for name in ("validation", "test"):
         if name in data.splits:
             examples = data.eval_set(name)
-            for key, value in classification_metrics(trainer.score(examples.sequences), examples.gold,
-                                                     data.class_names).items():
+            for key, value in examples.metrics(trainer.score(examples.sequences)).items():
                 metrics[f"{name}_{key}"] = value
     return trainer.score(data.eval_set("predict").sequences) if "predict" in data.splits else None
 
@@ -342,6 +290,10 @@ def build_parser():
     add_flag(p, "predict_file", default=None, help="texts to label: writes predictions.jsonl")
     add_flag(p, "text_column", default="text", help="the column holding the texts")
     add_flag(p, "label_column", default="label_text", help="the column holding the raw labels")
+    add_flag(p, "multi_label", action="store_true",
+             help="each text has any number of labels (a list, or a string split at --label_separator): every label "
+                  "becomes a yes/no question, one example per (text, label)")
+    add_flag(p, "label_separator", default=",", help="splits a multi-label string cell into labels")
     add_flag(p, "max_train_samples", type=int, default=None, help="at most this many training rows, seeded")
     add_flag(p, "max_eval_samples", type=int, default=None, help="at most this many validation and test rows, seeded")
     add_flag(p, "validation_fraction", type=float, default=0.0, help="hold out this share of the training rows")
@@ -474,15 +426,20 @@ def main(argv=None):
                                                                args.true_mlm_proportion, args.dummy_examples))
 
     # 1. The prompt, the label map and the rows, each checked before anything heavy; then token ids.
-    prompt = read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else PUBLISHED_PROMPT
+    if args.multi_label and not args.label_map:
+        raise InputError("--multi_label needs --label_map: {raw label: the name its yes/no question shows}")
+    default_prompt = MULTI_LABEL_PROMPT if args.multi_label else PUBLISHED_PROMPT
+    prompt = read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else default_prompt
     prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else "the default prompt"
-    parse_prompt(prompt, prompt_source)  # a bad prompt fails before the data loads
+    # a bad prompt fails before the data loads
+    check_multi_label_prompt(prompt, prompt_source) if args.multi_label else parse_prompt(prompt, prompt_source)
     label_map = read_label_map(args.label_map, "--label_map") if args.label_map else dict(PUBLISHED_LABEL_MAP)
     splits = load_splits(args.dataset, args.train_file, args.validation_file, args.test_file, args.predict_file,
                          args.text_column, args.label_column, args.validation_fraction, args.max_train_samples,
-                         args.max_eval_samples, args.seed)
+                         args.max_eval_samples, args.seed, args.label_separator if args.multi_label else None)
     label_map_source = f"--label_map {args.label_map}" if args.label_map else "the default AG News label map"
-    data = prepare(args.model, prompt, prompt_source, label_map, label_map_source, splits, args.max_length)
+    data = prepare(args.model, prompt, prompt_source, label_map, label_map_source, splits, args.max_length,
+                   args.multi_label)
 
     # 2. Train, evaluate, save.
     metrics = fit(data, settings)

@@ -39,6 +39,7 @@ import sweep_20newsgroups as sweep  # noqa: E402
 import train  # noqa: E402
 from mlm_classifier import (encode_prompts, make_parser, options_block, parse_prompt, register_anchor,  # noqa: E402
                             resolve_attn_implementation, run_command)
+from mlm_classifier import objectives  # noqa: E402
 from mlm_classifier.scoring import labelled_loss  # noqa: E402
 from mlm_classifier.trainer import TokenBudgetBatchSampler  # noqa: E402
 from sources import TOKENIZER, TOKENIZER_HELP, ag_news_test, load_tokenizer  # noqa: E402
@@ -251,7 +252,7 @@ def main(argv=None):
         }
         for path in args.paths.split(","):
             batches, pad, head_at_labels, batches_described = paths[path]
-            collate = train.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id, special,
+            collate = objectives.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id, special,
                                               pad_to_multiple_of=pad)
             rate, real, padded, peak = run_path(config, batches, collate, head_at_labels, device, attn_implementation,
                                                 warmup, steps)

@@ -7,6 +7,8 @@ minimal.py shows the method on one screen; this package is the same method, batc
 - scoring.py: the idea: answer tokens, length-sorted batches, the MLM head only at [MASK], bias controls;
 - prompts.py: template rules, filling a template, cutting only the text to fit, [unused0] as one token;
 - classifier.py: ClassifierSpec, trained folders, and MLMClassifier, for notebooks;
+- multilabel.py: texts with any number of labels, each label a yes/no question;
+- objectives.py: the training objectives, ATP and (dummy) MLM, drawn per example;
 - data.py: reading tables and text files, prediction records, atomic writes;
 - splits.py: a table's texts, labels and ids, checked row by row; a training run's splits;
 - cli.py: InputError and one-line errors, the shared flags;
@@ -31,6 +33,10 @@ from .prompts import (ANCHOR, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_
 from .classifier import (ClassifierSpec, CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, SETTINGS_FILE, View,
                          check_labels_list, checked_texts, load_spec, make_views, model_file, parse_labels,
                          plan_scoring, read_settings)
+from .multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, THRESHOLD, check_multi_label_prompt, chosen_labels,
+                         encode_pairs, label_lists, multi_label_metrics, multi_label_record, pair_answers,
+                         plan_questions, question_template, yes_probabilities)
+from .objectives import (ObjectiveCollator, atp_example, draw_objective, make_example, mlm_example)
 from .data import (NO_ID, TABLE_FORMATS, accuracy_table, check_unique_columns, csv_header, load_hub_dataset,
                    prediction_record, read_json_records, read_jsonl, read_label_map, read_prompt, read_table, read_text,
                    records_to_columns, records_to_csv, records_to_jsonl, unique_keys, write_atomic)

@@ -102,9 +102,10 @@ def take_columns(table, source, text_column, label_column=None, id_column=None, 
 def check_labels(split, label_map, label_map_source):
     """An InputError naming each label of `split` that the label map lacks, with a row where it occurs."""
     unknown = {}
-    for row, label in zip(split.rows, split.labels):
-        if label not in label_map:
-            unknown.setdefault(label, row)
+    for row, labels in zip(split.rows, split.labels):
+        for label in labels if isinstance(labels, list) else [labels]:  # multi-label rows hold lists
+            if label not in label_map:
+                unknown.setdefault(label, row)
     if unknown:
         found = "; ".join(f"{label!r} (row {row})" for label, row in unknown.items())
         raise InputError(f"{split.source}: labels missing from {label_map_source}: {found}. "
@@ -129,7 +130,7 @@ def hold_out(split, fraction, seed):
     order = list(range(len(split)))
     random.Random(seed).shuffle(order)
     n_validation = max(1, round(fraction * len(split)))
-    n_labels = len(set(split.labels))
+    n_labels = len({label for labels in split.labels for label in (labels if isinstance(labels, list) else [labels])})
     if n_validation >= len(split):
         raise InputError(f"--validation_fraction {fraction} of {len(split)} training rows leaves no rows to train on")
     if n_validation < n_labels:
@@ -139,11 +140,12 @@ def hold_out(split, fraction, seed):
 
 
 def load_splits(dataset, train_file, validation_file, test_file, predict_file, text_column, label_column,
-                validation_fraction, max_train_samples, max_eval_samples, seed):
+                validation_fraction, max_train_samples, max_eval_samples, seed, label_separator=None):
     """{"train", "validation", "test", "predict"} -> Split (absent ones left out), from files or the hub.
 
     The hub dataset (its train and test splits) is used when there is no --train_file; a --test_file
     replaces the hub's test split. Nothing is held out of the training rows unless `validation_fraction`.
+    With `label_separator` (multi-label), each row's labels are a list (multilabel.label_lists).
     """
     tables = {}
     if train_file is None:
@@ -156,8 +158,17 @@ def load_splits(dataset, train_file, validation_file, test_file, predict_file, t
                        ("predict", predict_file)):
         if path is not None:
             tables[name] = (read_table(path, f"--{name}_file"), path)
-    splits = {name: take_columns(table, source, text_column, None if name == "predict" else label_column)
+    splits = {name: take_columns(table, source, text_column,
+                                 None if name == "predict" or label_separator is not None else label_column)
               for name, (table, source) in tables.items()}
+    if label_separator is not None:
+        from .multilabel import label_lists
+
+        for name, (table, source) in tables.items():
+            if name != "predict":
+                if label_column not in table:
+                    take_columns(table, source, text_column, label_column)  # the error naming the column
+                splits[name].labels = label_lists(table[label_column], label_separator, source, label_column)
     for split in splits.values():
         if not len(split):
             raise InputError(f"{split.source}: no rows")

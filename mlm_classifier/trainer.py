@@ -19,9 +19,11 @@ from .classifier import SETTINGS_FILE
 from .cli import InputError, say
 from .data import accuracy_table, prediction_record, records_to_jsonl, write_atomic
 from .models import current_shard, gather_scores
+from .multilabel import ANSWERS, OPTIONS, THRESHOLD, multi_label_record, yes_probabilities
 from .prompts import ANCHOR, fill_prompt
 from .scoring import labelled_loss, length_sorted_batches, padded_width, predict_option, score_sequences
 
+HEADLINE = ("accuracy", "micro_f1", "macro_f1", "exact_match", "loss")  # what evaluation logs
 MODEL_CARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card.md")
 
 
@@ -73,8 +75,9 @@ class TokenBudgetBatchSampler:
         return iter([self.batches[b] for b in [self.biggest] + rest])
 
 
-def training_arguments(args, validating, bf16, **overrides):
-    """TrainingArguments for our flags, mapped onto transformers 5 names (an InputError if they clash).
+def training_arguments(args, validating, bf16, best_metric="accuracy", **overrides):
+    """TrainingArguments for our flags, mapped onto transformers 5 names (an InputError if they clash). The best
+    checkpoint is chosen on validation `best_metric` (multi-label: micro_f1).
 
     `overrides` are further TrainingArguments (the sweep's classification head asks for length grouping).
     """
@@ -90,7 +93,7 @@ def training_arguments(args, validating, bf16, **overrides):
             weight_decay=args.weight_decay, warmup_steps=args.warmup_ratio,  # transformers 5: a fraction is a ratio
             logging_steps=args.logging_steps, eval_strategy=eval_strategy, eval_steps=args.eval_steps,
             save_strategy=save_strategy, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
-            load_best_model_at_end=keep_best, metric_for_best_model="accuracy" if keep_best else None,
+            load_best_model_at_end=keep_best, metric_for_best_model=best_metric if keep_best else None,
             greater_is_better=True if keep_best else None, bf16=bf16, seed=args.seed,
             use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on the CPU data-parallel (gloo)
             remove_unused_columns=False,  # the collator needs answer_position
@@ -146,9 +149,9 @@ class ATPTrainer(Trainer):
     the answer's [MASK] only, and accuracy is what is logged.
     """
 
-    def __init__(self, *args, batch_sampler, scoring, class_names, **kwargs):
+    def __init__(self, *args, batch_sampler, scoring, **kwargs):
         super().__init__(*args, **kwargs)
-        self.batch_sampler, self.scoring, self.class_names = batch_sampler, scoring, class_names
+        self.batch_sampler, self.scoring = batch_sampler, scoring
         # Our loss takes num_items_in_batch whatever the model's forward accepts, so Trainer must count it for
         # every architecture; it then leaves the loss unscaled for gradient accumulation (it is already exact).
         self.model_accepts_loss_kwargs = True
@@ -195,11 +198,12 @@ class ATPTrainer(Trainer):
         return scores
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        """Accuracy, macro-F1 and ATP loss on an EvalSet (the validation set by default), logged as eval_*."""
+        """The headline metrics (accuracy or micro-F1, macro-F1, exact match, ATP loss) of an EvalSet (the validation
+        set by default), logged as eval_*."""
         examples = eval_dataset if eval_dataset is not None else self.eval_dataset
         start = time.time()
-        metrics = classification_metrics(self.score(examples.sequences), examples.gold, self.class_names)
-        logged = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "loss")}
+        metrics = examples.metrics(self.score(examples.sequences))
+        logged = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items() if k in HEADLINE}
         logged[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 3)
         self.log(logged)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logged)
@@ -210,24 +214,35 @@ class ATPTrainer(Trainer):
 # The trained folder's README.md
 
 
-def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, max_length, metrics):
+def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, max_length, metrics, multi_label):
     """README.md for the saved folder, from model_card.md: base model, prompt, labels, metrics, and how to use it.
 
     `answer_tokens` are the labels' answer tokens as the vocabulary spells them (`ĠWorld`): given so, the
-    fill-mask pipeline finds them without the "does not exist in the model vocabulary" warning.
+    fill-mask pipeline finds them without the "does not exist in the model vocabulary" warning. Multi-label, they
+    are yes and no, and each label is asked about in turn.
     """
-    rows = "\n".join(f"| {label} | `{verbalizer}` | `{token}` |"
+    answers = dict(zip(answer_tokens, ANSWERS if multi_label else label_map))
+    rows = "\n".join(f"| {label} | `{verbalizer}` | " + ("yes/no" if multi_label else f"`{token}`") + " |"
                      for (label, verbalizer), token in zip(label_map.items(), answer_tokens))
-    scores = "\n".join(f"| {split} | {metrics[f'{split}_accuracy']:.4f} | {metrics[f'{split}_macro_f1']:.4f} | "
+    headline = "micro_f1" if multi_label else "accuracy"
+    scores = "\n".join(f"| {split} | {metrics[f'{split}_{headline}']:.4f} | {metrics[f'{split}_macro_f1']:.4f} | "
                        f"{metrics[f'{split}_n']} |"
-                       for split in ("validation", "test") if f"{split}_accuracy" in metrics)
+                       for split in ("validation", "test") if f"{split}_{headline}" in metrics)
     with open(MODEL_CARD, encoding="utf-8") as f:
         template = string.Template(f.read())
     return template.substitute(
         base_model=base_model, anchor=ANCHOR, max_length=max_length, prompt=prompt, label_rows=rows,
+        name_column="name in the question" if multi_label else "verbalizer",
+        headline="micro-F1" if multi_label else "accuracy",
         metric_rows=scores or "| (no validation or test split) | | | |",
+        multi_label_note=MULTI_LABEL_NOTE if multi_label else "",
         inference_prompt=json.dumps(inference_prompt, ensure_ascii=False),
-        targets=json.dumps(dict(zip(answer_tokens, label_map)), ensure_ascii=False))
+        targets=json.dumps(answers, ensure_ascii=False))
+
+
+MULTI_LABEL_NOTE = ("\nThis folder is **multi-label**: each label is a yes/no question. Put a label's name (the label "
+                    "map's value) where the template says `{label}`, and read P(yes); a label applies when P(yes) >= "
+                    "0.5. MLMClassifier and classify.py do this for every label.\n")
 
 
 def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
@@ -242,21 +257,32 @@ def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
     write_atomic(os.path.join(out, "label_map.json"), json.dumps(data.label_map, indent=2, ensure_ascii=False) + "\n")
     write_atomic(os.path.join(out, "prompt.txt"), data.prompt + "\n")
     write_atomic(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    write_atomic(os.path.join(out, SETTINGS_FILE),  # what classify.py needs beyond prompt.txt and label_map.json
-                 json.dumps({"max_length": settings.max_length, "base_model": settings.model}, indent=2) + "\n")
-    inference_prompt = fill_prompt(data.before, data.after, "{text}", data.tokenizer.mask_token, data.options)[0]
+    classifier = {"max_length": settings.max_length, "base_model": settings.model}  # beyond prompt.txt, label_map.json
+    if data.multi_label:
+        classifier.update(multi_label=True, threshold=THRESHOLD)
+    write_atomic(os.path.join(out, SETTINGS_FILE), json.dumps(classifier, indent=2) + "\n")
+    if data.multi_label:
+        inference_prompt = data.prompt.replace("{answer}", data.tokenizer.mask_token).replace("{options}", OPTIONS)
+    else:
+        inference_prompt = fill_prompt(*data.halves[0], "{text}", data.tokenizer.mask_token, data.options)[0]
     answer_tokens = data.tokenizer.convert_ids_to_tokens(data.answer_ids)
     write_atomic(os.path.join(out, "README.md"), model_card(settings.model, data.prompt, data.label_map, answer_tokens,
-                                                            inference_prompt, settings.max_length, metrics))
+                                                            inference_prompt, settings.max_length, metrics,
+                                                            data.multi_label))
     if prediction_scores is not None:
         rows, names = data.splits["predict"], data.class_names
-        records = [prediction_record(row, text, names, predict_option(s, len(names))[1])
-                   for row, text, s in zip(rows.rows, rows.texts, prediction_scores)]
+        if data.multi_label:
+            yes = yes_probabilities([predict_option(s, 2)[1] for s in prediction_scores], len(names))
+            records = [multi_label_record(row, text, names, p) for row, text, p in zip(rows.rows, rows.texts, yes)]
+        else:
+            records = [prediction_record(row, text, names, predict_option(s, len(names))[1])
+                       for row, text, s in zip(rows.rows, rows.texts, prediction_scores)]
         write_atomic(os.path.join(out, "predictions.jsonl"), records_to_jsonl(records))
+    headline = "micro_f1" if data.multi_label else "accuracy"
     for name in ("validation", "test"):
-        if f"{name}_accuracy" in metrics:
-            say(f"{name}: accuracy {metrics[f'{name}_accuracy']:.4f}, macro-F1 {metrics[f'{name}_macro_f1']:.4f} "
-                f"({metrics[f'{name}_n']} examples)")
+        if f"{name}_{headline}" in metrics:
+            say(f"{name}: {headline.replace('_', '-')} {metrics[f'{name}_{headline}']:.4f}, macro-F1 "
+                f"{metrics[f'{name}_macro_f1']:.4f} ({metrics[f'{name}_n']} examples)")
     inputs = (settings.model, settings.resume_from_checkpoint)  # never removed: the run read them
     removed = [] if settings.keep_checkpoints else remove_checkpoints(out, keep=inputs)
     note = f" (removed {', '.join(removed)}: the saved model does not need them; --keep_checkpoints keeps them)"

@@ -14,6 +14,7 @@ import classify
 import eval as mc
 import mlm_classifier as core
 import train
+from mlm_classifier import objectives
 from mlm_classifier import InputError, MLMClassifier
 
 ARCHITECTURES = {"modernbert": "tiny_model_dir", "bert": "tiny_bert_dir", "roberta": "tiny_roberta_dir"}
@@ -31,7 +32,7 @@ def mixed_batch(tokenizer, seed=0):
     rows = color_rows(6, seed)
     sequences, positions, _ = core.encode_prompts(tokenizer, before, after, [r["text"] for r in rows],
                                                   [LABEL_MAP[r["label_text"]] for r in rows], "", 64)
-    collate = train.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id,
+    collate = objectives.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id,
                                       frozenset(tokenizer.all_special_ids), mlm_proportion=0.5)
     torch.manual_seed(seed)
     batch = collate([{"input_ids": s, "answer_position": p} for s, p in zip(sequences, positions)])

@@ -13,7 +13,7 @@ from conftest import COLORS, ENV, LABEL_MAP, PROMPT, REPO, WORDS, base_args, wri
 
 import mlm_classifier as core
 import train
-from mlm_classifier import trainer
+from mlm_classifier import objectives, trainer
 from mlm_classifier import InputError, score_sequences
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_atp_masks_exactly_the_answer_token_after_the_anchor(tokenizer):
         whole = tokenizer(PROMPT.rstrip().replace("{text}", text).replace("{label}", LABEL_MAP[label]))["input_ids"]
         assert ids == whole  # an example that fits is tokenised exactly as the whole prompt
         assert ids[position - 1] == anchor and ids[position] == answer_ids[list(LABEL_MAP).index(label)]
-        input_ids, target = train.atp_example(ids, position, tokenizer.mask_token_id)
+        input_ids, target = objectives.atp_example(ids, position, tokenizer.mask_token_id)
         assert input_ids[position] == tokenizer.mask_token_id
         assert [t for t in target if t != -100] == [ids[position]] and target[position] == ids[position]
         assert input_ids[:position] == ids[:position] and input_ids[position + 1:] == ids[position + 1:]
@@ -61,7 +61,7 @@ def test_mlm_masks_30_percent_with_mask_only_and_original_labels(tokenizer):
         tokenizer.sep_token_id]
     special = frozenset(tokenizer.all_special_ids)
     g = torch.Generator().manual_seed(0)
-    input_ids, labels = train.mlm_example(ids, special, tokenizer.mask_token_id, 0.3, dummy=False, generator=g)
+    input_ids, labels = objectives.mlm_example(ids, special, tokenizer.mask_token_id, 0.3, dummy=False, generator=g)
     masked = [i for i, t in enumerate(labels) if t != -100]
     assert 0.27 < len(masked) / (len(ids) - 2) < 0.33
     assert all(input_ids[i] == tokenizer.mask_token_id and labels[i] == ids[i] for i in masked)
@@ -72,7 +72,7 @@ def test_mlm_masks_30_percent_with_mask_only_and_original_labels(tokenizer):
 def test_dummy_mlm_labels_are_the_mask_id(tokenizer):
     ids = tokenizer(" ".join(WORDS * 10))["input_ids"]
     g = torch.Generator().manual_seed(1)
-    input_ids, labels = train.mlm_example(ids, frozenset(tokenizer.all_special_ids), tokenizer.mask_token_id,
+    input_ids, labels = objectives.mlm_example(ids, frozenset(tokenizer.all_special_ids), tokenizer.mask_token_id,
                                           0.3, dummy=True, generator=g)
     masked = [i for i, t in enumerate(labels) if t != -100]
     assert 0.2 < len(masked) / len(ids) < 0.4
@@ -83,14 +83,14 @@ def test_dummy_mlm_labels_are_the_mask_id(tokenizer):
 def test_short_mlm_example_always_has_a_target(tokenizer):
     ids = tokenizer("a")["input_ids"]  # [CLS] a [SEP]
     for seed in range(20):
-        _, labels = train.mlm_example(ids, frozenset(tokenizer.all_special_ids), tokenizer.mask_token_id, 0.3,
+        _, labels = objectives.mlm_example(ids, frozenset(tokenizer.all_special_ids), tokenizer.mask_token_id, 0.3,
                                       generator=torch.Generator().manual_seed(seed))
         assert labels == [-100, ids[1], -100]
 
 
 def test_objective_mix_follows_the_proportions():
     g = torch.Generator().manual_seed(0)
-    draws = [train.draw_objective(0.2, 0.3, g) for _ in range(20000)]
+    draws = [objectives.draw_objective(0.2, 0.3, g) for _ in range(20000)]
     for objective, share in (("mlm", 0.2), ("dummy", 0.3), ("atp", 0.5)):
         assert abs(draws.count(objective) / len(draws) - share) < 0.015
 
@@ -99,14 +99,14 @@ def test_collator_pads_to_a_multiple_and_mixes_objectives(tokenizer):
     texts, labels = ["the red city"] * 3 + ["a blue b c d e f"] * 3, ["RED"] * 3 + ["BLUE"] * 3
     sequences, positions, _ = encode(tokenizer, texts, labels)
     features = [{"input_ids": s, "answer_position": p} for s, p in zip(sequences, positions)]
-    collate = train.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id,
+    collate = objectives.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id,
                                       frozenset(tokenizer.all_special_ids), pad_to_multiple_of=8)
     batch = collate(features)
     assert batch["input_ids"].shape[1] % 8 == 0 and batch["input_ids"].shape[1] >= max(map(len, sequences))
     assert ((batch["labels"] != -100).sum(dim=1) == 1).all()  # ATP only: one target per row
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
     torch.manual_seed(0)
-    mixed = train.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id,
+    mixed = objectives.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id,
                                     frozenset(tokenizer.all_special_ids), 0.5, 0.5)
     counts = [int((mixed(features)["labels"] != -100).sum()) for _ in range(5)]
     assert max(counts) > len(features)  # MLM rows carry several targets
