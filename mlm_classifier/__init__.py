@@ -11,6 +11,7 @@ minimal.py shows the method on one screen; this package is the same method, batc
 - objectives.py: the training objectives, ATP and (dummy) MLM, drawn per example;
 - data.py: reading tables and text files, prediction records, atomic writes;
 - splits.py: a table's texts, labels and ids, checked row by row; a training run's splits;
+- stream.py: tables read a chunk of rows at a time and checked in one pass; any iterable of texts in chunks;
 - cli.py: InputError and one-line errors, the shared flags;
 - models.py: devices, dtypes, loading models and tokenizers, torchrun;
 - checkpoints.py: resuming a training run; trainer.py: train.py's Trainer (imported there, not here: Trainer takes
@@ -31,17 +32,19 @@ from .prompts import (ANCHOR, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_
                       fill_prompt, letter_suggestion, mask_answers, option_lines, options_block, parse_prompt,
                       register_anchor, vocabulary_anchor_id)
 from .classifier import (ClassifierSpec, CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, SETTINGS_FILE, View,
-                         check_labels_list, checked_texts, load_spec, make_views, model_file, parse_labels,
-                         plan_scoring, read_settings)
+                         check_abstention, load_spec, make_views, model_file, plan_scoring, read_settings)
 from .multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, THRESHOLD, check_multi_label_prompt, chosen_labels,
                          encode_pairs, label_lists, multi_label_metrics, multi_label_record, pair_answers,
                          plan_questions, question_template, yes_probabilities)
 from .objectives import (ObjectiveCollator, atp_example, draw_objective, make_example, mlm_example)
-from .data import (NO_ID, TABLE_FORMATS, accuracy_table, check_unique_columns, csv_header, load_hub_dataset,
-                   prediction_record, read_json_records, read_jsonl, read_label_map, read_prompt, read_table, read_text,
-                   records_to_columns, records_to_csv, records_to_jsonl, unique_keys, write_atomic)
-from .splits import (Split, check_labels, hold_out, id_value, load_splits, some_rows, subsample, take_columns,
-                     text_value)
+from .data import (NO_ID, TABLE_FORMATS, accuracy_table, check_labels_list, check_table_file, check_unique_columns,
+                   csv_header, load_hub_dataset, parse_labels, prediction_record, read_json_records, read_jsonl,
+                   read_label_map, read_prompt, read_table, read_text, records_to_columns, records_to_csv,
+                   records_to_jsonl, unique_keys, write_atomic)
+from .splits import (Split, check_labels, checked_texts, hold_out, id_value, load_splits, some_rows, subsample,
+                     take_columns, text_value, without_text_error)
+from .stream import (Chunk, CHUNK_ROWS, InputSummary, TableChunks, batches_of, check_columns, check_input,
+                     stream_results)
 from .cli import (ArgumentParser, HelpFormatter, InputError, INTERRUPTED, add_flag, add_scoring_flags,
                   check_output_path, check_positive, check_spares_inputs, differences, error_reason, make_parser,
                   on_interrupt, row_and_line, run_command, say, short)

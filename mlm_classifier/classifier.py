@@ -3,6 +3,8 @@
     clf = MLMClassifier.from_pretrained("my-classifier")          # a folder written by train.py
     clf = MLMClassifier.from_pretrained("answerdotai/ModernBERT-Large-Instruct", labels=["spam", "not spam"])
     clf(["text one", "text two"])  # [{"label": "spam", "probabilities": {"spam": 0.93, "not spam": 0.07}}, ...]
+    for result in clf.stream(line for line in open("texts.txt") if line.strip()):  # any iterable, any length
+        ...
 
 A `ClassifierSpec` says what a classifier answers and how, before any model loads; `plan_scoring` checks it
 against the tokenizer; MLMClassifier fills, cuts and scores with the core's batched scoring.
@@ -13,56 +15,20 @@ import os
 from dataclasses import dataclass, field
 
 from .cli import InputError
-from .data import read_label_map, read_prompt, read_text
+from .data import check_labels_list, parse_labels, read_label_map, read_prompt, read_text  # noqa: F401
 from .models import (batch_defaults, gather_scores, load_masked_lm, load_pretrained, load_tokenizer, looks_local,
                      max_positions, require_mask_token, resolve_attn_implementation, resolve_device, resolve_dtype)
 from .prompts import (ZERO_SHOT_PROMPT, answer_token_ids, check_fixed_length, encode_prompts, mask_answers,
                       options_block, parse_prompt)
 from .scoring import (LETTERS, combine_views, first_max, letter_token_ids, letters_that_fit, rotations, score_sequences,
                       slot_probabilities)
+from .splits import checked_texts
+from .stream import stream_results
 
 SETTINGS_FILE = "classifier.json"  # what train.py records for classify.py beside prompt.txt and label_map.json
 
 
 CONTENT_FREE_TEXT = "N/A"  # Zhao et al. (2021)'s first content-free input
-
-
-def parse_labels(value):
-    """A label list from a comma list (`"World,Sports"`) or a file with one label per line (blank lines skipped).
-    A value that looks like a path (a folder separator, or a file extension, and no comma) must be a file."""
-    if os.path.isfile(value):
-        source = f"--labels {value}"
-        labels = [line.strip() for line in read_text(value, source).split("\n") if line.strip()]
-    elif "," not in value and ("/" in value or os.sep in value or os.path.splitext(value)[1][1:].isalpha()):
-        raise InputError(f"--labels {value}: no such file (a list of labels is written with commas: \"World,Sports\")")
-    else:
-        labels = [label.strip() for label in value.split(",")]
-        source = "--labels"
-    check_labels_list(labels, source)
-    return labels
-
-
-def check_labels_list(labels, source="labels"):
-    """An InputError for fewer than two labels, an empty one, one given twice, or two that differ only by case or
-    surrounding spaces (`World`, `world `): the model and a reader take those for one label."""
-    if isinstance(labels, str):
-        raise InputError(f"{source}: {labels!r} is one string; give a list of labels, e.g. {labels.split(',')!r}")
-    labels = list(labels)
-    if len(labels) < 2:
-        raise InputError(f"{source}: {len(labels)} label(s); a classifier needs at least two")
-    for k, label in enumerate(labels):
-        if not isinstance(label, str) or not label.strip():
-            raise InputError(f"{source}: label {k + 1} is empty")
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    if repeated:
-        raise InputError(f"{source}: {', '.join(repr(r) for r in repeated)} given more than once")
-    seen = {}
-    for label in labels:
-        key = label.strip().casefold()
-        if key in seen:
-            raise InputError(f"{source}: {seen[key]!r} and {label!r} differ only by case or surrounding spaces, so "
-                             "they read as one label; keep one, or name them apart")
-        seen[key] = label
 
 
 @dataclass
@@ -224,64 +190,67 @@ def plan_scoring(spec, tokenizer, permutations=1):
     return ScoringPlan(views, before, after, option_ids, max_length)
 
 
-def checked_texts(texts):
-    """The texts to classify, stripped (as train.py reads its rows): a string or an iterable of strings. One that is
-    not a string is a TypeError, one missing (None, NaN) or empty a ValueError, each naming its position: no text
-    is ever classified as the string "None" or "nan"."""
-    if isinstance(texts, str):
-        texts = [texts]
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise TypeError(f"texts must be a string or a list of strings, not {type(texts).__name__}") from None
-    for k, text in enumerate(texts):
-        if text is None or (isinstance(text, float) and text != text):
-            raise ValueError(f"texts[{k}] is missing ({text!r}); every text must be a non-empty string")
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{k}] is a {type(text).__name__} ({text!r:.40}), not a string")
-        if not text.strip():
-            raise ValueError(f"texts[{k}] is empty; every text must be a non-empty string")
-    return [text.strip() for text in texts]
+def check_abstention(threshold, abstain_label, labels=(), prefix=""):
+    """An InputError for a threshold that is not above 0 and at most 1, or an abstain label that is empty, comes
+    without a threshold or reads as one of the labels. `prefix` is `--` for the command line's flags."""
+    if threshold is not None and not (type(threshold) in (int, float) and 0 < threshold <= 1):
+        raise InputError(f"{prefix}threshold {threshold} must be above 0 and at most 1 (a probability)")
+    if abstain_label is None:
+        return
+    if threshold is None:
+        raise InputError(f"{prefix}abstain_label {abstain_label!r} needs {prefix}threshold: without it none abstains")
+    if not isinstance(abstain_label, str) or not abstain_label.strip():
+        raise InputError(f"{prefix}abstain_label {abstain_label!r} must be a non-empty string")
+    same = [label for label in labels if label.strip().casefold() == abstain_label.strip().casefold()]
+    if same:
+        raise InputError(f"{prefix}abstain_label {abstain_label!r} reads as the label {same[0]!r}; give a name that is "
+                         "no label (or leave it out: an abstention is then null)")
 
 
 class MLMClassifier:
     """A masked LM that labels texts with its MLM head, in one forward pass per text (and per rotation).
 
-    Build it with `from_pretrained`; call it on a text or a list of texts. `permutations` (1 to the number
-    of labels) scores each text under that many cyclic rotations of the label order and averages each
-    label's probability; `calibrate` divides by the probabilities of `content_free_text` (Zhao et al., 2021).
+    Build it with `from_pretrained`; call it on a text or a list of texts, or `stream` any iterable of them.
+    `permutations` (1 to the number of labels) scores each text under that many cyclic rotations of the label
+    order and averages each label's probability; `calibrate` divides by the probabilities of `content_free_text`
+    (Zhao et al., 2021). With `threshold`, a text whose top probability (after both) is below it gets the label
+    `abstain_label` (None unless given) instead; its probabilities are still there.
     """
 
     def __init__(self, spec, tokenizer, model, permutations=1, calibrate=False, content_free_text=CONTENT_FREE_TEXT,
-                 batch_tokens=None, pad_to_multiple_of=None, plan=None):
+                 batch_tokens=None, pad_to_multiple_of=None, plan=None, threshold=None, abstain_label=None):
+        check_abstention(threshold, abstain_label, spec.labels)
         self.spec, self.tokenizer, self.model = spec, tokenizer, model
+        self.threshold, self.abstain_label = threshold, abstain_label
         self.permutations, self.calibrate, self.content_free_text = permutations, calibrate, content_free_text
         self.plan = plan or plan_scoring(spec, tokenizer, permutations)
         self.mask_token_id = tokenizer.mask_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.mask_token_id
         self.batch_tokens, self.pad_to_multiple_of = batch_defaults(next(model.parameters()).device, batch_tokens,
                                                                     pad_to_multiple_of)
-        self.truncated = 0  # texts cut to fit max_length in the last call (in any view)
+        self.truncated = 0  # texts cut to fit max_length in the last call (in any view; stream: so far)
+        self.cut_by_view = [0] * len(self.plan.views)  # of those, how many in each view (in the last call)
         self._content_free = None
 
     @classmethod
     def from_pretrained(cls, model_name, labels=None, prompt=None, max_length=None, permutations=1, calibrate=False,
                         content_free_text=CONTENT_FREE_TEXT, device="auto", dtype="auto", attn_implementation="auto",
-                        batch_tokens=None, pad_to_multiple_of=None):
+                        batch_tokens=None, pad_to_multiple_of=None, threshold=None, abstain_label=None):
         """A trained folder (reads prompt.txt, label_map.json, classifier.json), or any masked LM zero-shot over
-        `labels`. Everything is checked before the weights load: bad labels or prompts cost no time.
+        `labels`. Everything is checked before the weights load: bad labels, prompts or thresholds cost no time.
 
         `device` auto is the GPU when there is one; `dtype` auto is bfloat16 there and float32 on the CPU.
         """
         spec = load_spec(model_name, labels, prompt, max_length)
         tokenizer = load_tokenizer(model_name)
         plan = plan_scoring(spec, tokenizer, permutations)
+        check_abstention(threshold, abstain_label, spec.labels)
         device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
         dtype = resolve_dtype(dtype, device)
         model = load_masked_lm(model_name, dtype, resolve_attn_implementation(attn_implementation, device, dtype),
                                device)
         return cls(spec, tokenizer, model, permutations, calibrate, content_free_text, batch_tokens,
-                   pad_to_multiple_of, plan)
+                   pad_to_multiple_of, plan, threshold, abstain_label)
 
     @property
     def labels(self):
@@ -294,22 +263,24 @@ class MLMClassifier:
     def encode(self, texts):
         """Token ids of every text under every view (view-major), [MASK] at the answer; texts cut to fit."""
         texts = checked_texts(texts)
-        sequences, self.truncated = [], 0
+        sequences, self.cut_by_view = [], []
         for view in self.plan.views:
             options = options_block(view.label_map)
             verbalizer = next(iter(view.label_map.values()))  # any one: the answer is masked
             ids, positions, n_cut = encode_prompts(self.tokenizer, self.plan.before, self.plan.after, texts,
                                                    [verbalizer] * len(texts), options, self.max_length)
             sequences += mask_answers(ids, positions, self.mask_token_id)
-            self.truncated = max(self.truncated, n_cut)
+            self.cut_by_view.append(n_cut)
+        self.truncated = max(self.cut_by_view)
         return sequences
 
     def view_probabilities(self, texts, shard=(0, 1), progress=False):
         """For each text, its label probabilities under each view: a list (texts) of lists (views) of lists."""
         sequences = self.encode(texts)
-        scores = gather_scores(score_sequences(self.model, sequences, self.mask_token_id, self.pad_token_id,
-                                               self.plan.option_ids, self.batch_tokens, self.pad_to_multiple_of,
-                                               shard=shard, progress=progress))
+        scores = score_sequences(self.model, sequences, self.mask_token_id, self.pad_token_id, self.plan.option_ids,
+                                 self.batch_tokens, self.pad_to_multiple_of, shard=shard, progress=progress)
+        if shard[1] > 1:  # each process scored a share: merge them (a process scoring texts of its own does not)
+            scores = gather_scores(scores)
         n = len(texts)
         return [[slot_probabilities(scores[v * n + t], view.option_at_slot) for v, view in enumerate(self.plan.views)]
                 for t in range(n)]
@@ -325,10 +296,22 @@ class MLMClassifier:
         content_free = self.content_free_probabilities() if self.calibrate else None
         return [combine_views(views, content_free) for views in self.view_probabilities(texts, shard, progress)]
 
+    def label_of(self, probs):
+        """The likeliest label, or `abstain_label` (None unless given) when its probability is below `threshold`."""
+        best = first_max(probs)
+        return self.abstain_label if self.threshold is not None and probs[best] < self.threshold else self.labels[best]
+
+    def result(self, probs):
+        return {"label": self.label_of(probs), "probabilities": dict(zip(self.labels, probs))}
+
     def __call__(self, texts, progress=False):
         """[{"label", "probabilities"}] for a list of texts; one dict for a single text."""
         single = isinstance(texts, str)
-        results = []
-        for probs in self.probabilities(checked_texts(texts), progress=progress):
-            results.append({"label": self.labels[first_max(probs)], "probabilities": dict(zip(self.labels, probs))})
+        results = [self.result(probs) for probs in self.probabilities(checked_texts(texts), progress=progress)]
         return results[0] if single else results
+
+    def stream(self, texts, chunk_size=10000, progress=False):
+        """Yield the result of each text of any iterable (a list, a generator over a file), in order, as __call__
+        gives it: `chunk_size` texts are read, scored by length within the chunk, and yielded before the next are
+        read, so memory holds one chunk whatever the iterable's length. `truncated` counts the texts cut so far."""
+        return stream_results(self, texts, chunk_size, progress)

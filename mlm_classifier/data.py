@@ -1,4 +1,4 @@
-"""Reading what users bring and writing what we produce: text files, label maps, tables, records.
+"""Reading what users bring and writing what we produce: text files, label lists and maps, tables, records.
 
 Text files may carry a byte-order mark; tables are csv, json, jsonl or parquet files read as {column: values}
 (splits.py turns them into texts and labels). Outputs are written atomically, so no reader ever sees half a file.
@@ -51,6 +51,44 @@ def read_label_map(path, flag=""):
     return label_map
 
 
+def parse_labels(value):
+    """A label list from a comma list (`"World,Sports"`) or a file with one label per line (blank lines skipped).
+    A value that looks like a path (a folder separator, or a file extension, and no comma) must be a file."""
+    if os.path.isfile(value):
+        source = f"--labels {value}"
+        labels = [line.strip() for line in read_text(value, source).split("\n") if line.strip()]
+    elif "," not in value and ("/" in value or os.sep in value or os.path.splitext(value)[1][1:].isalpha()):
+        raise InputError(f"--labels {value}: no such file (a list of labels is written with commas: \"World,Sports\")")
+    else:
+        labels = [label.strip() for label in value.split(",")]
+        source = "--labels"
+    check_labels_list(labels, source)
+    return labels
+
+
+def check_labels_list(labels, source="labels"):
+    """An InputError for fewer than two labels, an empty one, one given twice, or two that differ only by case or
+    surrounding spaces (`World`, `world `): the model and a reader take those for one label."""
+    if isinstance(labels, str):
+        raise InputError(f"{source}: {labels!r} is one string; give a list of labels, e.g. {labels.split(',')!r}")
+    labels = list(labels)
+    if len(labels) < 2:
+        raise InputError(f"{source}: {len(labels)} label(s); a classifier needs at least two")
+    for k, label in enumerate(labels):
+        if not isinstance(label, str) or not label.strip():
+            raise InputError(f"{source}: label {k + 1} is empty")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise InputError(f"{source}: {', '.join(repr(r) for r in repeated)} given more than once")
+    seen = {}
+    for label in labels:
+        key = label.strip().casefold()
+        if key in seen:
+            raise InputError(f"{source}: {seen[key]!r} and {label!r} differ only by case or surrounding spaces, so "
+                             "they read as one label; keep one, or name them apart")
+        seen[key] = label
+
+
 def unique_keys(pairs, source):
     """A JSON object's dict, refusing a key given twice (json.loads would keep the last one silently)."""
     seen = {}
@@ -61,12 +99,21 @@ def unique_keys(pairs, source):
     return seen
 
 
-def write_atomic(path, text):
-    """Write text to `path` through a temporary file and a rename, so no reader ever sees half a file."""
+def write_atomic(path, text, sync=False):
+    """Write text to `path` through a temporary file and a rename, so no reader ever sees half a file; an interrupted
+    write leaves the old file and no temporary one. `sync` waits until the text is on disk before the rename."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C too: no stray temporary file beside the output
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def read_jsonl(path, source=None):
@@ -93,13 +140,7 @@ def read_table(path, flag):
     whose header names a column twice, is an InputError naming it.
     """
     source = f"{flag} {path}"
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in TABLE_FORMATS:
-        raise InputError(f"{source}: unknown format {extension!r}; use .csv, .json, .jsonl or .parquet")
-    if not os.path.isfile(path):
-        raise InputError(f"{source}: no such file")
-    if os.path.getsize(path) == 0:
-        raise InputError(f"{source}: the file is empty")
+    extension = check_table_file(path, flag)
     try:
         if extension == ".csv":
             import pandas
@@ -121,6 +162,20 @@ def read_table(path, flag):
         raise InputError(f"{source}: not UTF-8 text (byte {e.start})") from None
     except Exception as e:  # pandas' and pyarrow's many error types: the message is what the user needs
         raise InputError(f"{source}: cannot be read as {extension[1:]} ({error_reason(e)})") from None
+
+
+def check_table_file(path, flag):
+    """The extension of a table file that read_table can read (lower case), or an InputError naming `flag` and the
+    path: an unknown format, no such file, or an empty one."""
+    source = f"{flag} {path}"
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in TABLE_FORMATS:
+        raise InputError(f"{source}: unknown format {extension!r}; use .csv, .json, .jsonl or .parquet")
+    if not os.path.isfile(path):
+        raise InputError(f"{source}: no such file")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{source}: the file is empty")
+    return extension
 
 
 def csv_header(path):
@@ -205,15 +260,17 @@ def records_to_jsonl(records):
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
-def records_to_csv(records, class_names):
-    """CSV of prediction records: row, (id), text, label, then one `p_<label>` column per label; null is empty."""
+def records_to_csv(records, class_names, header=True):
+    """CSV of prediction records: row, (id), text, label, then one `p_<label>` column per label; null is empty.
+    Without `header`, only the records' rows: what follows the first chunk of an output written a chunk at a time."""
     import csv
     import io
 
     out = io.StringIO()
     head = [k for k in records[0] if k != "probabilities"] if records else ["row", "text", "label"]
     writer = csv.writer(out)
-    writer.writerow(head + [f"p_{label}" for label in class_names])
+    if header:
+        writer.writerow(head + [f"p_{label}" for label in class_names])
     for r in records:
         probabilities = r["probabilities"] or {}
         writer.writerow([r[k] for k in head] + [probabilities.get(label) for label in class_names])

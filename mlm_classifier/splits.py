@@ -1,7 +1,8 @@
 """Splits: one split's texts (and labels, ids) with the row each came from, so that every error can name the row.
 
 Here are the rules a table's values must keep to become texts, labels and ids (a missing or empty text is never
-classified as "None", "nan" or ""), and the splits of a training run: from files or the hub, held out, sampled.
+classified as "None", "nan" or ""), the rules of the texts MLMClassifier is given, and the splits of a training run:
+from files or the hub, held out, sampled.
 """
 
 import random
@@ -58,11 +59,42 @@ def id_value(value):
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def some_rows(rows, shown=5):
-    """`row 3` or `rows 3, 8, 9, 14, 20 and 7 more`: how an error names the rows at fault."""
+def checked_texts(texts, first=0):
+    """The texts to classify, stripped (as train.py reads its rows): a string or an iterable of strings. One that is
+    not a string is a TypeError, one missing (None, NaN) or empty a ValueError, each naming its position (counted
+    from `first`, where these texts continue a stream): no text is ever classified as the string "None" or "nan"."""
+    if isinstance(texts, str):
+        texts = [texts]
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"texts must be a string or a list of strings, not {type(texts).__name__}") from None
+    for k, text in enumerate(texts, start=first):
+        if text is None or (isinstance(text, float) and text != text):
+            raise ValueError(f"texts[{k}] is missing ({text!r}); every text must be a non-empty string")
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{k}] is a {type(text).__name__} ({text!r:.40}), not a string")
+        if not text.strip():
+            raise ValueError(f"texts[{k}] is empty; every text must be a non-empty string")
+    return [text.strip() for text in texts]
+
+
+def some_rows(rows, shown=5, total=None):
+    """`row 3` or `rows 3, 8, 9, 14, 20 and 7 more`: how an error names the rows at fault. `total` is how many there
+    are when `rows` holds only the first of them (a file read a chunk at a time)."""
+    total = len(rows) if total is None else total
     named = ", ".join(str(r) for r in rows[:shown])
-    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
-    return f"row {named}" if len(rows) == 1 else f"rows {named}{more}"
+    more = f" and {total - shown} more" if total > shown else ""
+    return f"row {named}" if total == 1 else f"rows {named}{more}"
+
+
+def without_text_error(source, text_column, rows, total=None):
+    """The InputError for rows without a text: `rows` (the first five are enough), `total` of them in all."""
+    total = len(rows) if total is None else total
+    verb = "has" if total == 1 else "have"
+    count = f" ({total} rows)" if total > 1 else ""
+    return InputError(f"{source}: {some_rows(rows, total=total)} {verb} no text in column {text_column!r}{count}: "
+                      "a missing, empty or white-space text")
 
 
 def take_columns(table, source, text_column, label_column=None, id_column=None, allow_empty=False, first_row=0):
@@ -84,10 +116,7 @@ def take_columns(table, source, text_column, label_column=None, id_column=None, 
             raise InputError(f"{source}: row {row}: column {text_column!r} holds {problem}")
         texts.append(text)
     if without_text and not allow_empty:
-        verb = "has" if len(without_text) == 1 else "have"
-        count = f" ({len(without_text)} rows)" if len(without_text) > 1 else ""
-        raise InputError(f"{source}: {some_rows(without_text)} {verb} no text in column {text_column!r}{count}: "
-                         "a missing, empty or white-space text")
+        raise without_text_error(source, text_column, without_text)
     labels = None
     if label_column is not None:
         labels = [None if text_value(label)[1] in ("missing", "empty") else str(label) for label in table[label_column]]

@@ -156,7 +156,7 @@ def test_cli_zero_shot_writes_csv_in_input_order_with_ids_and_settings(varied_mo
 def test_torchrun_two_processes_write_the_same_file_as_one(varied_model_dir, tmp_path):
     source = write(tmp_path / "in.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 5))
     common = ["--model", varied_model_dir, "--labels", ",".join(NEWS), "--input", source, "--no_progress",
-              "--batch_tokens", "256", "--permutations", "2"]
+              "--batch_tokens", "256", "--permutations", "2", "--chunk_rows", "4"]  # 8 chunks: 4 for each process
     one = subprocess.run([sys.executable, "classify.py", *common, "--output", str(tmp_path / "one.jsonl")],
                          capture_output=True, text=True, cwd=REPO, env=ENV)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -166,6 +166,34 @@ def test_torchrun_two_processes_write_the_same_file_as_one(varied_model_dir, tmp
     assert two.returncode == 0, two.stderr[-2000:]
     assert (tmp_path / "one.jsonl").read_text() == (tmp_path / "two.jsonl").read_text()
     assert json.loads((tmp_path / "two.jsonl.settings.json").read_text())["processes"] == 2
+    assert not [name for name in os.listdir(tmp_path) if ".partial" in name]
+
+
+def test_a_threshold_abstains_in_the_api_the_stream_and_the_cli(varied_model_dir, tmp_path):
+    plain = MLMClassifier.from_pretrained(varied_model_dir, labels=NEWS)(TEXTS)
+    tops = sorted(max(r["probabilities"].values()) for r in plain)
+    assert tops[2] < tops[3]
+    threshold = (tops[2] + tops[3]) / 2  # the three least sure texts abstain
+    below = [max(r["probabilities"].values()) < threshold for r in plain]
+    results = MLMClassifier.from_pretrained(varied_model_dir, labels=NEWS, threshold=threshold)(TEXTS)
+    assert [r["label"] for r in results] == [None if b else r["label"] for b, r in zip(below, plain)]
+    assert [r["probabilities"] for r in results] == [r["probabilities"] for r in plain]  # still there
+    named = MLMClassifier.from_pretrained(varied_model_dir, labels=NEWS, threshold=threshold, abstain_label="unsure")
+    assert [r["label"] for r in named.stream(iter(TEXTS), chunk_size=4)] == [
+        "unsure" if b else r["label"] for b, r in zip(below, plain)]
+    source = write(tmp_path / "in.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    out = tmp_path / "out.jsonl"
+    classify.main(["--model", varied_model_dir, "--labels", ",".join(NEWS), "--input", source, "--output", str(out),
+                   "--threshold", str(threshold), "--no_progress"])
+    records = read_jsonl(out)
+    assert [r["label"] for r in records] == [r["label"] for r in results]
+    assert all(set(r["probabilities"]) == set(NEWS) for r in records)
+    settings = json.loads((tmp_path / "out.jsonl.settings.json").read_text())
+    assert (settings["threshold"], settings["abstain_label"], settings["abstained"]) == (threshold, None, 3)
+    with pytest.raises(InputError, match="threshold 0 must be above 0 and at most 1"):
+        MLMClassifier.from_pretrained(varied_model_dir, labels=NEWS, threshold=0)
+    with pytest.raises(InputError, match="abstain_label 'world' reads as the label 'World'"):
+        MLMClassifier.from_pretrained(varied_model_dir, labels=NEWS, threshold=0.5, abstain_label="world")
 
 
 # -----------------------------------------------------------------------------
@@ -186,6 +214,12 @@ def test_torchrun_two_processes_write_the_same_file_as_one(varied_model_dir, tmp
     (["--labels", "World,Sports", "--input", "texts.txt"], "unknown format '.txt'"),
     (["--labels", "World,Sports", "--output", "{file}/out.jsonl"], "is a file, so nothing can be written under it"),
     (["--labels", "World,Sports", "--prompt_file", "{prompt}"], "must list them with {options}"),
+    (["--labels", "World,Sports", "--chunk_rows", "0"], "--chunk_rows 0 must be a positive number"),
+    (["--labels", "World,Sports", "--threshold", "1.5"], "--threshold 1.5 must be above 0 and at most 1"),
+    (["--labels", "World,Sports", "--threshold", "nan"], "--threshold nan must be above 0 and at most 1"),
+    (["--labels", "World,Sports", "--abstain_label", "unsure"], "--abstain_label 'unsure' needs --threshold"),
+    (["--labels", "World,Sports", "--threshold", "0.6", "--abstain_label", "sports "],
+     "--abstain_label 'sports ' reads as the label 'Sports'"),
 ])
 def test_bad_zero_shot_input_names_the_culprit(tiny_model_dir, tmp_path, flags, expected):
     source = write(tmp_path / "in.jsonl", json.dumps({"text": "a red city"}) + "\n")
