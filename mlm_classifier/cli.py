@@ -33,6 +33,9 @@ def run_command(main):
     except InputError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
+        if "tqdm" in sys.modules:  # end the progress bars' lines, so that the message is a line of its own
+            for bar in list(getattr(sys.modules["tqdm"].tqdm, "_instances", ())):
+                bar.close()
         if int(os.environ.get("RANK", "0")) == 0:
             print(INTERRUPTED["message"], file=sys.stderr, flush=True)
         sys.exit(130)
