@@ -5,7 +5,8 @@ option tokens (letters `A`, `B`, ... or single-token label words), picks the ans
 minimal.py shows the method on one screen; this package is the same method, batched and checked:
 
 - scoring.py: the idea: answer tokens, length-sorted batches, the MLM head only at [MASK], bias controls;
-- prompts.py: template rules, filling a template, cutting only the text to fit, [unused0] as one token;
+- prompts.py: template rules (a {text} or columns such as {premise}), filling a template, cutting only the text to
+  fit, [unused0] as one token;
 - classifier.py: ClassifierSpec, trained folders, and MLMClassifier, for notebooks;
 - data.py: reading tables and text files, prediction records, atomic writes;
 - splits.py: a table's texts, labels and ids, checked row by row; a training run's splits;
@@ -25,9 +26,11 @@ from .scoring import (LETTERS, MLM_HEAD_ENTRIES, calibrate, combine_views, first
                       last_index, length_sorted_batches, letter_token_ids, letters_that_fit, logits_at, mlm_head_entry,
                       option_log_probs, pad_batch, padded_width, predict_option, rotations, score_sequences,
                       single_token_id, slot_probabilities)
-from .prompts import (ANCHOR, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_ids, check_fixed_length, encode_prompts,
-                      fill_prompt, letter_suggestion, mask_answers, option_lines, options_block, parse_prompt,
-                      register_anchor, vocabulary_anchor_id)
+from .prompts import (ANCHOR, PLACEHOLDER, TEXT_FIELD, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, Template, answer_token_ids,
+                      as_template, check_fixed_length, cut_to_fit, empty_fields, encode_prompts, fill_prompt,
+                      fill_template, kept_lengths, letter_suggestion, mask_answers, option_lines, options_block,
+                      parse_prompt, placeholder_list, register_anchor, template_columns, template_parts,
+                      vocabulary_anchor_id)
 from .classifier import (ClassifierSpec, CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, SETTINGS_FILE, View,
                          check_labels_list, checked_texts, load_spec, make_views, model_file, parse_labels,
                          plan_scoring, read_settings)
@@ -35,7 +38,7 @@ from .data import (NO_ID, TABLE_FORMATS, accuracy_table, check_unique_columns, c
                    prediction_record, read_json_records, read_jsonl, read_label_map, read_prompt, read_table, read_text,
                    records_to_columns, records_to_csv, records_to_jsonl, unique_keys, write_atomic)
 from .splits import (Split, check_labels, hold_out, id_value, load_splits, some_rows, subsample, take_columns,
-                     text_value)
+                     template_inputs, text_value)
 from .cli import (ArgumentParser, HelpFormatter, InputError, INTERRUPTED, add_flag, add_scoring_flags,
                   check_output_path, check_positive, check_spares_inputs, differences, error_reason, make_parser,
                   on_interrupt, row_and_line, run_command, say, short)
