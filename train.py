@@ -30,7 +30,7 @@ from mlm_classifier.data import read_label_map, read_prompt
 from mlm_classifier.models import (batch_defaults, check_model_source, end_distributed, load_masked_lm, load_tokenizer,
                                    max_positions, resolve_attn_implementation)
 from mlm_classifier.prompts import (answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block,
-                                    parse_prompt)
+                                    parse_prompt, placeholder_list, template_columns)
 from mlm_classifier.scoring import pad_batch
 from mlm_classifier.splits import check_labels, load_splits
 
@@ -179,14 +179,15 @@ class TrainingData:
     model: str  # whose tokenizer made the token ids
     tokenizer: object
     prompt: str
-    before: str
-    after: str
+    before: str | None  # the halves around {text}; None for a template that names columns (see template)
+    after: str | None
     options: str
     label_map: dict
     answer_ids: list
     splits: dict  # name -> Split
     encoded: dict  # name -> (token id lists, answer positions)
     truncated: dict  # name -> number of examples cut to fit
+    template: object = None  # the parsed prompt (mlm_classifier.Template): its fields, the columns it needs
 
     @property
     def class_names(self):
@@ -200,10 +201,23 @@ class TrainingData:
         return EvalSet(mask_answers(sequences, positions, self.tokenizer.mask_token_id), gold)
 
 
+def check_fields(split, template):
+    """An InputError when a split's texts are not what the template fills: one string each for a {text} template, a
+    dict holding every field for one that names columns (as take_columns reads them)."""
+    for row, text in zip(split.rows, split.texts):
+        if template.text_only and not isinstance(text, str):
+            raise InputError(f"{split.source}: row {row}: a {type(text).__name__}, where {template.source} takes one "
+                             "text ({text})")
+        if not template.text_only and (not isinstance(text, dict) or set(template.fields) - set(text)):
+            raise InputError(f"{split.source}: row {row}: {template.source} fills {placeholder_list(template.fields)}, "
+                             f"which the row does not hold ({text!r:.60})")
+
+
 def prepare(model_name, prompt, prompt_source, label_map, label_map_source, splits, max_length):
     """Check the prompt, labels and verbalizers against the data and the tokenizer, then tokenize every split."""
-    before, after = parse_prompt(prompt, prompt_source)
+    template = parse_prompt(prompt, prompt_source)
     for split in splits.values():
+        check_fields(split, template)
         if split.labels is not None:
             check_labels(split, label_map, label_map_source)
     tokenizer = load_tokenizer(model_name)
@@ -211,22 +225,25 @@ def prepare(model_name, prompt, prompt_source, label_map, label_map_source, spli
     if positions and max_length > positions:
         raise InputError(f"--max_length {max_length} is more than the {positions} positions of --model {model_name}")
     options = options_block(label_map)
-    answer_ids = answer_token_ids(tokenizer, before, after, label_map, options)
-    check_fixed_length(tokenizer, before, after, label_map, options, max_length)
+    answer_ids = answer_token_ids(tokenizer, template, None, label_map, options)
+    check_fixed_length(tokenizer, template, None, label_map, options, max_length)
     encoded, truncated = {}, {}
     for name, split in splits.items():
         # Rows without a label (--predict_file) are filled with any verbalizer: it is masked anyway.
         fills = ([label_map[label] for label in split.labels] if split.labels is not None
                  else [next(iter(label_map.values()))] * len(split))
         sequences, positions, truncated[name] = encode_prompts(
-            tokenizer, before, after, split.texts, fills, options, max_length, split.rows, split.source)
+            tokenizer, template, None, split.texts, fills, options, max_length, split.rows, split.source)
         encoded[name] = (sequences, positions)
+        empty = split.empty_fields()
+        empty_note = "".join(f", {n} with {{{field}}} empty" for field, n in empty.items())
         say(f"{name}: {len(split)} examples from {split.source}, "
-            f"{truncated[name]} cut to fit --max_length {max_length}")
+            f"{truncated[name]} cut to fit --max_length {max_length}{empty_note}")
     say("answer tokens: " + ", ".join(f"{label} -> {token!r}" for label, token in
                                       zip(label_map, tokenizer.convert_ids_to_tokens(answer_ids))))
+    before, after = tuple(template) if template.text_only else (None, None)
     return TrainingData(model_name, tokenizer, prompt, before, after, options, label_map, answer_ids, splits, encoded,
-                        truncated)
+                        truncated, template)
 
 
 # -----------------------------------------------------------------------------
@@ -292,6 +309,8 @@ def train_model(trainer, data, settings):
                "train_loss": whole_run_loss(trainer.state.log_history, resumed_step, since_resume, result.global_step),
                "global_step": result.global_step, "train_runtime": result.metrics.get("train_runtime"),
                "truncated": data.truncated}
+    if data.template is not None and data.template.columns:  # the rows' empty fields, per split (filled as "")
+        metrics["empty_fields"] = {name: split.empty_fields() for name, split in data.splits.items()}
     if resumed_step:
         metrics["resumed_from_step"] = resumed_step
     if trainer.args.load_best_model_at_end and trainer.state.best_global_step:
@@ -340,7 +359,8 @@ def build_parser():
     add_flag(p, "validation_file", default=None, help="picks the best checkpoint by accuracy")
     add_flag(p, "test_file", default=None, help="replaces the hub's test split")
     add_flag(p, "predict_file", default=None, help="texts to label: writes predictions.jsonl")
-    add_flag(p, "text_column", default="text", help="the column holding the texts")
+    add_flag(p, "text_column", default="text",
+             help="the column that fills {text}; a prompt's other {name} placeholders name columns themselves")
     add_flag(p, "label_column", default="label_text", help="the column holding the raw labels")
     add_flag(p, "max_train_samples", type=int, default=None, help="at most this many training rows, seeded")
     add_flag(p, "max_eval_samples", type=int, default=None, help="at most this many validation and test rows, seeded")
@@ -348,8 +368,8 @@ def build_parser():
     # Prompt and labels
     add_flag(p, "label_map", default=None, help="JSON {raw label: verbalizer} (default: the published AG News map)")
     add_flag(p, "prompt_file", default=None,
-             help="template with {text} (or {txt}), optional {options}, ending in `[unused0] {label}` "
-                  "(default: the published AG News prompt)")
+             help="template with {text} (or {txt}) or placeholders naming columns ({premise}, {hypothesis}), "
+                  "optional {options}, ending in `[unused0] {label}` (default: the published AG News prompt)")
     add_flag(p, "max_length", type=int, default=d.max_length, help="tokens per example; only the text is cut to fit")
     # Objective
     add_flag(p, "mlm_proportion", type=float, default=None,
@@ -476,11 +496,13 @@ def main(argv=None):
     # 1. The prompt, the label map and the rows, each checked before anything heavy; then token ids.
     prompt = read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else PUBLISHED_PROMPT
     prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else "the default prompt"
-    parse_prompt(prompt, prompt_source)  # a bad prompt fails before the data loads
+    template = parse_prompt(prompt, prompt_source)  # a bad prompt fails before the data loads
+    # {text} is --text_column; any other placeholder names a column, which every file must have.
+    columns = None if template.text_only else template_columns(template, args.text_column)
     label_map = read_label_map(args.label_map, "--label_map") if args.label_map else dict(PUBLISHED_LABEL_MAP)
     splits = load_splits(args.dataset, args.train_file, args.validation_file, args.test_file, args.predict_file,
                          args.text_column, args.label_column, args.validation_fraction, args.max_train_samples,
-                         args.max_eval_samples, args.seed)
+                         args.max_eval_samples, args.seed, columns, prompt_source)
     label_map_source = f"--label_map {args.label_map}" if args.label_map else "the default AG News label map"
     data = prepare(args.model, prompt, prompt_source, label_map, label_map_source, splits, args.max_length)
 

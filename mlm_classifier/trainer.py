@@ -19,7 +19,7 @@ from .classifier import SETTINGS_FILE
 from .cli import InputError, say
 from .data import accuracy_table, prediction_record, records_to_jsonl, write_atomic
 from .models import current_shard, gather_scores
-from .prompts import ANCHOR, fill_prompt
+from .prompts import ANCHOR, TEXT_FIELD, as_template, fill_template
 from .scoring import labelled_loss, length_sorted_batches, padded_width, predict_option, score_sequences
 
 MODEL_CARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card.md")
@@ -210,8 +210,10 @@ class ATPTrainer(Trainer):
 # The trained folder's README.md
 
 
-def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, max_length, metrics):
+def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, max_length, metrics,
+               fields=(TEXT_FIELD,)):
     """README.md for the saved folder, from model_card.md: base model, prompt, labels, metrics, and how to use it.
+    `fields` are the template's fields, each filled in the fill-mask snippet from its own placeholder.
 
     `answer_tokens` are the labels' answer tokens as the vocabulary spells them (`ĠWorld`): given so, the
     fill-mask pipeline finds them without the "does not exist in the model vocabulary" warning.
@@ -223,10 +225,12 @@ def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, m
                        for split in ("validation", "test") if f"{split}_accuracy" in metrics)
     with open(MODEL_CARD, encoding="utf-8") as f:
         template = string.Template(f.read())
+    filled = "template" + "".join(f'.replace("{{{field}}}", "your {"text" if field == TEXT_FIELD else field} '
+                                  f'here".strip())' for field in fields)
     return template.substitute(
         base_model=base_model, anchor=ANCHOR, max_length=max_length, prompt=prompt, label_rows=rows,
         metric_rows=scores or "| (no validation or test split) | | | |",
-        inference_prompt=json.dumps(inference_prompt, ensure_ascii=False),
+        inference_prompt=json.dumps(inference_prompt, ensure_ascii=False), filled_template=filled,
         targets=json.dumps(dict(zip(answer_tokens, label_map)), ensure_ascii=False))
 
 
@@ -242,12 +246,19 @@ def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
     write_atomic(os.path.join(out, "label_map.json"), json.dumps(data.label_map, indent=2, ensure_ascii=False) + "\n")
     write_atomic(os.path.join(out, "prompt.txt"), data.prompt + "\n")
     write_atomic(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    write_atomic(os.path.join(out, SETTINGS_FILE),  # what classify.py needs beyond prompt.txt and label_map.json
-                 json.dumps({"max_length": settings.max_length, "base_model": settings.model}, indent=2) + "\n")
-    inference_prompt = fill_prompt(data.before, data.after, "{text}", data.tokenizer.mask_token, data.options)[0]
+    # What classify.py needs beyond prompt.txt and label_map.json; `columns` are those the input must have beyond
+    # --text_column (the prompt's placeholders that name columns), checked before a model loads.
+    template = data.template if data.template is not None else as_template(data.before, data.after)
+    write_atomic(os.path.join(out, SETTINGS_FILE), json.dumps(
+        {"max_length": settings.max_length, "base_model": settings.model, "columns": list(template.columns)},
+        indent=2) + "\n")
+    # Each field's own placeholder stays in the model card's template ({text}, {premise}, ...), filled there.
+    inference_prompt = fill_template(template, {field: "{" + field + "}" for field in template.fields},
+                                     data.tokenizer.mask_token, data.options)[0]
     answer_tokens = data.tokenizer.convert_ids_to_tokens(data.answer_ids)
     write_atomic(os.path.join(out, "README.md"), model_card(settings.model, data.prompt, data.label_map, answer_tokens,
-                                                            inference_prompt, settings.max_length, metrics))
+                                                            inference_prompt, settings.max_length, metrics,
+                                                            template.fields))
     if prediction_scores is not None:
         rows, names = data.splits["predict"], data.class_names
         records = [prediction_record(row, text, names, predict_option(s, len(names))[1])
