@@ -31,27 +31,15 @@ from mlm_classifier.models import (batch_defaults, check_model_source, end_distr
                                    max_positions, resolve_attn_implementation)
 from mlm_classifier.prompts import (answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block,
                                     parse_prompt, placeholder_list, template_columns)
+from mlm_classifier.recipes import AG_NEWS_LABEL_MAP, AG_NEWS_PROMPT
 from mlm_classifier.scoring import pad_batch
 from mlm_classifier.splits import check_labels, load_splits
 
-# The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
-# trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
-PUBLISHED_PROMPT = (
-    "** Instructions **    \n"
-    "Given a short news report, determine which news category it belongs to.\n"
-    "** Content **\n"
-    "What is the category of the following news report?\n"
-    "News Report: {txt}\n"
-    "** Options **\n"
-    "- Business: It is about business or financial news.\n"
-    "- World: It's about world news.\n"
-    "- Sports: It's about sports.\n"
-    "- Tech: It's about Science or Technology, or related companies.\n"
-    "** Answer **\n"
-    "Answer: [unused0] {label}"
-)
-# The published agnews_label_map.json: SetFit/ag_news's label_text -> verbalizer.
-PUBLISHED_LABEL_MAP = {"Business": "Business", "World": "World", "Sports": "Sports", "Sci/Tech": "Tech"}
+# The published AG News prompt and label map (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for
+# character, trailing spaces on the first line included: the AG News recipe's, in mlm_classifier/recipes.py.
+# `{txt}` is the published spelling of `{text}`; the map goes from SetFit/ag_news's label_text to the verbalizer.
+PUBLISHED_PROMPT = AG_NEWS_PROMPT
+PUBLISHED_LABEL_MAP = AG_NEWS_LABEL_MAP
 
 
 @dataclass

@@ -12,6 +12,7 @@ minimal.py shows the method on one screen; this package is the same method, batc
 - splits.py: a table's texts, labels and ids, checked row by row; a training run's splits;
 - cli.py: InputError and one-line errors, the shared flags;
 - models.py: devices, dtypes, loading models and tokenizers, torchrun;
+- recipes.py: the seven fine-tuning tasks of the paper's Table 3 (data, columns, labels, prompt) and its figures;
 - checkpoints.py: resuming a training run; trainer.py: train.py's Trainer (imported there, not here: Trainer takes
   seconds to import).
 
@@ -49,3 +50,5 @@ from .models import (TOKENIZER_FILES, WEIGHT_FILES, batch_defaults, check_model_
 from .checkpoints import (CHECKPOINT_FILES, WRITTEN_FILES, check_inputs_are_spared, checkpoint_global_step,
                           checkpoint_step, loss_since_resume, missing_from_checkpoint, remove_checkpoints,
                           resolve_checkpoint, whole_run_loss)
+from .recipes import (AG_NEWS_LABEL_MAP, AG_NEWS_PROMPT, NEWSGROUPS, NEWSGROUPS_PROMPT, PAPER_AVERAGE, PAPER_TABLE_3,
+                      RECIPES, Recipe, load_rows, recipe_fields, recipe_row)
