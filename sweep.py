@@ -323,7 +323,8 @@ def table_rows(tasks, runs, finished):
         else:
             paper = round(statistics.mean(papers), 2) if None not in papers else None
         test = round(statistics.mean(r["test_accuracy"] for r in mine), 2)
-        rows.append({"task": f"average ({len(mine)} tasks)", "head": head, "run": "", "runs_finished": "",
+        tasks_run = f"{len(mine)} task{'s' if len(mine) > 1 else ''}"
+        rows.append({"task": f"average ({tasks_run})", "head": head, "run": "", "runs_finished": "",
                      "validation_accuracy": round(statistics.mean(r["validation_accuracy"] for r in mine), 2),
                      "test_accuracy": test, "paper_test_accuracy": paper,
                      "difference": None if paper is None else round(test - paper, 2)})

@@ -153,7 +153,8 @@ def test_take_columns_reads_each_field_and_names_a_missing_column():
 
 def test_the_api_takes_dicts_of_the_fields_and_names_what_is_wrong():
     template = core.parse_prompt(PAIR_PROMPT)
-    assert core.template_inputs(template, {"premise": " a ", "hypothesis": None}) == [{"premise": "a", "hypothesis": ""}]
+    one = core.template_inputs(template, {"premise": " a ", "hypothesis": None})
+    assert one == [{"premise": "a", "hypothesis": ""}]
     assert core.template_inputs(core.parse_prompt("{text} [unused0] {label}"), ["a ", {"text": "b"}]) == ["a", "b"]
     with pytest.raises(TypeError, match=r"texts\[0\] is a str .* so each text is a dict with the keys 'premise', "):
         core.template_inputs(template, ["just a text"])
@@ -176,8 +177,8 @@ def pair_rows(n, seed, long_every=0):
     for i in range(n):
         color = rng.choice(COLORS)
         premise = words(rng, 80 if long_every and i % long_every == 0 else rng.randint(2, 8))
-        rows.append({"premise": premise, "hypothesis": f"{words(rng, rng.randint(0, 3))} {color} {words(rng, 2)}".strip(),
-                     "label_text": color.upper()})
+        hypothesis = f"{words(rng, rng.randint(0, 3))} {color} {words(rng, 2)}".strip()
+        rows.append({"premise": premise, "hypothesis": hypothesis, "label_text": color.upper()})
     return rows
 
 
@@ -187,8 +188,9 @@ def pair_files(tmp_path_factory):
     return {"train": write_csv(d / "train.csv", pair_rows(600, 1, long_every=100)),
             "validation": write_csv(d / "validation.csv", pair_rows(80, 2)),
             "test": write_csv(d / "test.csv", pair_rows(80, 3)),
-            "predict": write(d / "predict.jsonl", "".join(json.dumps({k: r[k] for k in ("premise", "hypothesis")}) + "\n"
-                                                          for r in pair_rows(20, 4, long_every=5))),
+            "predict": write(d / "predict.jsonl", "".join(
+                json.dumps({k: r[k] for k in ("premise", "hypothesis")}) + "\n"
+                for r in pair_rows(20, 4, long_every=5))),
             "label_map": write(d / "labels.json", json.dumps(LABEL_MAP)),
             "prompt": write(d / "prompt.txt", PAIR_PROMPT), "dir": d}
 
