@@ -63,6 +63,10 @@ class Recipe:
         name = self.dataset + (f"/{self.config}" if self.config else "")
         return name + (f"[{self.splits['test']}]" if self.splits["test"] != "test" else "")
 
+    def hub_split(self, split):
+        """`name/config[split]`: how errors name one of the hub's splits."""
+        return self.dataset + (f"/{self.config}" if self.config else "") + f"[{split}]"
+
     def label_name(self, value):
         """The label name that `value` (from label_column) stands for, or None when it is none of them."""
         if not self.label_is_index:
@@ -312,16 +316,20 @@ def load_rows(recipe, data_dir=None, strip_headers=False, flag="--data_dir"):
                            f"{columns} per row)", recipe.config)
     for name, split in recipe.splits.items():
         if split not in hub:
-            raise InputError(f"{recipe.hub_name}: no {split} split on the hub (it has {', '.join(hub)})")
+            raise InputError(f"{recipe.hub_split(split)}: no such split on the hub (it has {', '.join(hub)})")
         names = getattr(hub[split].features.get(recipe.label_column), "names", None)
         if recipe.label_is_index and names is not None and list(names) != list(recipe.labels):
-            raise InputError(f"{recipe.hub_name}: the hub's classes {list(names)} are not the recipe's "
+            raise InputError(f"{recipe.hub_split(split)}: the hub's classes {list(names)} are not the recipe's "
                              f"{list(recipe.labels)}, in that order; the labels would be read wrong")
-        table = hub[split].to_dict()
-        n = len(table[recipe.label_column]) if recipe.label_column in table else 0
-        rows[name] = [recipe_row(recipe, {key: table[key][k] for key in table if key in recipe.columns
-                                          or key == recipe.label_column}, f"{recipe.hub_name}[{split}]: row {k}")
-                      for k in range(n)]
+        needed = list(recipe.columns) + [recipe.label_column]
+        missing = [column for column in needed if column not in hub[split].column_names]
+        if missing:
+            raise InputError(f"{recipe.hub_split(split)}: no column {', '.join(repr(c) for c in missing)}; it has "
+                             f"{', '.join(repr(c) for c in hub[split].column_names)}")
+        table = hub[split].select_columns(needed).to_dict()
+        rows[name] = [recipe_row(recipe, {column: table[column][k] for column in needed},
+                                 f"{recipe.hub_split(split)}: row {k}")
+                      for k in range(len(table[recipe.label_column]))]
     return rows
 
 

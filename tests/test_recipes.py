@@ -304,3 +304,40 @@ def test_bad_sweep_flags_are_named_before_any_model_loads(table3, tmp_path, flag
         sweep.main(argv)
     assert expected in str(error.value)
     assert not os.path.exists(tmp_path / "out")
+
+
+def fake_hub(recipe, names=None, drop=None):
+    """What datasets.load_dataset gives for the recipe: its splits, the label a ClassLabel with `names`."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    rng = random.Random(0)
+    splits = {}
+    for split in recipe.splits.values():
+        records = [hub_record(recipe, i, rng, k) for k in range(2) for i in range(len(recipe.labels))]
+        columns = {key: [r[key] for r in records] for key in records[0] if key != drop}
+        features = Features({key: ClassLabel(names=list(names or recipe.labels)) if key == recipe.label_column
+                             else Value("string") for key in columns})
+        splits[split] = Dataset.from_dict({**columns, "idx": list(range(len(records)))},
+                                          features=Features({**features, "idx": Value("int64")}))
+    return DatasetDict(splits)
+
+
+def test_the_hub_path_reads_the_recipes_splits_and_checks_the_class_names(monkeypatch):
+    import mlm_classifier.recipes as recipes
+
+    mnli = RECIPES["mnli"]
+    calls = []
+    monkeypatch.setattr(recipes, "load_hub_dataset", lambda name, instead, *args: calls.append((name, args))
+                        or fake_hub(mnli))
+    rows = load_rows(mnli)
+    assert calls == [("nyu-mll/glue", ("mnli",))] and len(rows["train"]) == len(rows["test"]) == 6
+    assert set(rows["test"][0]) == {"premise", "hypothesis", "label_text"}
+    assert [r["label_text"] for r in rows["test"][:3]] == list(mnli.labels)
+    monkeypatch.setattr(recipes, "load_hub_dataset",
+                        lambda *a: fake_hub(mnli, names=["contradiction", "neutral", "entailment"]))
+    with pytest.raises(mc.InputError, match=r"nyu-mll/glue/mnli\[train\]: the hub's classes "
+                                            r"\['contradiction', 'neutral', 'entailment'\] are not the recipe's"):
+        load_rows(mnli)
+    monkeypatch.setattr(recipes, "load_hub_dataset", lambda *a: fake_hub(mnli, drop="hypothesis"))
+    with pytest.raises(mc.InputError, match=r"mnli\[train\]: no column 'hypothesis'; it has 'premise', 'label', 'idx'"):
+        load_rows(mnli)
