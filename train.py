@@ -30,31 +30,19 @@ from mlm_classifier.cli import (InputError, add_flag, check_output_path, check_p
 from mlm_classifier.data import read_label_map, read_prompt
 from mlm_classifier.models import (batch_defaults, check_model_source, end_distributed, load_masked_lm, load_tokenizer,
                                    max_positions, resolve_attn_implementation)
-from mlm_classifier.multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, check_multi_label_prompt, encode_pairs,
+from mlm_classifier.multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, check_multi_label_prompt, encode_pairs, question_template,
                                        multi_label_metrics, pair_answers, plan_questions)
 from mlm_classifier.objectives import ObjectiveCollator
 from mlm_classifier.prompts import (answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block,
-                                    parse_prompt)
+                                    parse_prompt, placeholder_list, template_columns)
+from mlm_classifier.recipes import AG_NEWS_LABEL_MAP, AG_NEWS_PROMPT
 from mlm_classifier.splits import check_labels, load_splits
 
-# The published AG News prompt (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character,
-# trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
-PUBLISHED_PROMPT = (
-    "** Instructions **    \n"
-    "Given a short news report, determine which news category it belongs to.\n"
-    "** Content **\n"
-    "What is the category of the following news report?\n"
-    "News Report: {txt}\n"
-    "** Options **\n"
-    "- Business: It is about business or financial news.\n"
-    "- World: It's about world news.\n"
-    "- Sports: It's about sports.\n"
-    "- Tech: It's about Science or Technology, or related companies.\n"
-    "** Answer **\n"
-    "Answer: [unused0] {label}"
-)
-# The published agnews_label_map.json: SetFit/ag_news's label_text -> verbalizer.
-PUBLISHED_LABEL_MAP = {"Business": "Business", "World": "World", "Sports": "Sports", "Sci/Tech": "Tech"}
+# The published AG News prompt and label map (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for
+# character, trailing spaces on the first line included: the AG News recipe's, in mlm_classifier/recipes.py.
+# `{txt}` is the published spelling of `{text}`; the map goes from SetFit/ag_news's label_text to the verbalizer.
+PUBLISHED_PROMPT = AG_NEWS_PROMPT
+PUBLISHED_LABEL_MAP = AG_NEWS_LABEL_MAP
 
 
 @dataclass
@@ -111,14 +99,17 @@ class TrainingData:
     model: str  # whose tokenizer made the token ids
     tokenizer: object
     prompt: str
-    halves: list  # the template's (before, after); multi-label, one per label
+    before: str | None  # the halves around {text}; None for a template that names columns (see template)
+    after: str | None
     options: str
     label_map: dict  # raw label -> verbalizer; multi-label, raw label -> the name its question shows
     answer_ids: list  # each label's answer token; multi-label, yes and no
     splits: dict  # name -> Split
     encoded: dict  # name -> (token id lists, answer positions)
     truncated: dict  # name -> number of examples cut to fit
+    template: object = None  # the parsed prompt (mlm_classifier.Template): its fields, the columns it needs
     multi_label: bool = False
+    halves: list = None  # multi-label: each label's question template
 
     @property
     def class_names(self):
@@ -140,24 +131,40 @@ class TrainingData:
         return EvalSet(mask_answers(sequences, positions, self.tokenizer.mask_token_id), metrics)
 
 
+def check_fields(split, template):
+    """An InputError when a split's texts are not what the template fills: one string each for a {text} template, a
+    dict holding every field for one that names columns (as take_columns reads them)."""
+    for row, text in zip(split.rows, split.texts):
+        if template.text_only and not isinstance(text, str):
+            raise InputError(f"{split.source}: row {row}: a {type(text).__name__}, where {template.source} takes one "
+                             "text ({text})")
+        if not template.text_only and (not isinstance(text, dict) or set(template.fields) - set(text)):
+            raise InputError(f"{split.source}: row {row}: {template.source} fills {placeholder_list(template.fields)}, "
+                             f"which the row does not hold ({text!r:.60})")
+
+
 def prepare(model_name, prompt, prompt_source, label_map, label_map_source, splits, max_length, multi_label=False):
     """Check the prompt, labels and verbalizers against the data and the tokenizer, then tokenize every split."""
+    if multi_label:  # each label's question is an ordinary template; the label's name is only text in it
+        check_multi_label_prompt(prompt, prompt_source)
+    template = parse_prompt(question_template(prompt, "label") if multi_label else prompt, prompt_source)
+    if multi_label and not template.text_only:
+        raise InputError(f"--multi_label: {prompt_source} names columns; a multi-label prompt takes {{text}} only")
     for split in splits.values():
+        check_fields(split, template)
         if split.labels is not None:
             check_labels(split, label_map, label_map_source)
     tokenizer = load_tokenizer(model_name)
     positions = max_positions(model_name, tokenizer)
     if positions and max_length > positions:
         raise InputError(f"--max_length {max_length} is more than the {positions} positions of --model {model_name}")
-    if multi_label:  # one yes/no question per label, each an ordinary template
-        halves, answer_ids = plan_questions(tokenizer, check_multi_label_prompt(prompt, prompt_source),
-                                            list(label_map.values()), max_length, prompt_source)
+    if multi_label:  # one yes/no question per label
+        halves, answer_ids = plan_questions(tokenizer, prompt, list(label_map.values()), max_length, prompt_source)
         options, answers = OPTIONS, ANSWERS
     else:
-        halves = [parse_prompt(prompt, prompt_source)]
-        options, answers = options_block(label_map), label_map
-        answer_ids = answer_token_ids(tokenizer, *halves[0], label_map, options)
-        check_fixed_length(tokenizer, *halves[0], label_map, options, max_length)
+        halves, options, answers = None, options_block(label_map), label_map
+        answer_ids = answer_token_ids(tokenizer, template, None, label_map, options)
+        check_fixed_length(tokenizer, template, None, label_map, options, max_length)
     encoded, truncated = {}, {}
     for name, split in splits.items():
         # Rows without a label (--predict_file) are filled with any answer: it is masked anyway.
@@ -169,14 +176,17 @@ def prepare(model_name, prompt, prompt_source, label_map, label_map_source, spli
             fills = ([label_map[label] for label in split.labels] if split.labels is not None
                      else [next(iter(label_map.values()))] * len(split))
             sequences, positions, truncated[name] = encode_prompts(
-                tokenizer, *halves[0], split.texts, fills, options, max_length, split.rows, split.source)
+                tokenizer, template, None, split.texts, fills, options, max_length, split.rows, split.source)
         encoded[name] = (sequences, positions)
+        empty = split.empty_fields()
+        empty_note = "".join(f", {n} with {{{field}}} empty" for field, n in empty.items())
         say(f"{name}: {len(split)} examples from {split.source}, "
-            f"{truncated[name]} cut to fit --max_length {max_length}")
+            f"{truncated[name]} cut to fit --max_length {max_length}{empty_note}")
     say("answer tokens: " + ", ".join(f"{answer} -> {token!r}" for answer, token in
                                       zip(answers, tokenizer.convert_ids_to_tokens(answer_ids))))
-    return TrainingData(model_name, tokenizer, prompt, halves, options, label_map, answer_ids, splits, encoded,
-                        truncated, multi_label)
+    before, after = tuple(template) if template.text_only else (None, None)
+    return TrainingData(model_name, tokenizer, prompt, before, after, options, label_map, answer_ids, splits, encoded,
+                        truncated, template, multi_label, halves)
 
 
 # -----------------------------------------------------------------------------
@@ -243,6 +253,8 @@ def train_model(trainer, data, settings):
                "train_loss": whole_run_loss(trainer.state.log_history, resumed_step, since_resume, result.global_step),
                "global_step": result.global_step, "train_runtime": result.metrics.get("train_runtime"),
                "truncated": data.truncated}
+    if data.template is not None and data.template.columns:  # the rows' empty fields, per split (filled as "")
+        metrics["empty_fields"] = {name: split.empty_fields() for name, split in data.splits.items()}
     if resumed_step:
         metrics["resumed_from_step"] = resumed_step
     if trainer.args.load_best_model_at_end and trainer.state.best_global_step:
@@ -288,7 +300,8 @@ def build_parser():
     add_flag(p, "validation_file", default=None, help="picks the best checkpoint by accuracy")
     add_flag(p, "test_file", default=None, help="replaces the hub's test split")
     add_flag(p, "predict_file", default=None, help="texts to label: writes predictions.jsonl")
-    add_flag(p, "text_column", default="text", help="the column holding the texts")
+    add_flag(p, "text_column", default="text",
+             help="the column that fills {text}; a prompt's other {name} placeholders name columns themselves")
     add_flag(p, "label_column", default="label_text", help="the column holding the raw labels")
     add_flag(p, "multi_label", action="store_true",
              help="each text has any number of labels (a list, or a string split at --label_separator): every label "
@@ -300,8 +313,8 @@ def build_parser():
     # Prompt and labels
     add_flag(p, "label_map", default=None, help="JSON {raw label: verbalizer} (default: the published AG News map)")
     add_flag(p, "prompt_file", default=None,
-             help="template with {text} (or {txt}), optional {options}, ending in `[unused0] {label}` "
-                  "(default: the published AG News prompt)")
+             help="template with {text} (or {txt}) or placeholders naming columns ({premise}, {hypothesis}), "
+                  "optional {options}, ending in `[unused0] {label}` (default: the published AG News prompt)")
     add_flag(p, "max_length", type=int, default=d.max_length, help="tokens per example; only the text is cut to fit")
     # Objective
     add_flag(p, "mlm_proportion", type=float, default=None,
@@ -432,11 +445,16 @@ def main(argv=None):
     prompt = read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else default_prompt
     prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else "the default prompt"
     # a bad prompt fails before the data loads
-    check_multi_label_prompt(prompt, prompt_source) if args.multi_label else parse_prompt(prompt, prompt_source)
+    if args.multi_label:
+        check_multi_label_prompt(prompt, prompt_source)
+    template = parse_prompt(question_template(prompt, "label") if args.multi_label else prompt, prompt_source)
+    # {text} is --text_column; any other placeholder names a column, which every file must have.
+    columns = None if template.text_only else template_columns(template, args.text_column)
     label_map = read_label_map(args.label_map, "--label_map") if args.label_map else dict(PUBLISHED_LABEL_MAP)
     splits = load_splits(args.dataset, args.train_file, args.validation_file, args.test_file, args.predict_file,
                          args.text_column, args.label_column, args.validation_fraction, args.max_train_samples,
-                         args.max_eval_samples, args.seed, args.label_separator if args.multi_label else None)
+                         args.max_eval_samples, args.seed, args.label_separator if args.multi_label else None, columns,
+                         prompt_source)
     label_map_source = f"--label_map {args.label_map}" if args.label_map else "the default AG News label map"
     data = prepare(args.model, prompt, prompt_source, label_map, label_map_source, splits, args.max_length,
                    args.multi_label)

@@ -5,7 +5,8 @@ option tokens (letters `A`, `B`, ... or single-token label words), picks the ans
 minimal.py shows the method on one screen; this package is the same method, batched and checked:
 
 - scoring.py: the idea: answer tokens, length-sorted batches, the MLM head only at [MASK], bias controls;
-- prompts.py: template rules, filling a template, cutting only the text to fit, [unused0] as one token;
+- prompts.py: template rules (a {text} or columns such as {premise}), filling a template, cutting only the text to
+  fit, [unused0] as one token;
 - classifier.py: ClassifierSpec, trained folders, and MLMClassifier, for notebooks;
 - multilabel.py: texts with any number of labels, each label a yes/no question;
 - objectives.py: the training objectives, ATP and (dummy) MLM, drawn per example;
@@ -14,6 +15,7 @@ minimal.py shows the method on one screen; this package is the same method, batc
 - stream.py: tables read a chunk of rows at a time and checked in one pass; any iterable of texts in chunks;
 - cli.py: InputError and one-line errors, the shared flags;
 - models.py: devices, dtypes, loading models and tokenizers, torchrun;
+- recipes.py: the seven fine-tuning tasks of the paper's Table 3 (data, columns, labels, prompt) and its figures;
 - checkpoints.py: resuming a training run; trainer.py: train.py's Trainer (imported there, not here: Trainer takes
   seconds to import).
 
@@ -28,9 +30,11 @@ from .scoring import (LETTERS, MLM_HEAD_ENTRIES, calibrate, combine_views, first
                       last_index, length_sorted_batches, letter_token_ids, letters_that_fit, logits_at, mlm_head_entry,
                       option_log_probs, pad_batch, padded_width, predict_option, rotations, score_sequences,
                       single_token_id, slot_probabilities)
-from .prompts import (ANCHOR, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_ids, check_fixed_length, encode_prompts,
-                      fill_prompt, letter_suggestion, mask_answers, option_lines, options_block, parse_prompt,
-                      register_anchor, vocabulary_anchor_id)
+from .prompts import (ANCHOR, PLACEHOLDER, Template, TEXT_FIELD, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_ids,
+                      as_template, check_fixed_length, cut_to_fit, empty_fields, encode_prompts, fill_prompt,
+                      fill_template, kept_lengths, letter_suggestion, mask_answers, option_lines, options_block,
+                      parse_prompt, placeholder_list, register_anchor, template_columns, template_parts,
+                      vocabulary_anchor_id)
 from .classifier import (ClassifierSpec, CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, SETTINGS_FILE, View,
                          check_abstention, load_spec, make_views, model_file, plan_scoring, read_settings)
 from .multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, THRESHOLD, check_multi_label_prompt, chosen_labels,
@@ -42,9 +46,14 @@ from .data import (NO_ID, TABLE_FORMATS, accuracy_table, check_labels_list, chec
                    read_label_map, read_prompt, read_table, read_text, records_to_columns, records_to_csv,
                    records_to_jsonl, unique_keys, write_atomic)
 from .splits import (Split, check_labels, checked_texts, hold_out, id_value, load_splits, some_rows, subsample,
-                     take_columns, text_value, without_text_error)
+                     take_columns, template_inputs, text_value, without_text_error)
 from .stream import (Chunk, CHUNK_ROWS, InputSummary, TableChunks, batches_of, check_columns, check_input,
                      stream_results)
+from .recipes import (AG_NEWS_LABEL_MAP, AG_NEWS_PROMPT, IMDB_LABELS, IMDB_PROMPT, LABEL_KEY, MNLI_LABELS, MNLI_PROMPT,
+                      NEWSGROUPS, NEWSGROUPS_PROMPT, OURS, PAPER_AVERAGE, PAPER_TABLE_3, Recipe, RECIPES, SST2_LABELS,
+                      SST2_PROMPT, SST5_LABELS, SST5_PROMPT, YAHOO_LABELS, YAHOO_PROMPT, instructions_prompt,
+                      letter_map, letter_options, load_rows, local_split_file, read_local_rows, recipe_fields,
+                      recipe_row, strip_post)
 from .cli import (ArgumentParser, HelpFormatter, InputError, INTERRUPTED, add_flag, add_scoring_flags,
                   check_output_path, check_positive, check_spares_inputs, differences, error_reason, make_parser,
                   on_interrupt, row_and_line, run_command, say, short)

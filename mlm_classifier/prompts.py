@@ -1,12 +1,14 @@
 """Prompt templates: the rules a template keeps, filling it, and cutting only the text to fit.
 
-A template holds `{text}` (or the published `{txt}`), optionally `{options}`, and ends with
-`[unused0] {label}`: the answer token is the prompt's last token, right after the anchor the model was
-instruction-tuned on. Long texts are cut at the token level; the instruction, the options and the answer
-never are.
+A template holds `{text}` (or the published `{txt}`), or placeholders naming columns (`{premise}`,
+`{hypothesis}`), optionally `{options}`, and ends with `[unused0] {label}`: the answer token is the prompt's
+last token, right after the anchor the model was instruction-tuned on. Long texts are cut at the token level,
+the longest field first (see `kept_lengths`); the instruction, the options and the answer never are.
 """
 
 import json
+import re
+from dataclasses import dataclass
 
 from .cli import InputError, say
 from .scoring import LETTERS, last_index
@@ -24,33 +26,158 @@ ZERO_SHOT_PROMPT = (
 )
 
 
-def parse_prompt(prompt, source="the prompt"):
-    """Check a prompt template and split it at its text placeholder into (before, after).
+# A placeholder is an identifier in braces. {text} (or the published {txt}) is the example's text, read from
+# --text_column; {options} becomes the option lines and {label} the answer; any other `{name}` names a column
+# of the rows, filled from each row (so a prompt can hold a premise and a hypothesis, or a title and a body).
+# A literal `{name}` is written doubled, `{{name}}`; braces around anything that is not an identifier (JSON,
+# `{0}`, `{ }`) are left as they are.
+PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+TEXT_FIELD = "text"  # the field {text} and {txt} fill; the API's key for it
 
-    The rules: exactly one `{text}` (or the published `{txt}`), exactly one `{label}`, `[unused0]` right
-    before `{label}` (one space allowed), and nothing but white space after `{label}`, because the answer
-    token must be the last token, right after the anchor the model was tuned on. `{options}` may appear
-    anywhere; other braces are left as they are.
+
+def template_parts(prompt):
+    """The pieces of a template, in order: ("literal", text, raw), ("field", name, raw), ("options", "", raw) and
+    ("label", "", raw), where `raw` is the piece as written (so that pieces joined give the prompt back). {text}
+    and {txt} are the field "text"; `{{name}}` is the literal `{name}`. No rules are checked here (parse_prompt)."""
+    parts, position = [], 0
+    for match in PLACEHOLDER.finditer(prompt):
+        if match.start() > position:
+            parts.append(("literal", prompt[position:match.start()], prompt[position:match.start()]))
+        raw = match.group(0)
+        if match.group(1) is not None:
+            parts.append(("literal", "{" + match.group(1) + "}", raw))
+        elif match.group(2) in ("options", "label"):
+            parts.append((match.group(2), "", raw))
+        else:
+            parts.append(("field", TEXT_FIELD if raw in TEXT_PLACEHOLDERS else match.group(2), raw))
+        position = match.end()
+    if position < len(prompt):
+        parts.append(("literal", prompt[position:], prompt[position:]))
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A checked prompt template (from parse_prompt): its pieces and the fields each example fills.
+
+    `fields` are the template's placeholders in order: "text" for {text}/{txt} and a column's name for every
+    other `{name}`; `columns` are the latter, the columns a table must have beyond --text_column. A template
+    whose only field is the text unpacks, as parse_prompt's result always did, into the (before, after) halves
+    around it: `before, after = parse_prompt(prompt)`.
+    """
+    prompt: str
+    parts: tuple
+    source: str = "the prompt"
+
+    @property
+    def fields(self):
+        return tuple(value for kind, value, _ in self.parts if kind == "field")
+
+    @property
+    def columns(self):
+        return tuple(field for field in self.fields if field != TEXT_FIELD)
+
+    @property
+    def text_only(self):
+        return self.fields == (TEXT_FIELD,)
+
+    def __iter__(self):
+        if not self.text_only:
+            raise InputError(f"{self.source} fills {placeholder_list(self.columns)} from each row, so it has no single "
+                             "text to split around; pass the Template itself, with each example as a dict of its "
+                             "fields (mlm_classifier.encode_prompts, fill_template)")
+        k = next(i for i, (kind, _, _) in enumerate(self.parts) if kind == "field")
+        return iter(("".join(raw for _, _, raw in self.parts[:k]), "".join(raw for _, _, raw in self.parts[k + 1:])))
+
+
+def placeholder_list(fields):
+    """`{premise} and {hypothesis}`: how messages name a template's fields."""
+    names = [f"{{{field}}}" for field in fields]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def parse_prompt(prompt, source="the prompt"):
+    """Check a prompt template and return it as a Template (which unpacks into the (before, after) halves around
+    its text when {text} is its only field).
+
+    The rules: at least one field, either `{text}` (or the published `{txt}`), once, or placeholders naming
+    columns (`{premise}`, `{title}`), each once; exactly one `{label}`, with `[unused0]` right before it (one
+    space allowed) and nothing but white space after it, because the answer token must be the last token, right
+    after the anchor the model was instruction-tuned on. `{options}` may appear anywhere. `{{name}}` is a literal
+    `{name}`; braces around anything that is not an identifier are left as they are.
     """
     prompt = prompt.rstrip()
-    found = [p for p in TEXT_PLACEHOLDERS if p in prompt]
-    n_text = sum(prompt.count(p) for p in TEXT_PLACEHOLDERS)
-    if n_text != 1:
+    parts = template_parts(prompt)
+    fields = [value for kind, value, _ in parts if kind == "field"]
+    n_text = fields.count(TEXT_FIELD)
+    if n_text > 1 or not fields:
+        columns = " (or placeholders naming the columns that fill it, such as {premise} and {hypothesis})"
         raise InputError(f"{source} has {n_text} text placeholders; it needs exactly one {{text}} "
-                         "(or the published {txt}) where each example's text goes")
-    if prompt.count("{label}") != 1:
-        raise InputError(f"{source} has {prompt.count('{label}')} {{label}} placeholders; it needs exactly one, "
+                         f"(or the published {{txt}}) where each example's text goes{columns if not fields else ''}")
+    repeated = sorted({field for field in fields if field != TEXT_FIELD and fields.count(field) > 1})
+    if repeated:
+        raise InputError(f"{source}: {placeholder_list(repeated)} appear(s) more than once; each column fills one "
+                         "place (write a literal `{name}` as {{name}})")
+    labels = [k for k, (kind, _, _) in enumerate(parts) if kind == "label"]
+    if len(labels) != 1:
+        raise InputError(f"{source} has {len(labels)} {{label}} placeholders; it needs exactly one, "
                          f"at the very end, after {ANCHOR}")
-    if not prompt.endswith("{label}"):
-        tail = prompt[prompt.index("{label}") + len("{label}"):]
+    if labels[0] != len(parts) - 1:
+        tail = "".join(raw for _, _, raw in parts[labels[0] + 1:])
         raise InputError(f"{source}: only white space may follow {{label}}, but {tail[:40]!r} does; "
                          "the answer token must be the prompt's last token")
-    before_label = prompt[: -len("{label}")]
-    if not (before_label.endswith(ANCHOR) or before_label.endswith(ANCHOR + " ")):
+    before_label = "".join(raw for _, _, raw in parts[:-1])
+    last = parts[-2] if len(parts) > 1 else ("", "", "")
+    if last[0] != "literal" or not (last[1].endswith(ANCHOR) or last[1].endswith(ANCHOR + " ")):
         raise InputError(f"{source}: {ANCHOR} must come right before {{label}} (one space allowed), "
                          f"as in `Answer: {ANCHOR} {{label}}`; found {before_label[-30:]!r} before {{label}}")
-    before, after = prompt.split(found[0])
-    return before, after
+    return Template(prompt, parts, source)
+
+
+def template_columns(template, text_column, flag="--text_column"):
+    """{field: the column that fills it}: {text} is `text_column`, any other field the column of its name. A
+    column that would fill {text} and its own placeholder too is an InputError."""
+    if TEXT_FIELD in template.fields and text_column in template.columns:
+        raise InputError(f"{template.source} has both {{text}} ({flag} {text_column!r}) and {{{text_column}}}: one "
+                         "column would fill two places; keep one of them")
+    return {field: text_column if field == TEXT_FIELD else field for field in template.fields}
+
+
+def as_template(before, after=None):
+    """The Template that the template functions take: a Template as it is, or the (before, after) halves of a
+    {text} template, the older form (parse_prompt's result unpacked)."""
+    if isinstance(before, Template):
+        if after is not None:
+            raise TypeError("give a Template alone (after=None), or the two halves of a {text} template")
+        return before
+    return Template(before + "{text}" + after, template_parts(before + "{text}" + after))
+
+
+def fill_template(template, fields, verbalizer, options):
+    """The filled prompt and the character span of each field in it, in the template's order.
+
+    `fields` maps each of the template's fields to its text ("text" for {text}); a plain string fills a
+    template whose only field is {text}. `options` fills every {options} and `verbalizer` the {label}.
+    """
+    if isinstance(fields, str):
+        if not template.text_only:
+            raise TypeError(f"{template.source} fills {placeholder_list(template.fields)}: give a dict of them, "
+                            "not one string")
+        fields = {TEXT_FIELD: fields}
+    pieces, spans, length = [], [], 0
+    for kind, value, _ in template.parts:
+        piece = {"literal": value, "options": options, "label": verbalizer}.get(kind)
+        if kind == "field":
+            piece = fields[value]
+            spans.append((length, length + len(piece)))
+        pieces.append(piece)
+        length += len(piece)
+    return "".join(pieces), spans
+
+
+def empty_fields(template):
+    """Every field of `template` filled with the empty text: the prompt's fixed part."""
+    return {field: "" for field in template.fields}
 
 
 def option_lines(pairs):
@@ -64,10 +191,10 @@ def options_block(label_map):
 
 
 def fill_prompt(before, after, text, verbalizer, options):
-    """The filled prompt and the character span of the text in it."""
-    head = before.replace("{options}", options)
-    tail = after.replace("{options}", options).replace("{label}", verbalizer)
-    return head + text + tail, (len(head), len(head) + len(text))
+    """The filled prompt and the character span of the text in it, for the (before, after) halves of a {text}
+    template (fill_template fills any Template)."""
+    filled, spans = fill_template(as_template(before, after), text, verbalizer, options)
+    return filled, spans[0]
 
 
 def letter_suggestion(label_map):
@@ -82,11 +209,14 @@ def answer_token_ids(tokenizer, before, after, label_map, options):
 
     That token is what training masks and teaches, so it must be exactly one token in context (` Business`
     after `[unused0] ` is one token where `Business` alone might be another), and different for every label.
+    `before, after` are a Template and None, or the halves of a {text} template.
     """
+    template = as_template(before, after)
     anchor_id = vocabulary_anchor_id(tokenizer)
     ids = []
     for label, verbalizer in label_map.items():
-        encoded = tokenizer(fill_prompt(before, after, "", verbalizer, options)[0], return_special_tokens_mask=True)
+        encoded = tokenizer(fill_template(template, empty_fields(template), verbalizer, options)[0],
+                            return_special_tokens_mask=True)
         if anchor_id not in encoded["input_ids"]:
             raise InputError(f"the tokenizer splits {ANCHOR} into pieces although its vocabulary has it "
                              f"(id {anchor_id}); load it with mlm_classifier.load_tokenizer, which registers it as "
@@ -110,8 +240,10 @@ def answer_token_ids(tokenizer, before, after, label_map, options):
 
 
 def check_fixed_length(tokenizer, before, after, label_map, options, max_length):
-    """Tokens the prompt needs without any text; an InputError when that leaves no room within `max_length`."""
-    empty = fill_prompt(before, after, "", next(iter(label_map.values())), options)[0]
+    """Tokens the prompt needs without any text; an InputError when that leaves no room within `max_length`.
+    `before, after` are a Template and None, or the halves of a {text} template."""
+    template = as_template(before, after)
+    empty = fill_template(template, empty_fields(template), next(iter(label_map.values())), options)[0]
     needed = len(tokenizer(empty)["input_ids"])
     if needed >= max_length:
         raise InputError(f"the prompt needs {needed} tokens without any text (options and special tokens included), "
@@ -120,37 +252,81 @@ def check_fixed_length(tokenizer, before, after, label_map, options, max_length)
     return needed
 
 
-def encode_prompts(tokenizer, before, after, texts, verbalizers, options, max_length, rows=None, source=""):
-    """Token ids of the filled prompts, each one's answer position, and how many texts were cut.
+def kept_lengths(lengths, excess):
+    """How many tokens each field keeps when `excess` tokens must go, by the rule: one token at a time, from the end
+    of the field that has the most tokens left, the earlier field in the prompt first among equals.
 
-    Each prompt is tokenised whole, so an example that fits gets exactly the ids a user's own tokenizer
-    call gives. One that does not fit loses the tail of its text at the token level: the ids of the tokens
-    overlapping the text are cut, and the prompt's own ids before and after are joined around them
-    (decoding and re-tokenising could overshoot). The prompt, options and answer are never cut. The
-    answer position is the token right after the last [unused0] (a text may contain one too).
+    In closed form: the longest fields come down to a common level L (the largest L at which cutting every field to
+    L would remove at least `excess` tokens), the first ones of them in prompt order to L and the rest to L + 1,
+    so that exactly `excess` tokens go; fields already shorter than that keep every token. One field loses the tail
+    of its text, as before there were several.
     """
+    if excess <= 0:
+        return list(lengths)
+    if excess > sum(lengths):
+        raise ValueError(f"{excess} tokens cannot go from fields of {sum(lengths)}")
+    low, high = 0, max(lengths)
+    while low < high:  # the largest level at which cutting to it removes at least `excess` tokens
+        middle = (low + high + 1) // 2
+        if sum(max(0, n - middle) for n in lengths) >= excess:
+            low = middle
+        else:
+            high = middle - 1
+    kept = [min(n, low + 1) for n in lengths]
+    left = excess - sum(n - k for n, k in zip(lengths, kept))
+    for k, n in enumerate(lengths):
+        if left and n >= low + 1:
+            kept[k], left = low, left - 1
+    return kept
+
+
+def encode_prompts(tokenizer, before, after, texts, verbalizers, options, max_length, rows=None, source=""):
+    """Token ids of the filled prompts, each one's answer position, and how many examples were cut.
+
+    `before, after` are a Template and None, or the (before, after) halves of a {text} template; each of
+    `texts` is a string (a {text} template) or a dict of the template's fields. Each prompt is tokenised whole,
+    so an example that fits gets exactly the ids a user's own tokenizer call gives. One that does not fit loses
+    tokens at the end of its fields, the longest field first (kept_lengths): the ids of the tokens overlapping a
+    field's text are cut, and the prompt's own ids around them are kept (decoding and re-tokenising could
+    overshoot). The prompt, options and answer are never cut. The answer position is the token right after the
+    last [unused0] (a text may contain one too).
+    """
+    template = as_template(before, after)
     anchor_id = tokenizer.convert_tokens_to_ids(ANCHOR)
     rows = rows if rows is not None else list(range(len(texts)))
     sequences, positions, n_cut = [], [], 0
     chunk = 1000  # tokenizes in parallel, without holding every offset mapping at once
     for start in range(0, len(texts), chunk):
-        filled = [fill_prompt(before, after, text, verbalizer, options)
+        filled = [fill_template(template, text, verbalizer, options)
                   for text, verbalizer in zip(texts[start:start + chunk], verbalizers[start:start + chunk])]
         encoded = tokenizer([prompt for prompt, _ in filled], return_offsets_mapping=True, verbose=False)
-        for k, ((_, (t0, t1)), ids, offsets) in enumerate(zip(filled, encoded["input_ids"], encoded["offset_mapping"])):
+        for k, ((_, spans), ids, offsets) in enumerate(zip(filled, encoded["input_ids"], encoded["offset_mapping"])):
             if len(ids) > max_length:
-                # Special tokens have the empty offset (0, 0) and never overlap the text.
-                text_tokens = [i for i, (a, b) in enumerate(offsets) if a < t1 and b > t0]
-                excess = len(ids) - max_length
-                if len(text_tokens) < excess:
-                    raise InputError(f"{source}: row {rows[start + k]}: the prompt without its text is "
-                                     f"{len(ids) - len(text_tokens)} tokens, more than --max_length {max_length}")
-                end = text_tokens[-1] + 1
-                ids = ids[: end - excess] + ids[end:]
+                ids = cut_to_fit(ids, offsets, spans, max_length, f"{source}: row {rows[start + k]}")
                 n_cut += 1
             sequences.append(ids)
             positions.append(last_index(ids, anchor_id) + 1)
     return sequences, positions, n_cut
+
+
+def cut_to_fit(ids, offsets, spans, max_length, where):
+    """`ids` without the tokens that kept_lengths drops from the end of each field (character spans `spans`), so
+    that `max_length` tokens are left; an InputError naming `where` when the prompt alone is longer than that."""
+    claimed, field_tokens = set(), []
+    for t0, t1 in spans:
+        # Special tokens have the empty offset (0, 0) and never overlap a field; an empty field has no tokens.
+        tokens = [i for i, (a, b) in enumerate(offsets) if t0 < t1 and a < t1 and b > t0 and i not in claimed]
+        claimed.update(tokens)
+        field_tokens.append(tokens)
+    lengths = [len(tokens) for tokens in field_tokens]
+    excess = len(ids) - max_length
+    if sum(lengths) < excess:
+        raise InputError(f"{where}: the prompt without its text is {len(ids) - sum(lengths)} tokens, more than "
+                         f"--max_length {max_length}")
+    dropped = set()
+    for tokens, kept in zip(field_tokens, kept_lengths(lengths, excess)):
+        dropped.update(tokens[kept:])
+    return [token for i, token in enumerate(ids) if i not in dropped]
 
 
 def mask_answers(sequences, positions, mask_token_id):

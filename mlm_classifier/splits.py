@@ -10,11 +10,16 @@ from dataclasses import dataclass
 
 from .cli import InputError
 from .data import load_hub_dataset, read_table
+from .prompts import TEXT_FIELD, placeholder_list
 
 
 @dataclass
 class Split:
-    """One split's texts and raw labels (strings; None for texts to label), and each one's row in `source`."""
+    """One split's texts and raw labels (strings; None for texts to label), and each one's row in `source`.
+
+    Each text is a string for a {text} template, or a dict {field: text} for a template that names columns
+    ("text" is {text}'s key); a row without any text, kept for classify.py's --allow_empty_texts, is None.
+    """
     source: str
     texts: list
     labels: list | None
@@ -23,6 +28,16 @@ class Split:
 
     def __len__(self):
         return len(self.texts)
+
+    def empty_fields(self):
+        """{field: number of rows where it is empty}, for the fields that are empty somewhere (dict texts only)."""
+        counts = {}
+        for text in self.texts:
+            if isinstance(text, dict):
+                for field, value in text.items():
+                    if not value:
+                        counts[field] = counts.get(field, 0) + 1
+        return counts
 
     def select(self, indices):
         """The split restricted to `indices` (positions in this split)."""
@@ -88,35 +103,65 @@ def some_rows(rows, shown=5, total=None):
     return f"row {named}" if total == 1 else f"rows {named}{more}"
 
 
-def without_text_error(source, text_column, rows, total=None):
-    """The InputError for rows without a text: `rows` (the first five are enough), `total` of them in all."""
+def without_text_error(source, text_column, rows, total=None, what=None):
+    """The InputError for rows without a text: `rows` (the first five are enough), `total` of them in all; `what`
+    says what they lack (default: a text in `text_column`)."""
     total = len(rows) if total is None else total
     verb = "has" if total == 1 else "have"
     count = f" ({total} rows)" if total > 1 else ""
-    return InputError(f"{source}: {some_rows(rows, total=total)} {verb} no text in column {text_column!r}{count}: "
+    what = what or f"no text in column {text_column!r}"
+    return InputError(f"{source}: {some_rows(rows, total=total)} {verb} {what}{count}: "
                       "a missing, empty or white-space text")
 
 
-def take_columns(table, source, text_column, label_column=None, id_column=None, allow_empty=False, first_row=0):
+def take_columns(table, source, text_column, label_column=None, id_column=None, allow_empty=False, first_row=0,
+                 fields=None, fields_source="the prompt"):
     """The Split in `table`'s text (and label, id) columns, rows counted from `first_row`; texts are stripped.
 
-    A row without a text (missing, empty or white space) is an InputError naming the rows at fault, or, with
-    `allow_empty`, kept with the text None (classify.py labels it null). A row without a label is an InputError.
+    Without `fields`, each text is the string in `text_column`. With `fields`, {field: column} from
+    template_columns, each text is a dict {field: text}: {text} ("text") follows the rules of a text, and any other
+    field may be empty in a row (its text is then "", counted by Split.empty_fields), but not every field of one
+    row. A row without a text (missing, empty or white space) is an InputError naming the rows at fault, or, with
+    `allow_empty`, kept with the text None (classify.py labels it null). A row without a label is an InputError. A
+    column that `fields` names and the table lacks is an InputError naming both the column and `fields_source`.
     """
-    for column, flag in ((text_column, "--text_column"), (label_column, "--label_column"), (id_column, "--id_column")):
+    fields = {TEXT_FIELD: text_column} if fields is None else dict(fields)
+    columns = [(column, "--text_column" if field == TEXT_FIELD else f"{{{field}}}") for field, column in fields.items()]
+    for column, flag in columns + [(label_column, "--label_column"), (id_column, "--id_column")]:
         if column is not None and column not in table:
-            raise InputError(f"{source}: no column {column!r} ({flag}); its columns are "
+            named = flag if flag.startswith("--") else f"which {fields_source} names as {flag}"
+            raise InputError(f"{source}: no column {column!r} ({named}); its columns are "
                              f"{', '.join(repr(c) for c in table) or 'none'}")
-    texts, without_text = [], []
-    for row, value in enumerate(table[text_column], start=first_row):
-        text, problem = text_value(value)
-        if problem in ("missing", "empty"):
-            without_text.append(row)
-        elif problem:
-            raise InputError(f"{source}: row {row}: column {text_column!r} holds {problem}")
-        texts.append(text)
+    n_rows = len(table[next(iter(fields.values()))])
+    values = {}  # field -> its stripped texts; None where {text} has none
+    without_text = set()
+    for field, column in fields.items():
+        values[field] = []
+        for row, value in enumerate(table[column], start=first_row):
+            text, problem = text_value(value)
+            if problem in ("missing", "empty"):
+                text = None if field == TEXT_FIELD else ""
+                if field == TEXT_FIELD:
+                    without_text.add(row)
+            elif problem:
+                raise InputError(f"{source}: row {row}: column {column!r} holds {problem}")
+            values[field].append(text)
+    if fields.keys() == {TEXT_FIELD}:
+        texts = values[TEXT_FIELD]
+        text_column = fields[TEXT_FIELD]
+        what = f"no text in column {text_column!r}"
+    else:
+        texts = [{field: values[field][k] for field in fields} for k in range(n_rows)]
+        for k, text in enumerate(texts):
+            if not any(text.values()):
+                without_text.add(first_row + k)
+        texts = [None if first_row + k in without_text else text for k, text in enumerate(texts)]
+        # With {text} among the fields, a row whose every field is empty has no text either.
+        what = (f"no text in column {fields[TEXT_FIELD]!r}" if TEXT_FIELD in fields
+                else f"every one of the columns {', '.join(repr(c) for c in fields.values())} empty")
+    without_text = sorted(without_text)
     if without_text and not allow_empty:
-        raise without_text_error(source, text_column, without_text)
+        raise without_text_error(source, text_column, without_text, what=what)
     labels = None
     if label_column is not None:
         labels = [None if text_value(label)[1] in ("missing", "empty") else str(label) for label in table[label_column]]
@@ -126,6 +171,50 @@ def take_columns(table, source, text_column, label_column=None, id_column=None, 
                              f"no label in column {label_column!r}")
     ids = None if id_column is None else [id_value(v) for v in table[id_column]]
     return Split(source, texts, labels, list(range(first_row, first_row + len(texts))), ids)
+
+
+def template_inputs(template, inputs):
+    """What MLMClassifier scores, checked as train.py checks its rows: one input or a list of them, each a string
+    (a template whose only field is {text}) or a dict holding each of the template's fields ("text" for {text}),
+    stripped. A missing key or a value that is not a text is an error naming its position: a TypeError for the
+    wrong kind, a ValueError for a missing or empty {text}, or a row whose every field is empty. Another field may
+    be empty ("" or None), as a table's cell may."""
+    if isinstance(inputs, (str, dict)):
+        inputs = [inputs]
+    try:
+        inputs = list(inputs)
+    except TypeError:
+        raise TypeError(f"texts must be a string, a dict or a list of them, not {type(inputs).__name__}") from None
+    checked = []
+    for k, item in enumerate(inputs):
+        if item is None or (isinstance(item, float) and item != item):
+            raise ValueError(f"texts[{k}] is missing ({item!r}); every text must be a non-empty string")
+        if isinstance(item, str) and template.text_only:
+            item = {TEXT_FIELD: item}
+        if not isinstance(item, dict):
+            wanted = ("a string, or a dict with the key 'text'" if template.text_only
+                      else f"a dict with the keys {', '.join(repr(f) for f in template.fields)}")
+            raise TypeError(f"texts[{k}] is a {type(item).__name__} ({item!r:.40}); {template.source} fills "
+                            f"{placeholder_list(template.fields)}, so each text is {wanted}")
+        fields = {}
+        for field in template.fields:
+            if field not in item:
+                raise ValueError(f"texts[{k}] has no {field!r} ({template.source}'s {{{field}}}); it has "
+                                 f"{', '.join(repr(key) for key in item) or 'no keys'}")
+            text, problem = text_value(item[field])
+            if problem in ("missing", "empty"):
+                if field == TEXT_FIELD:
+                    raise ValueError(f"texts[{k}]['text'] is {'missing' if problem == 'missing' else 'empty'}; "
+                                     "every text must be a non-empty string")
+                text = ""
+            elif problem or not isinstance(item[field], str):
+                raise TypeError(f"texts[{k}][{field!r}] is a {type(item[field]).__name__} ({item[field]!r:.40}), "
+                                "not a string")
+            fields[field] = text
+        if not any(fields.values()):
+            raise ValueError(f"texts[{k}]: every field ({', '.join(repr(f) for f in fields)}) is empty")
+        checked.append(fields[TEXT_FIELD] if template.text_only else fields)
+    return checked
 
 
 def check_labels(split, label_map, label_map_source):
@@ -169,12 +258,14 @@ def hold_out(split, fraction, seed):
 
 
 def load_splits(dataset, train_file, validation_file, test_file, predict_file, text_column, label_column,
-                validation_fraction, max_train_samples, max_eval_samples, seed, label_separator=None):
+                validation_fraction, max_train_samples, max_eval_samples, seed, label_separator=None, fields=None,
+                fields_source="the prompt"):
     """{"train", "validation", "test", "predict"} -> Split (absent ones left out), from files or the hub.
 
     The hub dataset (its train and test splits) is used when there is no --train_file; a --test_file
     replaces the hub's test split. Nothing is held out of the training rows unless `validation_fraction`.
     With `label_separator` (multi-label), each row's labels are a list (multilabel.label_lists).
+    `fields` ({field: column}, from template_columns) reads each row's fields as take_columns does.
     """
     tables = {}
     if train_file is None:
@@ -188,7 +279,8 @@ def load_splits(dataset, train_file, validation_file, test_file, predict_file, t
         if path is not None:
             tables[name] = (read_table(path, f"--{name}_file"), path)
     splits = {name: take_columns(table, source, text_column,
-                                 None if name == "predict" or label_separator is not None else label_column)
+                                 None if name == "predict" or label_separator is not None else label_column,
+                                 fields=fields, fields_source=fields_source)
               for name, (table, source) in tables.items()}
     if label_separator is not None:
         from .multilabel import label_lists

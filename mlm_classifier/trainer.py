@@ -20,7 +20,7 @@ from .cli import InputError, say
 from .data import accuracy_table, prediction_record, records_to_jsonl, write_atomic
 from .models import current_shard, gather_scores
 from .multilabel import ANSWERS, OPTIONS, THRESHOLD, multi_label_record, yes_probabilities
-from .prompts import ANCHOR, fill_prompt
+from .prompts import ANCHOR, TEXT_FIELD, as_template, fill_template
 from .scoring import labelled_loss, length_sorted_batches, padded_width, predict_option, score_sequences
 
 HEADLINE = ("accuracy", "micro_f1", "macro_f1", "exact_match", "loss")  # what evaluation logs
@@ -214,8 +214,10 @@ class ATPTrainer(Trainer):
 # The trained folder's README.md
 
 
-def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, max_length, metrics, multi_label):
+def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, max_length, metrics,
+               fields=(TEXT_FIELD,), multi_label=False):
     """README.md for the saved folder, from model_card.md: base model, prompt, labels, metrics, and how to use it.
+    `fields` are the template's fields, each filled in the fill-mask snippet from its own placeholder.
 
     `answer_tokens` are the labels' answer tokens as the vocabulary spells them (`ĠWorld`): given so, the
     fill-mask pipeline finds them without the "does not exist in the model vocabulary" warning. Multi-label, they
@@ -230,13 +232,15 @@ def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, m
                        for split in ("validation", "test") if f"{split}_{headline}" in metrics)
     with open(MODEL_CARD, encoding="utf-8") as f:
         template = string.Template(f.read())
+    filled = "template" + "".join(f'.replace("{{{field}}}", "your {"text" if field == TEXT_FIELD else field} '
+                                  f'here".strip())' for field in fields)
     return template.substitute(
         base_model=base_model, anchor=ANCHOR, max_length=max_length, prompt=prompt, label_rows=rows,
         name_column="name in the question" if multi_label else "verbalizer",
         headline="micro-F1" if multi_label else "accuracy",
         metric_rows=scores or "| (no validation or test split) | | | |",
         multi_label_note=MULTI_LABEL_NOTE if multi_label else "",
-        inference_prompt=json.dumps(inference_prompt, ensure_ascii=False),
+        inference_prompt=json.dumps(inference_prompt, ensure_ascii=False), filled_template=filled,
         targets=json.dumps(answers, ensure_ascii=False))
 
 
@@ -257,18 +261,23 @@ def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
     write_atomic(os.path.join(out, "label_map.json"), json.dumps(data.label_map, indent=2, ensure_ascii=False) + "\n")
     write_atomic(os.path.join(out, "prompt.txt"), data.prompt + "\n")
     write_atomic(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    classifier = {"max_length": settings.max_length, "base_model": settings.model}  # beyond prompt.txt, label_map.json
+    # What classify.py needs beyond prompt.txt and label_map.json; `columns` are those the input must have beyond
+    # --text_column (the prompt's placeholders that name columns), checked before a model loads.
+    template = data.template if data.template is not None else as_template(data.before, data.after)
+    classifier = {"max_length": settings.max_length, "base_model": settings.model, "columns": list(template.columns)}
     if data.multi_label:
         classifier.update(multi_label=True, threshold=THRESHOLD)
     write_atomic(os.path.join(out, SETTINGS_FILE), json.dumps(classifier, indent=2) + "\n")
+    # Each field's own placeholder stays in the model card's template ({text}, {premise}, ...), filled there.
     if data.multi_label:
         inference_prompt = data.prompt.replace("{answer}", data.tokenizer.mask_token).replace("{options}", OPTIONS)
     else:
-        inference_prompt = fill_prompt(*data.halves[0], "{text}", data.tokenizer.mask_token, data.options)[0]
+        inference_prompt = fill_template(template, {field: "{" + field + "}" for field in template.fields},
+                                         data.tokenizer.mask_token, data.options)[0]
     answer_tokens = data.tokenizer.convert_ids_to_tokens(data.answer_ids)
     write_atomic(os.path.join(out, "README.md"), model_card(settings.model, data.prompt, data.label_map, answer_tokens,
                                                             inference_prompt, settings.max_length, metrics,
-                                                            data.multi_label))
+                                                            template.fields, data.multi_label))
     if prediction_scores is not None:
         rows, names = data.splits["predict"], data.class_names
         if data.multi_label:

@@ -13,6 +13,7 @@ from conftest import ENV, LABEL_MAP, PROMPT, REPO, base_args, color_rows, make_m
 import classify
 import eval as mmlu
 import mlm_classifier as core
+import sweep as table3_sweep
 import sweep_20newsgroups as sweep
 import train
 from mlm_classifier import checkpoints
@@ -43,6 +44,7 @@ def error_of(main, args):
     ("train.py", ["--per_device_train_batch_size", "0"], "error: --per_device_train_batch_size 0 must be a positive"),
     ("classify.py", ["--input", "x.csv", "--device", "cuda"], "error: --device cuda: torch sees no GPU here"),
     ("sweep_20newsgroups.py", ["--epochs", "0"], "error: --epochs 0: every value must be a positive number"),
+    ("sweep.py", ["--tasks", "mnli", "sst2", "--prompt_file", "p.txt"], "error: --prompt_file replaces one task's"),
     ("train.py", ["--learning_rate", "-1e-5"],
      "error: argument --learning_rate/--learning-rate: expected one argument"),
     ("eval.py", ["--no_such_flag"], "error: unrecognized arguments: --no_such_flag (see --help)"),
@@ -351,8 +353,9 @@ def test_trainers_loss_after_a_resume_is_read_by_its_versions_convention():
 
 
 SCRIPTS = {"eval.py": mmlu.build_parser, "train.py": train.build_parser, "classify.py": classify.build_parser,
-           "sweep_20newsgroups.py": sweep.build_parser}
-DOCS = {"eval.py": "eval.md", "train.py": "train.md", "classify.py": "classify.md", "sweep_20newsgroups.py": "sweep.md"}
+           "sweep.py": table3_sweep.build_parser, "sweep_20newsgroups.py": sweep.build_parser}
+DOCS = {"eval.py": "eval.md", "train.py": "train.md", "classify.py": "classify.md", "sweep.py": "sweep.md",
+        "sweep_20newsgroups.py": "sweep_20newsgroups.md"}
 
 
 def documented_flags(script):

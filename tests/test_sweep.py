@@ -182,3 +182,17 @@ def test_unknown_newsgroup_names_file_and_line(tmp_path):
     write_newsgroups(tmp_path / "test.jsonl", 3, seed=0)
     with pytest.raises(mc.InputError, match=r"train\.jsonl: row 3 \(line 4\): .*'rec\.gardening'"):
         sweep.load_newsgroups(str(tmp_path), strip_headers=False)
+
+
+def test_a_run_records_the_settings_it_always_recorded_so_older_sweeps_resume(tmp_path):
+    """sweep_20newsgroups.py is sweep.py's 20 Newsgroups sweep now; a run's settings are still the keys and values
+    the command wrote before, so a sweep folder it made then resumes instead of being refused."""
+    args = sweep.parse_args(["--data_dir", str(tmp_path), "--strip_headers", "--max_train_samples", "100"])
+    assert sweep.run_settings(args, "mlm", sweep.PROMPT) == {
+        "model": "answerdotai/ModernBERT-Large-Instruct", "data": str(tmp_path), "strip_headers": True,
+        "max_length": 4096, "max_train_samples": 100, "max_eval_samples": None, "validation_fraction": 0.1,
+        "data_seed": 42, "per_device_train_batch_size": 8, "effective_batch_size": 32, "weight_decay": 0.01,
+        "warmup_ratio": 0.05, "prompt": sweep.PROMPT}
+    hub = sweep.run_settings(sweep.parse_args([]), "cls")
+    assert hub["data"] == "SetFit/20_newsgroups" and hub["model"] == "answerdotai/ModernBERT-large"
+    assert "prompt" not in hub and "tasks" not in vars(sweep.parse_args([]))  # one task: no --tasks flag
