@@ -30,11 +30,11 @@ from .scoring import (LETTERS, MLM_HEAD_ENTRIES, calibrate, combine_views, first
                       last_index, length_sorted_batches, letter_token_ids, letters_that_fit, logits_at, mlm_head_entry,
                       option_log_probs, pad_batch, padded_width, predict_option, rotations, score_sequences,
                       single_token_id, slot_probabilities)
-from .prompts import (ANCHOR, PLACEHOLDER, Template, TEXT_FIELD, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_ids,
+from .anchor import (ANCHOR, register_anchor, vocabulary_anchor_id)
+from .prompts import (PLACEHOLDER, Template, TEXT_FIELD, TEXT_PLACEHOLDERS, ZERO_SHOT_PROMPT, answer_token_ids,
                       as_template, check_fixed_length, cut_to_fit, empty_fields, encode_prompts, fill_prompt,
                       fill_template, kept_lengths, letter_suggestion, mask_answers, option_lines, options_block,
-                      parse_prompt, placeholder_list, register_anchor, template_columns, template_parts,
-                      vocabulary_anchor_id)
+                      parse_prompt, placeholder_list, template_columns, template_parts)
 from .classifier import (ClassifierSpec, CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, SETTINGS_FILE, View,
                          check_abstention, load_spec, make_views, model_file, plan_scoring, read_settings)
 from .multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, THRESHOLD, check_multi_label_prompt, chosen_labels,

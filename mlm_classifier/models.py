@@ -10,7 +10,7 @@ import os
 import torch
 
 from .cli import InputError, error_reason
-from .prompts import register_anchor
+from .anchor import register_anchor
 
 
 def resolve_device(device, local_rank=0):
