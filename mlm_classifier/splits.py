@@ -178,38 +178,42 @@ def template_inputs(template, inputs):
     (a template whose only field is {text}) or a dict holding each of the template's fields ("text" for {text}),
     stripped. A missing key or a value that is not a text is an error naming its position: a TypeError for the
     wrong kind, a ValueError for a missing or empty {text}, or a row whose every field is empty. Another field may
-    be empty ("" or None), as a table's cell may."""
+    be empty ("" or None), as a table's cell may. Strings keep the rules and messages of classifier.checked_texts."""
     if isinstance(inputs, (str, dict)):
         inputs = [inputs]
     try:
         inputs = list(inputs)
     except TypeError:
-        raise TypeError(f"texts must be a string, a dict or a list of them, not {type(inputs).__name__}") from None
+        kinds = "a string or a list of strings" if template.text_only else "a dict or a list of dicts"
+        raise TypeError(f"texts must be {kinds}, not {type(inputs).__name__}") from None
     checked = []
     for k, item in enumerate(inputs):
         if item is None or (isinstance(item, float) and item != item):
             raise ValueError(f"texts[{k}] is missing ({item!r}); every text must be a non-empty string")
-        if isinstance(item, str) and template.text_only:
-            item = {TEXT_FIELD: item}
+        if template.text_only and not isinstance(item, dict):
+            if not isinstance(item, str):
+                raise TypeError(f"texts[{k}] is a {type(item).__name__} ({item!r:.40}), not a string")
+            if not item.strip():
+                raise ValueError(f"texts[{k}] is empty; every text must be a non-empty string")
+            checked.append(item.strip())
+            continue
         if not isinstance(item, dict):
-            wanted = ("a string, or a dict with the key 'text'" if template.text_only
-                      else f"a dict with the keys {', '.join(repr(f) for f in template.fields)}")
             raise TypeError(f"texts[{k}] is a {type(item).__name__} ({item!r:.40}); {template.source} fills "
-                            f"{placeholder_list(template.fields)}, so each text is {wanted}")
+                            f"{placeholder_list(template.fields)}, so each text is a dict with the keys "
+                            f"{', '.join(repr(f) for f in template.fields)}")
         fields = {}
         for field in template.fields:
             if field not in item:
                 raise ValueError(f"texts[{k}] has no {field!r} ({template.source}'s {{{field}}}); it has "
                                  f"{', '.join(repr(key) for key in item) or 'no keys'}")
-            text, problem = text_value(item[field])
+            value = item[field]
+            text, problem = text_value(value)
             if problem in ("missing", "empty"):
                 if field == TEXT_FIELD:
-                    raise ValueError(f"texts[{k}]['text'] is {'missing' if problem == 'missing' else 'empty'}; "
-                                     "every text must be a non-empty string")
+                    raise ValueError(f"texts[{k}]['text'] is {problem}; every text must be a non-empty string")
                 text = ""
-            elif problem or not isinstance(item[field], str):
-                raise TypeError(f"texts[{k}][{field!r}] is a {type(item[field]).__name__} ({item[field]!r:.40}), "
-                                "not a string")
+            elif problem or not isinstance(value, str):
+                raise TypeError(f"texts[{k}][{field!r}] is a {type(value).__name__} ({value!r:.40}), not a string")
             fields[field] = text
         if not any(fields.values()):
             raise ValueError(f"texts[{k}]: every field ({', '.join(repr(f) for f in fields)}) is empty")

@@ -164,6 +164,15 @@ def test_the_api_takes_dicts_of_the_fields_and_names_what_is_wrong():
         core.template_inputs(template, [{"premise": 3, "hypothesis": "b"}])
     with pytest.raises(ValueError, match=r"texts\[0\]: every field \('premise', 'hypothesis'\) is empty"):
         core.template_inputs(template, [{"premise": "", "hypothesis": " "}])
+    # A {text} prompt's strings keep the rules and messages MLMClassifier always gave them.
+    text_only = core.parse_prompt("{text} [unused0] {label}")
+    for inputs, error, message in ((42, TypeError, "texts must be a string or a list of strings, not int"),
+                                   ([None, "a"], ValueError, r"texts\[0\] is missing \(None\)"),
+                                   (["a", 7], TypeError, r"texts\[1\] is a int \(7\), not a string"),
+                                   (["a", "  "], ValueError, r"texts\[1\] is empty"),
+                                   ([{"text": " "}], ValueError, r"texts\[0\]\['text'\] is empty")):
+        with pytest.raises(error, match=message):
+            core.template_inputs(text_only, inputs)
 
 
 # -----------------------------------------------------------------------------
