@@ -43,8 +43,8 @@ from .multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, THRESHOLD, check_
 from .objectives import (ObjectiveCollator, atp_example, draw_objective, make_example, mlm_example)
 from .data import (NO_ID, TABLE_FORMATS, accuracy_table, check_labels_list, check_table_file, check_unique_columns,
                    csv_header, load_hub_dataset, parse_labels, prediction_record, read_json_records, read_jsonl,
-                   read_label_map, read_prompt, read_table, read_text, records_to_columns, records_to_csv,
-                   records_to_jsonl, unique_keys, write_atomic)
+                   read_label_map, read_prompt, read_table, read_text, reading_errors, records_to_columns,
+                   records_to_csv, records_to_jsonl, unique_keys, write_atomic)
 from .splits import (Split, check_labels, checked_texts, hold_out, id_value, load_splits, some_rows, subsample,
                      take_columns, template_inputs, text_value, without_text_error)
 from .stream import (Chunk, CHUNK_ROWS, InputSummary, TableChunks, batches_of, check_columns, check_input,

@@ -4,6 +4,7 @@ Text files may carry a byte-order mark; tables are csv, json, jsonl or parquet f
 (splits.py turns them into texts and labels). Outputs are written atomically, so no reader ever sees half a file.
 """
 
+import contextlib
 import json
 import os
 
@@ -141,7 +142,7 @@ def read_table(path, flag):
     """
     source = f"{flag} {path}"
     extension = check_table_file(path, flag)
-    try:
+    with reading_errors(source, extension):
         if extension == ".csv":
             import pandas
 
@@ -156,11 +157,19 @@ def read_table(path, flag):
             check_unique_columns(table.column_names, source)
             return table.to_pydict()
         return records_to_columns(read_json_records(path, source), source)
+
+
+@contextlib.contextmanager
+def reading_errors(source, extension):
+    """Any error of reading a table, as one InputError naming `source`: pandas' and pyarrow's many error types
+    carry messages a user can act on, but not the file's name."""
+    try:
+        yield
     except InputError:
         raise
     except UnicodeDecodeError as e:
         raise InputError(f"{source}: not UTF-8 text (byte {e.start})") from None
-    except Exception as e:  # pandas' and pyarrow's many error types: the message is what the user needs
+    except Exception as e:
         raise InputError(f"{source}: cannot be read as {extension[1:]} ({error_reason(e)})") from None
 
 

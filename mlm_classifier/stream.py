@@ -12,8 +12,8 @@ import itertools
 import json
 from dataclasses import dataclass
 
-from .cli import InputError, error_reason, row_and_line
-from .data import check_table_file, check_unique_columns, csv_header, read_json_records
+from .cli import InputError, row_and_line
+from .data import check_table_file, check_unique_columns, csv_header, read_json_records, reading_errors
 from .splits import checked_texts, take_columns, without_text_error
 
 CHUNK_ROWS = 10000  # rows per chunk: memory holds one chunk's texts, token ids and records
@@ -51,14 +51,8 @@ class TableChunks:
         format needs to find where the next chunk starts (a JSON line is then not even parsed)."""
         formats = {".csv": self._csv, ".parquet": self._parquet, ".jsonl": self._jsonl, ".json": self._json}
         read = formats[self.extension]
-        try:
+        with reading_errors(self.source, self.extension):
             yield from read(keep or (lambda index: True))
-        except InputError:
-            raise
-        except UnicodeDecodeError as e:
-            raise InputError(f"{self.source}: not UTF-8 text (byte {e.start})") from None
-        except Exception as e:  # pandas' and pyarrow's many error types: the message is what the user needs
-            raise InputError(f"{self.source}: cannot be read as {self.extension[1:]} ({error_reason(e)})") from None
 
     def _csv(self, keep):
         import pandas

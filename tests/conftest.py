@@ -47,24 +47,25 @@ def corpus(seed=0):
     return lines
 
 
-def build_tokenizer(path):
-    """Train a 700-entry byte-level BPE with ModernBERT's special tokens and save it to `path`."""
+def build_tokenizer(path, extra_lines=(), vocab_size=700, model_max_length=512):
+    """Train a byte-level BPE (700 entries unless asked) with ModernBERT's special tokens, on the test corpus and
+    `extra_lines`, and save it to `path`."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus(), trainer)
+    tok.train_from_iterator(corpus() + list(extra_lines), trainer)
     tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, normalized=False)]
                            + [AddedToken(f"[unused{i}]", normalized=False) for i in range(4)])
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                   pad_token="[PAD]", mask_token="[MASK]", model_max_length=512)
+                                   pad_token="[PAD]", mask_token="[MASK]", model_max_length=model_max_length)
     fast.save_pretrained(path)
     return fast
 

@@ -9,7 +9,7 @@ import random
 import shutil
 
 import pytest
-from conftest import WORDS, build_tiny_modernbert, corpus, write
+from conftest import WORDS, build_tiny_modernbert, build_tokenizer, write
 
 import mlm_classifier as mc
 import sweep
@@ -20,26 +20,9 @@ from mlm_classifier.recipes import PAPER_AVERAGE, PAPER_TABLE_3, RECIPES, load_r
 def build_recipe_tokenizer(path):
     """conftest's ModernBERT-style tokenizer, trained with every recipe's prompt in its corpus, so that the
     prompts are short and each verbalizer (the letters, AG News' words) is one token after `[unused0] `."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     prompts = [recipe.prompt.replace("[unused0]", "") + " " + " ".join(recipe.label_map.values())
                for recipe in RECIPES.values()]
-    tok.train_from_iterator(corpus() + prompts * 40, trainer)
-    tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, normalized=False)]
-                           + [AddedToken(f"[unused{i}]", normalized=False) for i in range(4)])
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                   pad_token="[PAD]", mask_token="[MASK]", model_max_length=1024)
-    fast.save_pretrained(path)
-    return fast
+    return build_tokenizer(path, prompts * 40, vocab_size=1500, model_max_length=1024)
 
 
 def hub_record(recipe, label_index, rng, k):
