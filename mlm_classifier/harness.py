@@ -33,7 +33,7 @@ import torch
 from .cli import InputError, check_positive, run_command
 from .models import (batch_defaults, check_model_source, load_masked_lm, load_tokenizer, max_positions,
                      require_mask_token, resolve_attn_implementation, resolve_device, resolve_dtype)
-from .prompts import ANCHOR, register_anchor
+from .anchor import ANCHOR, register_anchor
 from .scoring import last_index, length_sorted_batches, score_sequences
 
 NEEDS_LM_EVAL = ("mlm_classifier.harness needs lm-evaluation-harness: pip install 'lm-eval>=0.4.13,<0.5' "
