@@ -4,6 +4,7 @@
     python classify.py --labels "World,Sports,Business,Sci/Tech" --input news.jsonl --text_column body
     python classify.py --labels labels.txt --input tickets.parquet --output labelled.jsonl          # any size
     python classify.py --labels labels.txt --input tickets.parquet --output labelled.jsonl --resume # after a crash
+    python classify.py --labels "billing,bug,urgent" --multi_label --input tickets.csv   # any number of labels each
     torchrun --nproc_per_node 8 classify.py ...    # each process scores every 8th chunk; the first writes the files
 
 A trained folder brings its prompt.txt, label_map.json and classifier.json (the max_length it was trained
@@ -15,13 +16,18 @@ labels. Opt-in bias controls: --permutations K (K cyclic rotations of the label 
 probability averaged) and --calibrate (content-free calibration, Zhao et al., 2021); --threshold p labels a
 text null (or --abstain_label) when its top probability is below p.
 
+With --multi_label (or a folder trained with it), every label is a yes/no question of its own, one forward pass
+per text and label: a text's labels are those whose P(yes) reaches --threshold (default 0.5). A prompt that names
+columns ({premise}, {hypothesis}) fills them from the input's columns of those names.
+
 The input is read --chunk_rows rows at a time, twice: once to check every row before the model loads, then to
 score each chunk (sorted by length within itself) and append its records to `<output>.partial`, with a progress
 record beside it. Memory holds one chunk, whatever the input's size. Only a finished run renames the partial to
 the output name, so a file there is always complete; --resume carries on after Ctrl-C, SIGTERM or kill -9.
 
-The output has one record per input row, in input order: row, (id), text, label and probabilities, as
-train.py's predictions.jsonl; `<output>.settings.json` beside it records everything that shaped it.
+The output has one record per input row, in input order: row, (id), text, label (multi-label: labels, a list)
+and probabilities, as train.py's predictions.jsonl; `<output>.settings.json` beside it records everything that
+shaped it.
 """
 
 import json
@@ -38,9 +44,11 @@ from mlm_classifier.cli import (InputError, add_flag, add_scoring_flags, check_o
                                 check_spares_inputs, error_reason, make_parser, on_interrupt, run_command, say)
 from mlm_classifier.data import (check_table_file, parse_labels, prediction_record, read_prompt, records_to_csv,
                                  records_to_jsonl, write_atomic)
+from mlm_classifier.multilabel import multi_label_record
 from mlm_classifier.models import (check_model_source, end_distributed, hide_progress_bars, init_distributed,
                                    load_masked_lm, load_tokenizer, resolve_attn_implementation, resolve_device,
                                    resolve_dtype)
+from mlm_classifier.prompts import template_columns
 from mlm_classifier.scoring import combine_views
 from mlm_classifier.splits import take_columns
 from mlm_classifier.stream import CHUNK_ROWS, TableChunks, check_input
@@ -54,10 +62,11 @@ def build_parser():
     add_flag(p, "labels", default=None,
              help="zero-shot: a comma list (\"World,Sports\") or a file with one label per line")
     add_flag(p, "prompt_file", default=None,
-             help="zero-shot template with {text}, {options} and `[unused0] {label}` at the end "
-                  "(default: the zero-shot template in docs/classify.md)")
+             help="zero-shot template with {text} (or columns as {premise}, {hypothesis}), {options} and "
+                  "`[unused0] {label}` at the end; multi-label, {label} is the label asked about and it ends "
+                  "`[unused0] {answer}` (default: the templates in docs/classify.md)")
     add_flag(p, "input", required=True, help="csv, json, jsonl or parquet (for big inputs: csv, jsonl or parquet)")
-    add_flag(p, "text_column", default="text", help="the column holding the texts")
+    add_flag(p, "text_column", default="text", help="the column holding the texts, which fill {text}")
     add_flag(p, "id_column", default=None, help="a column passed through to the output as `id`")
     add_flag(p, "allow_empty_texts", action="store_true",
              help="write rows without a text (missing, empty or white space) with label null, counted in the "
@@ -75,9 +84,13 @@ def build_parser():
     add_flag(p, "calibrate", action="store_true",
              help="divide by the probabilities of a content-free text, then renormalise (Zhao et al., 2021)")
     add_flag(p, "content_free_text", default=CONTENT_FREE_TEXT, help="the content-free text of --calibrate")
+    add_flag(p, "multi_label", action="store_true",
+             help="zero-shot: judge every label on its own with a yes/no question (one pass per text and label), "
+                  "so a text has any number of labels; a folder trained with --multi_label needs no flag")
     add_flag(p, "threshold", type=float, default=None,
              help="label a text null (or --abstain_label) when its top probability, after any calibration and "
-                  "averaging, is below this; its probabilities are still written")
+                  "averaging, is below this; its probabilities are still written. Multi-label: a label applies "
+                  "when its P(yes) reaches this (default: 0.5, or what the folder was trained with)")
     add_flag(p, "abstain_label", default=None, help="the label of a text below --threshold, instead of null")
     add_scoring_flags(p)
     return p
@@ -90,7 +103,7 @@ def check_flags(args):
                    chunk_rows=args.chunk_rows)
     if not args.content_free_text.strip():
         raise InputError("--content_free_text is empty; calibration needs a text, such as N/A")
-    check_abstention(args.threshold, args.abstain_label, prefix="--")
+    check_abstention(args.threshold, args.abstain_label, prefix="--", multi_label=args.multi_label)
 
 
 def settings_path(output):
@@ -145,7 +158,7 @@ class Partial:
 
     def start(self, settings, views):
         self.progress = {"settings": settings, "chunks": 0, "rows": 0, "ends": [],
-                         "totals": {"counts": {}, "null": 0, "without_text": 0, "abstained": 0,
+                         "totals": {"counts": {}, "null": 0, "without_text": 0, "abstained": 0, "none": 0,
                                     "cut_by_view": [0] * views}}
         self.save()  # first: a partial file never exists without its record
         open(self.path, "wb").close()
@@ -257,12 +270,12 @@ def assemble(output, partials, world, chunks):
 
 def merged_totals(partials):
     """The counts of every process's chunks, added up."""
-    totals = {"counts": Counter(), "null": 0, "without_text": 0, "abstained": 0, "cut_by_view": None}
+    totals = {"counts": Counter(), "null": 0, "without_text": 0, "abstained": 0, "none": 0, "cut_by_view": None}
     for partial in partials:
         part = partial.progress["totals"]
         totals["counts"].update(part["counts"])
-        for key in ("null", "without_text", "abstained"):
-            totals[key] += part[key]
+        for key in ("null", "without_text", "abstained", "none"):
+            totals[key] += part.get(key, 0)
         cut = part["cut_by_view"]
         totals["cut_by_view"] = cut if totals["cut_by_view"] is None else [a + b for a, b in
                                                                             zip(totals["cut_by_view"], cut)]
@@ -282,7 +295,7 @@ def main(argv=None):
     check_flags(args)
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     check_model_source(args.model)
-    labels = parse_labels(args.labels) if args.labels is not None else None
+    labels = parse_labels(args.labels, least=1 if args.multi_label else 2) if args.labels is not None else None
     prompt = read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     partial_files = [path for partial in partial_paths(args.output, world)
@@ -293,8 +306,8 @@ def main(argv=None):
     inputs = [("--input", args.input), ("--labels", args.labels), ("--prompt_file", args.prompt_file),
               ("--model", args.model)]
     check_spares_inputs(outputs, inputs)
-    spec = load_spec(args.model, labels, prompt, args.max_length)
-    check_abstention(args.threshold, args.abstain_label, spec.labels, prefix="--")
+    spec = load_spec(args.model, labels, prompt, args.max_length, multi_label=args.multi_label or None)
+    check_abstention(args.threshold, args.abstain_label, spec.labels, prefix="--", multi_label=spec.multi_label)
     check_table_file(args.input, "--input")
     stat = os.stat(args.input)
 
@@ -304,9 +317,11 @@ def main(argv=None):
     rank, world = init_distributed(device)
     tokenizer = load_tokenizer(args.model)
     plan = plan_scoring(spec, tokenizer, args.permutations)
+    fields = template_columns(plan.template, args.text_column)  # {field: the input's column that fills it}
+    threshold = spec.threshold if args.threshold is None else args.threshold
     for note in spec.notes:
         say(f"note: {note}")
-    if args.threshold is not None and args.threshold <= 1 / len(spec.labels):
+    if args.threshold is not None and not spec.multi_label and args.threshold <= 1 / len(spec.labels):
         say(f"note: --threshold {args.threshold} is at most 1/{len(spec.labels)}, the least top probability "
             f"{len(spec.labels)} labels can have: no text abstains")
     dtype = resolve_dtype(args.dtype, device)
@@ -314,16 +329,17 @@ def main(argv=None):
     result_settings = {
         "model": args.model, "labels": spec.labels, "answers": spec.verbalizers, "prompt": spec.prompt,
         "max_length": plan.max_length, "permutations": args.permutations, "calibrate": args.calibrate,
-        "content_free_text": args.content_free_text if args.calibrate else None, "threshold": args.threshold,
-        "abstain_label": args.abstain_label, "input": os.path.realpath(args.input), "input_bytes": stat.st_size,
-        "input_modified": stat.st_mtime_ns, "text_column": args.text_column, "id_column": args.id_column,
+        "multi_label": spec.multi_label, "content_free_text": args.content_free_text if args.calibrate else None,
+        "threshold": threshold, "abstain_label": args.abstain_label, "input": os.path.realpath(args.input),
+        "input_bytes": stat.st_size, "input_modified": stat.st_mtime_ns, "text_column": args.text_column,
+        "columns": fields, "id_column": args.id_column,
         "allow_empty_texts": args.allow_empty_texts, "dtype": str(dtype).removeprefix("torch."),
         "chunk_rows": args.chunk_rows, "processes": world,
     }  # what defines the result: a resume with any of these otherwise is refused
     partials, empty = open_partials(args.output, world, result_settings, args.resume)
     resumed_rows = sum(partial.progress["rows"] for partial in partials if partial.progress)
     summary = check_input(args.input, "--input", args.text_column, args.id_column, args.allow_empty_texts,
-                          args.chunk_rows)
+                          args.chunk_rows, fields, plan.template.source)
     model = load_masked_lm(args.model, dtype, attn_implementation, device)
     classifier = MLMClassifier(spec, tokenizer, model, args.permutations, args.calibrate, args.content_free_text,
                                args.batch_tokens, args.pad_to_multiple_of, plan, args.threshold, args.abstain_label)
@@ -359,12 +375,12 @@ def main(argv=None):
                disable=rank != 0 or args.no_progress)
     as_csv = args.output.lower().endswith(".csv")
     totals = mine.progress["totals"]
-    for chunk in TableChunks(args.input, "--input", args.chunk_rows, [args.text_column, args.id_column]).chunks(
-            keep=lambda index: index % world == rank and index // world >= done):
+    table = TableChunks(args.input, "--input", args.chunk_rows, [*fields.values(), args.id_column])
+    for chunk in table.chunks(keep=lambda index: index % world == rank and index // world >= done):
         if chunk.table is None:
             continue
         rows = take_columns(chunk.table, args.input, args.text_column, id_column=args.id_column,
-                            allow_empty=args.allow_empty_texts, first_row=chunk.first_row)
+                            allow_empty=args.allow_empty_texts, first_row=chunk.first_row, fields=fields)
         present = [k for k, text in enumerate(rows.texts) if text is not None]  # rows without a text are not scored
         probabilities = [None] * len(rows)
         if present:
@@ -373,14 +389,20 @@ def main(argv=None):
             totals["cut_by_view"] = [a + b for a, b in zip(totals["cut_by_view"], classifier.cut_by_view)]
         records = []
         for k, (row, text, probs) in enumerate(zip(rows.rows, rows.texts, probabilities)):
-            record = prediction_record(row, text, spec.labels, probs, *([] if rows.ids is None else [rows.ids[k]]))
-            if probs is not None:
-                record["label"] = classifier.label_of(probs)
-                totals["abstained"] += args.threshold is not None and max(probs) < args.threshold
-            if record["label"] is None:
-                totals["null"] += 1
+            row_id = [] if rows.ids is None else [rows.ids[k]]
+            if spec.multi_label:
+                record = multi_label_record(row, text, spec.labels, probs, threshold, *row_id)
+                chosen = record["labels"] or []
+                totals["none"] += probs is not None and not chosen
             else:
-                totals["counts"][record["label"]] = totals["counts"].get(record["label"], 0) + 1
+                record = prediction_record(row, text, spec.labels, probs, *row_id)
+                if probs is not None:
+                    record["label"] = classifier.label_of(probs)
+                    totals["abstained"] += threshold is not None and max(probs) < threshold
+                chosen = [] if record["label"] is None else [record["label"]]
+            totals["null"] += probs is None or (not spec.multi_label and record["label"] is None)
+            for label in chosen:
+                totals["counts"][label] = totals["counts"].get(label, 0) + 1
             records.append(record)
         totals["without_text"] += len(rows) - len(present)
         text = records_to_csv(records, spec.labels, header=chunk.index == 0) if as_csv else records_to_jsonl(records)
@@ -408,19 +430,25 @@ def main(argv=None):
         for partial in partials[1:]:
             partial.load()
         totals = merged_totals(partials)
-        content_free = combine_views(classifier.content_free_probabilities()) if args.calibrate else None
+        if spec.multi_label:  # per label, the content-free text's P(yes) for that label's own question
+            content_free = [p[0] for p in classifier.content_free_probabilities()] if args.calibrate else None
+            answers = "yes or no per label, " + ("`A` + ` A` and `B` + ` B`" if spec.zero_shot else "as trained")
+        else:
+            content_free = combine_views(classifier.content_free_probabilities()) if args.calibrate else None
+            answers = ("letters by position, each scored as `A` + ` A`" if spec.zero_shot
+                       else dict(zip(spec.labels, spec.verbalizers)))
         truncated = max(totals["cut_by_view"])
         settings = {
-            "model": args.model, "mode": spec.mode, "labels": spec.labels,
-            "answers": ("letters by position, each scored as `A` + ` A`" if spec.zero_shot
-                        else dict(zip(spec.labels, spec.verbalizers))),
-            "prompt": spec.prompt, "max_length": classifier.max_length, "truncated": truncated,
+            "model": args.model, "mode": spec.mode, "labels": spec.labels, "multi_label": spec.multi_label,
+            "questions": dict(zip(spec.labels, spec.question_names)) if spec.multi_label else None,
+            "answers": answers, "prompt": spec.prompt, "max_length": classifier.max_length, "truncated": truncated,
             "permutations": args.permutations, "calibrate": args.calibrate,
             "content_free_text": args.content_free_text if args.calibrate else None,
             "content_free_probabilities": dict(zip(spec.labels, content_free)) if content_free else None,
-            "threshold": args.threshold, "abstain_label": args.abstain_label, "abstained": totals["abstained"],
-            "input": args.input, "text_column": args.text_column, "id_column": args.id_column, "n": summary.rows,
-            "without_text": totals["without_text"],  # labelled null (--allow_empty_texts)
+            "threshold": threshold, "abstain_label": args.abstain_label, "abstained": totals["abstained"],
+            "with_no_label": totals["none"] if spec.multi_label else None,
+            "input": args.input, "text_column": args.text_column, "columns": fields, "id_column": args.id_column,
+            "n": summary.rows, "without_text": totals["without_text"],  # labelled null (--allow_empty_texts)
             "dtype": str(dtype).removeprefix("torch."), "device": str(device),
             "attn_implementation": attn_implementation, "processes": world, "chunk_rows": args.chunk_rows,
             "resumed_rows": resumed_rows, "seconds": round(seconds, 3),
@@ -433,7 +461,8 @@ def main(argv=None):
         on_interrupt(f"interrupted: {args.output} is complete")
         names = spec.labels + ([args.abstain_label] if args.abstain_label is not None else [])
         counts = [f"{label} {totals['counts'][label]}" for label in names]
-        print("labels: " + ", ".join(counts + [f"null {totals['null']}"] * (totals["null"] > 0)))
+        counts += [f"none {totals['none']}"] * spec.multi_label + [f"null {totals['null']}"] * (totals["null"] > 0)
+        print(("texts per label: " if spec.multi_label else "labels: ") + ", ".join(counts))
         scored = summary.rows - resumed_rows
         after = f" (after the {resumed_rows} rows of the run it resumed)" if resumed_rows else ""
         print(f"{scored} texts in {seconds:.1f} s ({scored / max(seconds, 1e-9):.1f}/s){after} on {device}, "

@@ -30,8 +30,8 @@ from mlm_classifier.cli import (InputError, add_flag, check_output_path, check_p
 from mlm_classifier.data import read_label_map, read_prompt
 from mlm_classifier.models import (batch_defaults, check_model_source, end_distributed, load_masked_lm, load_tokenizer,
                                    max_positions, resolve_attn_implementation)
-from mlm_classifier.multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, check_multi_label_prompt, encode_pairs, question_template,
-                                       multi_label_metrics, pair_answers, plan_questions)
+from mlm_classifier.multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, check_multi_label_prompt, encode_pairs,
+                                       multi_label_metrics, pair_answers, plan_questions, question_template)
 from mlm_classifier.objectives import ObjectiveCollator
 from mlm_classifier.prompts import (answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block,
                                     parse_prompt, placeholder_list, template_columns)

@@ -7,7 +7,8 @@ minimal.py shows the method on one screen; this package is the same method, batc
 - scoring.py: the idea: answer tokens, length-sorted batches, the MLM head only at [MASK], bias controls;
 - prompts.py: template rules (a {text} or columns such as {premise}), filling a template, cutting only the text to
   fit, [unused0] as one token;
-- classifier.py: ClassifierSpec, trained folders, and MLMClassifier, for notebooks;
+- spec.py: what a classifier answers, from a trained folder or zero-shot labels (ClassifierSpec, load_spec);
+- classifier.py: how a spec is scored (its views, checked against the tokenizer) and MLMClassifier, for notebooks;
 - multilabel.py: texts with any number of labels, each label a yes/no question;
 - objectives.py: the training objectives, ATP and (dummy) MLM, drawn per example;
 - data.py: reading tables and text files, prediction records, atomic writes;
@@ -35,8 +36,9 @@ from .prompts import (PLACEHOLDER, Template, TEXT_FIELD, TEXT_PLACEHOLDERS, ZERO
                       as_template, check_fixed_length, cut_to_fit, empty_fields, encode_prompts, fill_prompt,
                       fill_template, kept_lengths, letter_suggestion, mask_answers, option_lines, options_block,
                       parse_prompt, placeholder_list, template_columns, template_parts)
-from .classifier import (ClassifierSpec, CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, SETTINGS_FILE, View,
-                         check_abstention, load_spec, make_views, model_file, plan_scoring, read_settings)
+from .spec import (ClassifierSpec, SETTINGS_FILE, folder_spec, load_spec, model_file, read_settings)
+from .classifier import (CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, View, check_abstention, make_views,
+                         plan_scoring)
 from .multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, THRESHOLD, check_multi_label_prompt, chosen_labels,
                          encode_pairs, label_lists, multi_label_metrics, multi_label_record, pair_answers,
                          plan_questions, question_template, yes_probabilities)
@@ -45,7 +47,7 @@ from .data import (NO_ID, TABLE_FORMATS, accuracy_table, check_labels_list, chec
                    csv_header, load_hub_dataset, parse_labels, prediction_record, read_json_records, read_jsonl,
                    read_label_map, read_prompt, read_table, read_text, reading_errors, records_to_columns,
                    records_to_csv, records_to_jsonl, unique_keys, write_atomic)
-from .splits import (Split, check_labels, checked_texts, hold_out, id_value, load_splits, some_rows, subsample,
+from .splits import (Split, check_labels, hold_out, id_value, load_splits, some_rows, subsample,
                      take_columns, template_inputs, text_value, without_text_error)
 from .stream import (Chunk, CHUNK_ROWS, InputSummary, TableChunks, batches_of, check_columns, check_input,
                      stream_results)

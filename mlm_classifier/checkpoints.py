@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 
-from .classifier import SETTINGS_FILE
+from .spec import SETTINGS_FILE
 from .cli import InputError, check_spares_inputs, say
 from .models import TOKENIZER_FILES, WEIGHT_FILES
 

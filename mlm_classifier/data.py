@@ -52,9 +52,10 @@ def read_label_map(path, flag=""):
     return label_map
 
 
-def parse_labels(value):
-    """A label list from a comma list (`"World,Sports"`) or a file with one label per line (blank lines skipped).
-    A value that looks like a path (a folder separator, or a file extension, and no comma) must be a file."""
+def parse_labels(value, least=2):
+    """A label list from a comma list (`"World,Sports"`) or a file with one label per line (blank lines skipped),
+    of at least `least` labels. A value that looks like a path (a folder separator, or a file extension, and no
+    comma) must be a file."""
     if os.path.isfile(value):
         source = f"--labels {value}"
         labels = [line.strip() for line in read_text(value, source).split("\n") if line.strip()]
@@ -63,18 +64,20 @@ def parse_labels(value):
     else:
         labels = [label.strip() for label in value.split(",")]
         source = "--labels"
-    check_labels_list(labels, source)
+    check_labels_list(labels, source, least)
     return labels
 
 
-def check_labels_list(labels, source="labels"):
-    """An InputError for fewer than two labels, an empty one, one given twice, or two that differ only by case or
-    surrounding spaces (`World`, `world `): the model and a reader take those for one label."""
+def check_labels_list(labels, source="labels", least=2):
+    """An InputError for fewer than `least` labels (two to choose between; multi-label, one yes/no question is
+    enough), an empty one, one given twice, or two that differ only by case or surrounding spaces (`World`,
+    `world `): the model and a reader take those for one label."""
     if isinstance(labels, str):
         raise InputError(f"{source}: {labels!r} is one string; give a list of labels, e.g. {labels.split(',')!r}")
     labels = list(labels)
-    if len(labels) < 2:
-        raise InputError(f"{source}: {len(labels)} label(s); a classifier needs at least two")
+    if len(labels) < least:
+        needs = "two (multi-label, one is enough)" if least == 2 else str(least)
+        raise InputError(f"{source}: {len(labels)} label(s); a classifier needs at least {needs}")
     for k, label in enumerate(labels):
         if not isinstance(label, str) or not label.strip():
             raise InputError(f"{source}: label {k + 1} is empty")
@@ -270,10 +273,14 @@ def records_to_jsonl(records):
 
 
 def records_to_csv(records, class_names, header=True):
-    """CSV of prediction records: row, (id), text, label, then one `p_<label>` column per label; null is empty.
+    """CSV of prediction records: row, (id), text, label (multi-label: labels), then one `p_<label>` column per
+    label; null is empty, and a list (multi-label's labels) or a dict (a text of several fields) is its JSON.
     Without `header`, only the records' rows: what follows the first chunk of an output written a chunk at a time."""
     import csv
     import io
+
+    def cell(value):
+        return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
 
     out = io.StringIO()
     head = [k for k in records[0] if k != "probabilities"] if records else ["row", "text", "label"]
@@ -282,5 +289,5 @@ def records_to_csv(records, class_names, header=True):
         writer.writerow(head + [f"p_{label}" for label in class_names])
     for r in records:
         probabilities = r["probabilities"] or {}
-        writer.writerow([r[k] for k in head] + [probabilities.get(label) for label in class_names])
+        writer.writerow([cell(r[k]) for k in head] + [probabilities.get(label) for label in class_names])
     return out.getvalue()

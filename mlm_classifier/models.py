@@ -126,11 +126,13 @@ def load_tokenizer(model_name, fast=True):
     return tokenizer
 
 
-def max_positions(model_name, tokenizer):
-    """The most tokens one prompt may have: the model's positions, or the tokenizer's limit when smaller."""
+def max_positions(model_name, tokenizer, config=None):
+    """The most tokens one prompt may have: the model's positions (from `config`, else `model_name`'s config), or
+    the tokenizer's limit when smaller."""
     from transformers import AutoConfig
 
-    limits = [getattr(load_pretrained(AutoConfig, model_name), "max_position_embeddings", None),
+    config = config or load_pretrained(AutoConfig, model_name)
+    limits = [getattr(config, "max_position_embeddings", None),
               tokenizer.model_max_length if tokenizer.model_max_length < 1e9 else None]  # 1e30 means "unset"
     limits = [n for n in limits if n]
     return min(limits) if limits else None

@@ -74,26 +74,6 @@ def id_value(value):
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def checked_texts(texts, first=0):
-    """The texts to classify, stripped (as train.py reads its rows): a string or an iterable of strings. One that is
-    not a string is a TypeError, one missing (None, NaN) or empty a ValueError, each naming its position (counted
-    from `first`, where these texts continue a stream): no text is ever classified as the string "None" or "nan"."""
-    if isinstance(texts, str):
-        texts = [texts]
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise TypeError(f"texts must be a string or a list of strings, not {type(texts).__name__}") from None
-    for k, text in enumerate(texts, start=first):
-        if text is None or (isinstance(text, float) and text != text):
-            raise ValueError(f"texts[{k}] is missing ({text!r}); every text must be a non-empty string")
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{k}] is a {type(text).__name__} ({text!r:.40}), not a string")
-        if not text.strip():
-            raise ValueError(f"texts[{k}] is empty; every text must be a non-empty string")
-    return [text.strip() for text in texts]
-
-
 def some_rows(rows, shown=5, total=None):
     """`row 3` or `rows 3, 8, 9, 14, 20 and 7 more`: how an error names the rows at fault. `total` is how many there
     are when `rows` holds only the first of them (a file read a chunk at a time)."""
@@ -148,20 +128,15 @@ def take_columns(table, source, text_column, label_column=None, id_column=None, 
             values[field].append(text)
     if fields.keys() == {TEXT_FIELD}:
         texts = values[TEXT_FIELD]
-        text_column = fields[TEXT_FIELD]
-        what = f"no text in column {text_column!r}"
     else:
         texts = [{field: values[field][k] for field in fields} for k in range(n_rows)]
         for k, text in enumerate(texts):
             if not any(text.values()):
                 without_text.add(first_row + k)
         texts = [None if first_row + k in without_text else text for k, text in enumerate(texts)]
-        # With {text} among the fields, a row whose every field is empty has no text either.
-        what = (f"no text in column {fields[TEXT_FIELD]!r}" if TEXT_FIELD in fields
-                else f"every one of the columns {', '.join(repr(c) for c in fields.values())} empty")
     without_text = sorted(without_text)
     if without_text and not allow_empty:
-        raise without_text_error(source, text_column, without_text, what=what)
+        raise without_text_error(source, text_column, without_text, what=lacking(fields))
     labels = None
     if label_column is not None:
         labels = [None if text_value(label)[1] in ("missing", "empty") else str(label) for label in table[label_column]]
@@ -173,12 +148,21 @@ def take_columns(table, source, text_column, label_column=None, id_column=None, 
     return Split(source, texts, labels, list(range(first_row, first_row + len(texts))), ids)
 
 
-def template_inputs(template, inputs):
+def lacking(fields):
+    """What a row without a text lacks, for {field: column}: the {text} column's text, or (a template without
+    {text}) a text in any of its columns."""
+    if TEXT_FIELD in fields:
+        return f"no text in column {fields[TEXT_FIELD]!r}"
+    return f"every one of the columns {', '.join(repr(c) for c in fields.values())} empty"
+
+
+def template_inputs(template, inputs, first=0):
     """What MLMClassifier scores, checked as train.py checks its rows: one input or a list of them, each a string
     (a template whose only field is {text}) or a dict holding each of the template's fields ("text" for {text}),
-    stripped. A missing key or a value that is not a text is an error naming its position: a TypeError for the
-    wrong kind, a ValueError for a missing or empty {text}, or a row whose every field is empty. Another field may
-    be empty ("" or None), as a table's cell may. Strings keep the rules and messages of classifier.checked_texts."""
+    stripped. A missing key or a value that is not a text is an error naming its position (counted from `first`,
+    where these inputs continue a stream): a TypeError for the wrong kind, a ValueError for a missing or empty
+    {text}, or a row whose every field is empty; no text is ever classified as the string "None" or "nan". Another
+    field may be empty ("" or None), as a table's cell may."""
     if isinstance(inputs, (str, dict)):
         inputs = [inputs]
     try:
@@ -187,7 +171,7 @@ def template_inputs(template, inputs):
         kinds = "a string or a list of strings" if template.text_only else "a dict or a list of dicts"
         raise TypeError(f"texts must be {kinds}, not {type(inputs).__name__}") from None
     checked = []
-    for k, item in enumerate(inputs):
+    for k, item in enumerate(inputs, start=first):
         if item is None or (isinstance(item, float) and item != item):
             raise ValueError(f"texts[{k}] is missing ({item!r}); every text must be a non-empty string")
         if template.text_only and not isinstance(item, dict):

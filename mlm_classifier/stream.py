@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from .cli import InputError, row_and_line
 from .data import check_table_file, check_unique_columns, csv_header, read_json_records, reading_errors
-from .splits import checked_texts, take_columns, without_text_error
+from .prompts import TEXT_FIELD
+from .splits import lacking, take_columns, without_text_error
 
 CHUNK_ROWS = 10000  # rows per chunk: memory holds one chunk's texts, token ids and records
 
@@ -146,7 +147,8 @@ class InputSummary:
         return len(self.chunk_sizes)
 
 
-def check_input(path, flag, text_column, id_column=None, allow_empty=False, chunk_rows=CHUNK_ROWS):
+def check_input(path, flag, text_column, id_column=None, allow_empty=False, chunk_rows=CHUNK_ROWS, fields=None,
+                fields_source="the prompt"):
     """Every rule of data.read_table and splits.take_columns, in one pass over the file that holds one chunk.
 
     Errors come in the order a whole-file read gives them: the file's own (unreadable, a bad JSON line, a record
@@ -154,37 +156,41 @@ def check_input(path, flag, text_column, id_column=None, allow_empty=False, chun
     at the end; csv and parquet are checked at the first chunk, so that a typo costs no pass); then the first row
     whose text or id breaks a rule; then the rows without a text, named and counted over the whole file; then
     an input without rows. Messages start with `path`, as take_columns' do, or with `flag` and the path.
+    `fields` ({field: column}, from prompts.template_columns) are the columns a prompt fills, as take_columns has.
     """
-    table = TableChunks(path, flag, chunk_rows, [text_column, id_column])
+    fields = {TEXT_FIELD: text_column} if fields is None else dict(fields)
+    columns = dict(fields=fields, fields_source=fields_source, id_column=id_column)
+    table = TableChunks(path, flag, chunk_rows, [*fields.values(), id_column])
     sizes, without, first_without, first_error = [], 0, [], None
     for chunk in table:
         if not sizes and table.header_columns:
-            check_columns(table.columns, path, text_column, id_column)
+            check_columns(table.columns, path, text_column, **columns)
         sizes.append(chunk.size)
         if first_error is not None:
             continue  # read on all the same: a bad line further on is reported first, as a whole-file read does
         try:
-            split = take_columns(chunk.table, path, text_column, id_column=id_column, allow_empty=True,
-                                 first_row=chunk.first_row)
+            split = take_columns(chunk.table, path, text_column, allow_empty=True, first_row=chunk.first_row,
+                                 **columns)
         except InputError as e:
             first_error = e
             continue
         missing = [row for row, text in zip(split.rows, split.texts) if text is None]
         without += len(missing)
         first_without += missing[:5 - len(first_without)]
-    check_columns(table.columns or [], path, text_column, id_column)
+    check_columns(table.columns or [], path, text_column, **columns)
     if first_error is not None:
         raise first_error
     if without and not allow_empty:
-        raise without_text_error(path, text_column, first_without, without)
+        raise without_text_error(path, text_column, first_without, without, what=lacking(fields))
     if not sizes:
         raise InputError(f"{flag} {path}: no rows")
     return InputSummary(sum(sizes), sizes, without)
 
 
-def check_columns(columns, source, text_column, id_column=None):
-    """take_columns' InputError for a text or id column that `columns` lacks."""
-    take_columns({column: [] for column in columns}, source, text_column, id_column=id_column)
+def check_columns(columns, source, text_column, id_column=None, fields=None, fields_source="the prompt"):
+    """take_columns' InputError for a column (text, id, or a prompt's field) that `columns` lacks."""
+    take_columns({column: [] for column in columns}, source, text_column, id_column=id_column, fields=fields,
+                 fields_source=fields_source)
 
 
 def batches_of(iterable, size):
@@ -212,7 +218,7 @@ def stream_results(classifier, texts, chunk_size=CHUNK_ROWS, progress=False):
         truncated = 0
         with tqdm(desc="classifying", unit=" texts", disable=not progress) as bar:
             for first, chunk in batches_of(texts, chunk_size):
-                scored = classifier.probabilities(checked_texts(chunk, first))
+                scored = classifier.probabilities(classifier.inputs(chunk, first))
                 truncated += classifier.truncated
                 classifier.truncated = truncated
                 for probs in scored:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
 from .checkpoints import remove_checkpoints
-from .classifier import SETTINGS_FILE
+from .spec import SETTINGS_FILE
 from .cli import InputError, say
 from .data import accuracy_table, prediction_record, records_to_jsonl, write_atomic
 from .models import current_shard, gather_scores

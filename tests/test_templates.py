@@ -263,6 +263,58 @@ def test_the_trained_folder_scores_dicts_as_training_did(pair_trained, pair_file
     assert AutoTokenizer.from_pretrained(output_dir)  # a plain transformers folder
 
 
+def test_classify_py_and_the_api_label_the_pairs_as_training_did(pair_trained, pair_files, tmp_path):
+    """classify.py and MLMClassifier fill the folder's {premise} and {hypothesis} from each row (a dict in the API),
+    cut the premise as training did, and give predictions.jsonl's labels and probabilities."""
+    import classify
+
+    output_dir, _ = pair_trained
+    with open(os.path.join(output_dir, "predictions.jsonl")) as f:
+        expected = [json.loads(line) for line in f]
+    out = tmp_path / "pairs.jsonl"
+    classify.main(["--model", output_dir, "--input", pair_files["predict"], "--output", str(out), "--no_progress"])
+    with open(out) as f:
+        records = [json.loads(line) for line in f]
+    assert [r["text"] for r in records] == [e["text"] for e in expected]
+    assert [r["label"] for r in records] == [e["label"] for e in expected]
+    for r, e in zip(records, expected):
+        assert r["probabilities"] == pytest.approx(e["probabilities"], abs=1e-5)
+    settings = json.loads((tmp_path / "pairs.jsonl.settings.json").read_text())
+    assert settings["columns"] == {"premise": "premise", "hypothesis": "hypothesis"} and settings["truncated"] == 4
+
+    clf = core.MLMClassifier.from_pretrained(output_dir, device="cpu")
+    results = clf([e["text"] for e in expected])
+    assert [r["label"] for r in results] == [e["label"] for e in expected] and clf.truncated == 4
+    one = clf({"premise": " a calm city ", "hypothesis": "the green river"})  # one dict: one result
+    assert set(one) == {"label", "probabilities"}
+    assert [r["label"] for r in clf.stream(iter(e["text"] for e in expected), chunk_size=7)] == [
+        e["label"] for e in expected]
+    with pytest.raises(ValueError, match=r"texts\[1\] has no 'hypothesis'"):
+        clf([{"premise": "a", "hypothesis": "b"}, {"premise": "a"}])
+    with pytest.raises(TypeError, match=r"texts\[0\] is a str"):
+        clf(["just one text"])
+
+    csv_out = tmp_path / "pairs.csv"  # a text of two fields is its JSON in a CSV cell
+    classify.main(["--model", output_dir, "--input", pair_files["predict"], "--output", str(csv_out), "--no_progress"])
+    import csv as csv_module
+
+    with open(csv_out, newline="") as f:
+        rows = list(csv_module.DictReader(f))
+    assert [json.loads(r["text"]) for r in rows] == [e["text"] for e in expected]
+
+
+def test_classify_names_a_column_the_prompt_needs_before_any_model_loads(pair_trained, tmp_path):
+    import classify
+
+    output_dir, _ = pair_trained
+    broken = tmp_path / "model"  # garbage weights: the error comes first
+    shutil.copytree(output_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    rows = write(tmp_path / "rows.jsonl", json.dumps({"premise": "a city", "body": "red"}) + "\n")
+    with pytest.raises(InputError, match=r"no column 'hypothesis' \(which .*prompt.txt names as \{hypothesis\}\)"):
+        classify.main(["--model", str(broken), "--input", rows, "--output", str(tmp_path / "o.jsonl")])
+
+
 def test_the_model_card_fills_each_field(pair_trained):
     import re
 
