@@ -559,6 +559,26 @@ def task_prompts(args, tasks):
     return prompts
 
 
+def check_prompts_fit(args, tasks, prompts):
+    """InputErrors naming the task whose prompt, with its options, leaves no room for text within its max_length, or
+    whose answers are not single tokens, for the MLM head's tokenizer: checked for every task before the first run,
+    not when the sweep reaches that task hours later."""
+    tokenizer = mc.load_tokenizer(args.model)
+    positions = mc.max_positions(args.model, tokenizer)
+    for recipe in tasks:
+        prompt, source = prompts[recipe.name]
+        max_length = args.max_length or recipe.max_length
+        try:
+            if positions and max_length > positions:
+                raise mc.InputError(f"--max_length {max_length} is more than the {positions} positions of "
+                                    f"--model {args.model}")
+            template, options = mc.parse_prompt(prompt, source), mc.options_block(recipe.label_map)
+            mc.answer_token_ids(tokenizer, template, None, recipe.label_map, options)
+            mc.check_fixed_length(tokenizer, template, None, recipe.label_map, options, max_length)
+        except mc.InputError as e:
+            raise mc.InputError(f"--tasks {recipe.name}: {e}") from None
+
+
 def load_task_data(args, recipe, folder, prompt, prompt_source, heads_pending):
     """A task's splits: a stratified validation slice of train, seeded samples; then prepared for the MLM head and
     tokenized for the classification head, as the pending runs need. Returns (mlm data or None, cls data or None)."""
@@ -589,6 +609,8 @@ def main(argv=None, task=None, doc=__doc__):
     accumulation = accumulation_steps(args.effective_batch_size, args.per_device_train_batch_size, processes)
     prompts = task_prompts(args, tasks)
     folders = task_folders(args, tasks, single)
+    if "mlm" in heads:
+        check_prompts_fit(args, tasks, prompts)
     first_process = int(os.environ.get("RANK", "0")) == 0
     mc.on_interrupt(f"interrupted: the finished runs are kept under {args.output_dir} (each its metrics.json); the "
                     "same command carries on with the runs left")

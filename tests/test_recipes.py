@@ -268,12 +268,15 @@ def test_a_missing_split_file_says_what_the_recipe_reads_there(tmp_path):
     (["--tasks", "sst2", "--strip_headers"], "--strip_headers strips 20newsgroups' local posts, and --tasks does not "
                                              "name it"),
     (["--tasks", "imdb"], "no folder imdb/ for the IMDB task"),
+    (["--tasks", "sst2", "20newsgroups", "--max_length", "200"],  # sst2 fits: 20newsgroups is checked before it runs
+     "--tasks 20newsgroups: the prompt needs"),
     (["--tasks", "mnlx"], None),
 ])
 def test_bad_sweep_flags_are_named_before_any_model_loads(table3, tmp_path, flags, expected):
     prompt = write(tmp_path / "prompt.txt", "Text: {text}\nAnswer: [unused0] {label}\n")
     os.makedirs(tmp_path / "data" / "mnli")
     os.makedirs(tmp_path / "data" / "sst2")
+    os.makedirs(tmp_path / "data" / "20newsgroups")
     broken = tmp_path / "model"  # garbage weights: every error here comes before the model loads
     shutil.copytree(table3 / "model", broken)
     (broken / "model.safetensors").write_bytes(b"not safetensors")
