@@ -609,14 +609,13 @@ def main(argv=None, task=None, doc=__doc__):
     accumulation = accumulation_steps(args.effective_batch_size, args.per_device_train_batch_size, processes)
     prompts = task_prompts(args, tasks)
     folders = task_folders(args, tasks, single)
-    if "mlm" in heads:
-        check_prompts_fit(args, tasks, prompts)
     first_process = int(os.environ.get("RANK", "0")) == 0
     mc.on_interrupt(f"interrupted: the finished runs are kept under {args.output_dir} (each its metrics.json); the "
                     "same command carries on with the runs left")
 
     # 1. The grid, and the runs already finished with these settings: checked for every task before any data or
-    #    model loads, so that a stale run anywhere stops the sweep at once.
+    #    model loads, so that a stale run anywhere stops the sweep at once; then the prompt of every task with an MLM
+    #    run to do, against its max_length.
     runs = make_grid(heads, args.learning_rates, args.cls_learning_rates, args.epochs, args.seeds)
     settings, finished = {}, {}
     for recipe in tasks:
@@ -624,6 +623,10 @@ def main(argv=None, task=None, doc=__doc__):
         settings[recipe.name] = {head: run_settings(args, head, prompts[recipe.name][0], recipe, folder)
                                  for head in heads}
         finished[recipe.name] = load_finished(out, runs, settings[recipe.name])
+    pending_mlm = [recipe for recipe in tasks if any(run["head"] == "mlm" and run["name"] not in finished[recipe.name]
+                                                     for run in runs)]
+    if pending_mlm:
+        check_prompts_fit(args, pending_mlm, prompts)
     n_runs, n_done = len(runs) * len(tasks), sum(len(f) for f in finished.values())
     across = f" across {len(tasks)} tasks" if not single else ""
     mc.say(f"{n_runs} runs in the grid{across}, {n_done} already finished; {processes} process(es), "
