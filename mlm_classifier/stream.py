@@ -72,6 +72,7 @@ class TableChunks:
                 first_row, index = first_row + len(frame), index + 1
 
     def _parquet(self, keep):
+        import pyarrow
         import pyarrow.parquet
 
         file = pyarrow.parquet.ParquetFile(self.path)
@@ -86,6 +87,9 @@ class TableChunks:
                 table = {c: values[c] if c in values else [None] * batch.num_rows for c in self.wanted}
             yield Chunk(index, first_row, batch.num_rows, table)
             first_row += batch.num_rows
+            # pyarrow's allocator keeps what the reader freed for reuse: given back after each batch, it does not
+            # grow with the rows read (about 40 MiB more after 100,000 rows than after 10,000 otherwise).
+            pyarrow.default_memory_pool().release_unused()
 
     def _records_table(self, records, first_row):
         """{column: values} of the wanted columns of JSON records; the keys join `columns`."""
