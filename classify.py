@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 from mlm_classifier.classifier import CONTENT_FREE_TEXT, MLMClassifier, check_abstention, load_spec, plan_scoring
 from mlm_classifier.cli import (InputError, add_flag, add_scoring_flags, check_output_path, check_positive,
-                                check_spares_inputs, error_reason, make_parser, on_interrupt, run_command, say)
+                                check_spares_inputs, differences, error_reason, make_parser, on_interrupt,
+                                run_command, say)
 from mlm_classifier.data import (check_table_file, parse_labels, prediction_record, read_prompt, records_to_csv,
                                  records_to_jsonl, write_atomic)
 from mlm_classifier.multilabel import multi_label_record
@@ -193,18 +194,12 @@ class Partial:
 
 
 def shown(key, value):
-    """A setting as a resume error shows it."""
+    """A setting as a resume error shows it: the input's modification time as a date, a long text cut."""
     if key == "input_modified" and isinstance(value, int):
         return datetime.fromtimestamp(value / 1e9).isoformat(sep=" ", timespec="seconds")
     if isinstance(value, str) and len(value) > 60:
         return f"{value[:40]!r}... ({len(value)} characters)"
     return repr(value)
-
-
-def differences(old, new):
-    """`key old (now new)` for each setting of `new` that `old` (a progress record's) has otherwise."""
-    return [f"{key} {shown(key, old.get(key))} (now {shown(key, value)})" for key, value in new.items()
-            if old.get(key) != value]
 
 
 def holds_rows(path):
@@ -237,9 +232,9 @@ def open_partials(output, world, settings, resume):
             say(f"note: --resume: no rows of an earlier run in {partials[0].path}; starting from the first row")
         return partials, found
     for path in kept:
-        changed = differences(Partial(path).load()["settings"], settings)
+        changed = differences(Partial(path).load()["settings"], settings, show=shown)
         if changed:
-            raise InputError(f"--resume: {path} was written with other settings: {'; '.join(changed)}. Resume with "
+            raise InputError(f"--resume: {path} was written with other settings: {changed}. Resume with "
                              f"the settings it was started with, or delete {output}.partial* to start over")
     for partial in partials:
         if partial.path in kept:

@@ -133,13 +133,14 @@ def short(value, width=40):
     return text if len(text) <= width else text[: width - 3] + "...'"
 
 
-def differences(recorded, wanted):
+def differences(recorded, wanted, show=lambda key, value: short(value)):
     """`key 'old' (now 'new'); ...` for each setting that differs between a recorded result and this run: how a
-    script names what stops it from replacing or resuming a result made otherwise."""
+    script names what stops it from replacing or resuming a result made otherwise. `show(key, value)` writes a
+    value (default: its repr, cut)."""
     if not isinstance(recorded, dict):
         return "its settings were not recorded"
     changed = [k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
-    return "; ".join(f"{k} {short(recorded.get(k))} (now {short(wanted.get(k))})" for k in changed)
+    return "; ".join(f"{k} {show(k, recorded.get(k))} (now {show(k, wanted.get(k))})" for k in changed)
 
 
 def check_output_path(path, flag, folder=False):
