@@ -397,7 +397,7 @@ def main(argv=None):
                 record = prediction_record(row, text, spec.labels, probs, *row_id)
                 if probs is not None:
                     record["label"] = classifier.label_of(probs)
-                    totals["abstained"] += threshold is not None and max(probs) < threshold
+                    totals["abstained"] += classifier.abstains(probs)
                 chosen = [] if record["label"] is None else [record["label"]]
             totals["null"] += probs is None or (not spec.multi_label and record["label"] is None)
             for label in chosen:

@@ -24,8 +24,8 @@ from .models import (batch_defaults, gather_scores, load_masked_lm, load_tokeniz
                      resolve_attn_implementation, resolve_device, resolve_dtype)
 from .multilabel import ANSWERS, chosen_labels, question_template
 from .prompts import answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block, parse_prompt
-from .scoring import (LETTERS, combine_views, first_max, letter_token_ids, letters_that_fit, rotations, score_sequences,
-                      slot_probabilities)
+from .scoring import (LETTERS, calibrate, combine_views, first_max, letter_token_ids, letters_that_fit, rotations,
+                      score_sequences, slot_probabilities)
 from .spec import SETTINGS_FILE, ClassifierSpec, load_spec  # noqa: F401 (where they were first defined)
 from .splits import template_inputs
 from .stream import stream_results
@@ -250,16 +250,19 @@ class MLMClassifier:
         Multi-label, each label's P(yes), calibrated by its own question's content-free answer if asked."""
         content_free = self.content_free_probabilities() if self.calibrate else None
         per_text = self.view_probabilities(texts, shard, progress)
-        if self.multi_label:
-            free = content_free or [None] * len(self.labels)
-            return [[combine_views([p], None if q is None else [q])[0] for p, q in zip(views, free)]
-                    for views in per_text]
+        if self.multi_label:  # view l is label l's question: [P(yes), P(no)]
+            if content_free is None:
+                return [[p[0] for p in views] for views in per_text]
+            return [[calibrate(p, q)[0] for p, q in zip(views, content_free)] for views in per_text]
         return [combine_views(views, content_free) for views in per_text]
 
+    def abstains(self, probs):
+        """Whether a text with these label probabilities abstains: its top probability is below `threshold`."""
+        return self.threshold is not None and max(probs) < self.threshold
+
     def label_of(self, probs):
-        """The likeliest label, or `abstain_label` (None unless given) when its probability is below `threshold`."""
-        best = first_max(probs)
-        return self.abstain_label if self.threshold is not None and probs[best] < self.threshold else self.labels[best]
+        """The likeliest label, or `abstain_label` (None unless given) when the text abstains."""
+        return self.abstain_label if self.abstains(probs) else self.labels[first_max(probs)]
 
     def result(self, probs):
         """{"label", "probabilities"}; multi-label, {"labels" (those whose P(yes) reaches the threshold), and
@@ -272,7 +275,7 @@ class MLMClassifier:
     def __call__(self, texts, progress=False):
         """A result per text of a list; one result for a single text (a string, or a dict of the prompt's fields)."""
         single = isinstance(texts, (str, dict))
-        results = [self.result(probs) for probs in self.probabilities(self.inputs(texts), progress=progress)]
+        results = [self.result(probs) for probs in self.probabilities(texts, progress=progress)]  # encode checks
         return results[0] if single else results
 
     def stream(self, texts, chunk_size=10000, progress=False):
