@@ -41,7 +41,7 @@ from .classifier import (CONTENT_FREE_TEXT, MLMClassifier, ScoringPlan, View, ch
                          plan_scoring)
 from .multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, THRESHOLD, check_multi_label_prompt, chosen_labels,
                          encode_pairs, label_lists, multi_label_metrics, multi_label_record, pair_answers,
-                         plan_questions, question_template, yes_probabilities)
+                         plan_questions, question_template, question_templates, yes_probabilities)
 from .objectives import (ObjectiveCollator, atp_example, draw_objective, make_example, mlm_example)
 from .data import (NO_ID, TABLE_FORMATS, accuracy_table, check_labels_list, check_table_file, check_unique_columns,
                    csv_header, load_hub_dataset, parse_labels, prediction_record, read_json_records, read_jsonl,

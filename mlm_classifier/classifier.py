@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .cli import InputError
 from .models import (batch_defaults, gather_scores, load_masked_lm, load_tokenizer, max_positions, require_mask_token,
                      resolve_attn_implementation, resolve_device, resolve_dtype)
-from .multilabel import ANSWERS, chosen_labels, question_template
+from .multilabel import ANSWERS, chosen_labels, question_templates
 from .prompts import answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block, parse_prompt
 from .scoring import (LETTERS, calibrate, combine_views, first_max, letter_token_ids, letters_that_fit, rotations,
                       score_sequences, slot_probabilities)
@@ -55,8 +55,8 @@ def make_views(spec, permutations=1):
         if permutations > 1:
             raise InputError("--permutations: a multi-label question always offers yes and no in one order, so there "
                              "is nothing to rotate; --calibrate corrects each label's bias towards yes or no")
-        return [View(parse_prompt(question_template(spec.prompt, name), spec.prompt_source), ANSWERS, [0, 1])
-                for name in spec.question_names]
+        return [View(template, ANSWERS, [0, 1])
+                for template in question_templates(spec.prompt, spec.question_names, spec.prompt_source)]
     if permutations > 1 and not spec.zero_shot and "{options}" not in spec.prompt:
         raise InputError("--permutations: this folder's prompt has no {options} block, so every rotation of the "
                          "labels gives the same prompt")

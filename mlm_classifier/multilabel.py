@@ -25,6 +25,11 @@ OPTIONS = option_lines((letter, answer) for answer, letter in ANSWERS.items())  
 THRESHOLD = 0.5  # a label applies when P(yes) >= this
 
 
+def question_templates(prompt, names, source="the multi-label prompt"):
+    """The parsed question template of each name, in order: what every label of a multi-label classifier asks."""
+    return [parse_prompt(question_template(prompt, name), source) for name in names]
+
+
 def question_template(prompt, label):
     """The single-answer template that asks about `label`: its name where `{label}` stands, and the answer slot
     `{answer}` spelled `{label}`, as every template of the core spells it."""
@@ -71,9 +76,12 @@ def pair_answers(label_sets, class_names):
     return [[ANSWERS["yes" if name in labels else "no"] for name in class_names] for labels in label_sets]
 
 
-def yes_probabilities(pair_probabilities, n_labels):
-    """[[P(yes) per label] per text] from the pairs' [P(yes), P(no)], text-major."""
-    values = [p[0] for p in pair_probabilities]
+def yes_probabilities(pair_scores, n_labels):
+    """[[P(yes) per label] per text] from the pairs' [log P(yes), log P(no)], text-major, P(yes) renormalised over
+    yes and no."""
+    from .scoring import predict_option
+
+    values = [predict_option(s, 2)[1][0] for s in pair_scores]
     return [values[k:k + n_labels] for k in range(0, len(values), n_labels)]
 
 
@@ -99,11 +107,7 @@ def multi_label_metrics(pair_scores, gold_sets, class_names, threshold=THRESHOLD
 
     from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-    from .scoring import predict_option
-
-    probabilities = [predict_option(s, 2)[1] for s in pair_scores]
-    yes = yes_probabilities(probabilities, len(class_names))
-    predicted = [[int(p >= threshold) for p in row] for row in yes]
+    predicted = [[int(p >= threshold) for p in row] for row in yes_probabilities(pair_scores, len(class_names))]
     gold = [[int(name in labels) for name in class_names] for labels in gold_sets]
     right = [s[0] if g else s[1] for s, g in zip(pair_scores, (g for row in gold for g in row))]
     precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, average=None, zero_division=0)
@@ -124,7 +128,7 @@ def plan_questions(tokenizer, prompt, names, max_length, source="the multi-label
     the in-context ids of the answers yes and no (one token each, as the single-label path requires)."""
     from .prompts import answer_token_ids, check_fixed_length
 
-    halves = [parse_prompt(question_template(prompt, name), source) for name in names]
+    halves = question_templates(prompt, names, source)
     answer_ids = answer_token_ids(tokenizer, *halves[0], ANSWERS, OPTIONS)
     for before, after in halves:
         check_fixed_length(tokenizer, before, after, ANSWERS, OPTIONS, max_length)

@@ -281,7 +281,7 @@ def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
     if prediction_scores is not None:
         rows, names = data.splits["predict"], data.class_names
         if data.multi_label:
-            yes = yes_probabilities([predict_option(s, 2)[1] for s in prediction_scores], len(names))
+            yes = yes_probabilities(prediction_scores, len(names))
             records = [multi_label_record(row, text, names, p) for row, text, p in zip(rows.rows, rows.texts, yes)]
         else:
             records = [prediction_record(row, text, names, predict_option(s, len(names))[1])
