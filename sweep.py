@@ -564,14 +564,11 @@ def check_prompts_fit(args, tasks, prompts):
     whose answers are not single tokens, for the MLM head's tokenizer: checked for every task before the first run,
     not when the sweep reaches that task hours later."""
     tokenizer = mc.load_tokenizer(args.model)
-    positions = mc.max_positions(args.model, tokenizer)
     for recipe in tasks:
         prompt, source = prompts[recipe.name]
         max_length = args.max_length or recipe.max_length
         try:
-            if positions and max_length > positions:
-                raise mc.InputError(f"--max_length {max_length} is more than the {positions} positions of "
-                                    f"--model {args.model}")
+            mc.check_max_length(args.model, tokenizer, max_length)
             template, options = mc.parse_prompt(prompt, source), mc.options_block(recipe.label_map)
             mc.answer_token_ids(tokenizer, template, None, recipe.label_map, options)
             mc.check_fixed_length(tokenizer, template, None, recipe.label_map, options, max_length)

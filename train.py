@@ -28,8 +28,8 @@ from mlm_classifier.checkpoints import (check_inputs_are_spared, checkpoint_glob
 from mlm_classifier.cli import (InputError, add_flag, check_output_path, check_positive, make_parser, on_interrupt,
                                 run_command, say)
 from mlm_classifier.data import read_label_map, read_prompt
-from mlm_classifier.models import (batch_defaults, check_model_source, end_distributed, load_masked_lm, load_tokenizer,
-                                   max_positions, resolve_attn_implementation)
+from mlm_classifier.models import (batch_defaults, check_max_length, check_model_source, end_distributed,
+                                   load_masked_lm, load_tokenizer, resolve_attn_implementation)
 from mlm_classifier.multilabel import (ANSWERS, MULTI_LABEL_PROMPT, OPTIONS, check_multi_label_prompt, encode_pairs,
                                        multi_label_metrics, pair_answers, plan_questions, question_template)
 from mlm_classifier.objectives import ObjectiveCollator
@@ -155,9 +155,7 @@ def prepare(model_name, prompt, prompt_source, label_map, label_map_source, spli
         if split.labels is not None:
             check_labels(split, label_map, label_map_source)
     tokenizer = load_tokenizer(model_name)
-    positions = max_positions(model_name, tokenizer)
-    if positions and max_length > positions:
-        raise InputError(f"--max_length {max_length} is more than the {positions} positions of --model {model_name}")
+    check_max_length(model_name, tokenizer, max_length)
     if multi_label:  # one yes/no question per label
         halves, answer_ids = plan_questions(tokenizer, prompt, list(label_map.values()), max_length, prompt_source)
         options, answers = OPTIONS, ANSWERS

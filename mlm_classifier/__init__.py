@@ -59,10 +59,10 @@ from .recipes import (AG_NEWS_LABEL_MAP, AG_NEWS_PROMPT, IMDB_LABELS, IMDB_PROMP
 from .cli import (ArgumentParser, HelpFormatter, InputError, INTERRUPTED, add_flag, add_scoring_flags,
                   check_output_path, check_positive, check_spares_inputs, differences, error_reason, make_parser,
                   on_interrupt, row_and_line, run_command, say, short)
-from .models import (TOKENIZER_FILES, WEIGHT_FILES, batch_defaults, check_model_source, current_shard, end_distributed,
-                     gather_scores, hide_progress_bars, init_distributed, load_masked_lm, load_pretrained,
-                     load_tokenizer, looks_local, max_positions, require_mask_token, resolve_attn_implementation,
-                     resolve_device, resolve_dtype)
+from .models import (TOKENIZER_FILES, WEIGHT_FILES, batch_defaults, check_max_length, check_model_source, current_shard,
+                     end_distributed, gather_scores, hide_progress_bars, init_distributed, load_masked_lm,
+                     load_pretrained, load_tokenizer, looks_local, max_positions, require_mask_token,
+                     resolve_attn_implementation, resolve_device, resolve_dtype)
 from .checkpoints import (CHECKPOINT_FILES, WRITTEN_FILES, check_inputs_are_spared, checkpoint_global_step,
                           checkpoint_step, loss_since_resume, missing_from_checkpoint, remove_checkpoints,
                           resolve_checkpoint, whole_run_loss)

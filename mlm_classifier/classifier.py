@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass
 
 from .cli import InputError
-from .models import (batch_defaults, gather_scores, load_masked_lm, load_tokenizer, max_positions, require_mask_token,
-                     resolve_attn_implementation, resolve_device, resolve_dtype)
+from .models import (batch_defaults, check_max_length, gather_scores, load_masked_lm, load_tokenizer,
+                     require_mask_token, resolve_attn_implementation, resolve_device, resolve_dtype)
 from .multilabel import ANSWERS, chosen_labels, question_templates
 from .prompts import answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block, parse_prompt
 from .scoring import (LETTERS, calibrate, combine_views, first_max, letter_token_ids, letters_that_fit, rotations,
@@ -94,11 +94,7 @@ def plan_scoring(spec, tokenizer, permutations=1, config=None):
     """
     require_mask_token(tokenizer, spec.model)
     views = make_views(spec, permutations)
-    positions = max_positions(spec.model, tokenizer, config)
-    if spec.max_length and positions and spec.max_length > positions:
-        raise InputError(f"--max_length {spec.max_length} is more than the {positions} positions of "
-                         f"--model {spec.model}")
-    max_length = spec.max_length or positions
+    max_length = check_max_length(spec.model, tokenizer, spec.max_length, config)
     n = len(views[0].label_map)  # the options each prompt offers
     if spec.zero_shot:
         fit = letters_that_fit(tokenizer)

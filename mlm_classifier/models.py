@@ -138,6 +138,15 @@ def max_positions(model_name, tokenizer, config=None):
     return min(limits) if limits else None
 
 
+def check_max_length(model_name, tokenizer, max_length, config=None):
+    """The most tokens one prompt may have: `max_length` when given, else the model's positions (max_positions;
+    None when neither says). A `max_length` beyond the model's positions is an InputError."""
+    positions = max_positions(model_name, tokenizer, config)
+    if max_length and positions and max_length > positions:
+        raise InputError(f"--max_length {max_length} is more than the {positions} positions of --model {model_name}")
+    return max_length or positions
+
+
 def hide_progress_bars():
     """--no_progress: transformers' own bars (loading weights) go too, not only ours."""
     from transformers.utils import logging
