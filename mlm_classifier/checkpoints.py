@@ -8,9 +8,10 @@ import json
 import os
 import shutil
 
-from .spec import SETTINGS_FILE
-from .cli import InputError, check_spares_inputs, say
+from .data import check_spares_inputs, say
+from .errors import InputError
 from .models import TOKENIZER_FILES, WEIGHT_FILES
+from .spec import SETTINGS_FILE
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 # What train.py writes into its output folder besides checkpoint-<step>/ folders.

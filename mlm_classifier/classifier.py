@@ -13,22 +13,23 @@
     clf({"premise": "A man sleeps.", "hypothesis": "Someone rests."})
 
 A `ClassifierSpec` (spec.py) says what a classifier answers and how, before any model loads; `plan_scoring` checks
-it against the tokenizer; MLMClassifier fills, cuts and scores with the core's batched scoring.
+it against the tokenizer; `encode_views` fills and cuts its prompts (training encodes its examples with it too);
+MLMClassifier scores them with the core's batched scoring.
 """
 
-import os
+import math
+import numbers
 from dataclasses import dataclass
 
-from .cli import InputError
-from .models import (batch_defaults, check_max_length, gather_scores, load_masked_lm, load_tokenizer,
-                     require_mask_token, resolve_attn_implementation, resolve_device, resolve_dtype)
-from .multilabel import ANSWERS, chosen_labels, question_templates
+from .errors import InputError
+from .models import Runtime, check_max_length, gather_scores, load_masked_lm, load_tokenizer, require_mask_token
+from .multilabel import ANSWERS, question_templates
 from .prompts import answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block, parse_prompt
-from .scoring import (LETTERS, calibrate, combine_views, first_max, letter_token_ids, letters_that_fit, rotations,
+from .scoring import (LETTERS, calibrate, combine_views, decide, letter_token_ids, letters_that_fit, rotations,
                       score_sequences, slot_probabilities)
-from .spec import SETTINGS_FILE, ClassifierSpec, load_spec  # noqa: F401 (where they were first defined)
+from .spec import load_spec
 from .splits import template_inputs
-from .stream import stream_results
+from .stream import CHUNK_ROWS, batches_of
 
 CONTENT_FREE_TEXT = "N/A"  # Zhao et al. (2021)'s first content-free input
 
@@ -74,10 +75,12 @@ def make_views(spec, permutations=1):
 
 @dataclass
 class ScoringPlan:
-    """How a spec is scored with one tokenizer: the views, each slot's option ids, the tokens per prompt."""
+    """How a spec is scored with one tokenizer: the views, each slot's option ids, the tokens per prompt, and each
+    view's answer tokens in its label map's order (what training teaches)."""
     views: list
     option_ids: list
     max_length: int | None
+    answer_ids: list
 
     @property
     def template(self):
@@ -104,21 +107,37 @@ def plan_scoring(spec, tokenizer, permutations=1, config=None):
     answer_ids = []  # per view, each option's answer token in that view's order
     for view in views:
         options = options_block(view.label_map)
-        answer_ids.append(answer_token_ids(tokenizer, view.template, None, view.label_map, options))
+        answer_ids.append(answer_token_ids(tokenizer, view.template, view.label_map, options))
         if max_length:
-            check_fixed_length(tokenizer, view.template, None, view.label_map, options, max_length)
+            check_fixed_length(tokenizer, view.template, view.label_map, options, max_length)
     # Zero-shot, slot j is the j-th letter in both spellings (as eval.py); a trained folder's slot i is
     # option i's answer token, the one it was taught (as train.py scores it; views[0] is the folder's order).
     option_ids = letter_token_ids(tokenizer, LETTERS[:n]) if spec.zero_shot else [[i] for i in answer_ids[0]]
-    return ScoringPlan(views, option_ids, max_length)
+    return ScoringPlan(views, option_ids, max_length, answer_ids)
+
+
+def encode_views(tokenizer, plan, texts, answers=None, rows=None, source=""):
+    """Token ids of every text under every view (view-major), each one's answer position, and how many texts each
+    view cut to fit max_length. `answers[v][t]` is the answer filled in for text t under view v (training's gold
+    answers); without them any one, since the answer is masked when scored."""
+    sequences, positions, cut_by_view = [], [], []
+    for v, view in enumerate(plan.views):
+        filled = answers[v] if answers is not None else [next(iter(view.label_map.values()))] * len(texts)
+        ids, where, n_cut = encode_prompts(tokenizer, view.template, texts, filled, options_block(view.label_map),
+                                           plan.max_length, rows, source)
+        sequences += ids
+        positions += where
+        cut_by_view.append(n_cut)
+    return sequences, positions, cut_by_view
 
 
 def check_abstention(threshold, abstain_label, labels=(), prefix="", multi_label=False):
     """An InputError for a threshold that is not above 0 and at most 1, or an abstain label that is empty, comes
     without a threshold, reads as one of the labels or comes with multi-label (where a text above no threshold
     has the empty list). `prefix` is `--` for the command line's flags."""
-    if threshold is not None and not (type(threshold) in (int, float) and 0 < threshold <= 1):
-        raise InputError(f"{prefix}threshold {threshold} must be above 0 and at most 1 (a probability)")
+    if threshold is not None and (not isinstance(threshold, numbers.Real) or isinstance(threshold, bool)
+                                  or math.isnan(threshold) or not 0 < threshold <= 1):
+        raise InputError(f"{prefix}threshold {threshold!r} must be above 0 and at most 1 (a probability)")
     if abstain_label is None:
         return
     if multi_label:
@@ -157,10 +176,10 @@ class MLMClassifier:
         self.abstain_label = abstain_label
         self.permutations, self.calibrate, self.content_free_text = permutations, calibrate, content_free_text
         self.plan = plan or plan_scoring(spec, tokenizer, permutations, getattr(model, "config", None))
-        self.mask_token_id = tokenizer.mask_token_id
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.mask_token_id
-        self.batch_tokens, self.pad_to_multiple_of = batch_defaults(next(model.parameters()).device, batch_tokens,
-                                                                    pad_to_multiple_of)
+        runtime = Runtime.resolve(device=str(next(model.parameters()).device), batch_tokens=batch_tokens,
+                                  pad_to_multiple_of=pad_to_multiple_of, distributed=False)
+        self.batch_tokens, self.pad_to_multiple_of = runtime.batch_tokens, runtime.pad_to_multiple_of
+        self.mask_token_id, self.pad_token_id = tokenizer.mask_token_id, runtime.pad_id(tokenizer)
         self.truncated = 0  # texts cut to fit max_length in the last call (in any view; stream: so far)
         self.cut_by_view = [0] * len(self.plan.views)  # of those, how many in each view (in the last call)
         self._content_free = None
@@ -180,10 +199,9 @@ class MLMClassifier:
         tokenizer = load_tokenizer(model_name)
         plan = plan_scoring(spec, tokenizer, permutations)
         check_abstention(threshold, abstain_label, spec.labels, multi_label=spec.multi_label)
-        device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-        dtype = resolve_dtype(dtype, device)
-        model = load_masked_lm(model_name, dtype, resolve_attn_implementation(attn_implementation, device, dtype),
-                               device)
+        runtime = Runtime.resolve(device=device, dtype=dtype, attn_implementation=attn_implementation,
+                                  distributed=False)
+        model = load_masked_lm(model_name, runtime)
         return cls(spec, tokenizer, model, permutations, calibrate, content_free_text, batch_tokens,
                    pad_to_multiple_of, plan, threshold, abstain_label)
 
@@ -206,17 +224,9 @@ class MLMClassifier:
 
     def encode(self, texts):
         """Token ids of every text under every view (view-major), [MASK] at the answer; texts cut to fit."""
-        texts = self.inputs(texts)
-        sequences, self.cut_by_view = [], []
-        for view in self.plan.views:
-            options = options_block(view.label_map)
-            verbalizer = next(iter(view.label_map.values()))  # any one: the answer is masked
-            ids, positions, n_cut = encode_prompts(self.tokenizer, view.template, None, texts,
-                                                   [verbalizer] * len(texts), options, self.max_length)
-            sequences += mask_answers(ids, positions, self.mask_token_id)
-            self.cut_by_view.append(n_cut)
+        sequences, positions, self.cut_by_view = encode_views(self.tokenizer, self.plan, self.inputs(texts))
         self.truncated = max(self.cut_by_view)
-        return sequences
+        return mask_answers(sequences, positions, self.mask_token_id)
 
     def view_probabilities(self, texts, shard=(0, 1), progress=False):
         """For each text, its option probabilities under each view: a list (texts) of lists (views) of lists."""
@@ -252,21 +262,10 @@ class MLMClassifier:
             return [[calibrate(p, q)[0] for p, q in zip(views, content_free)] for views in per_text]
         return [combine_views(views, content_free) for views in per_text]
 
-    def abstains(self, probs):
-        """Whether a text with these label probabilities abstains: its top probability is below `threshold`."""
-        return self.threshold is not None and max(probs) < self.threshold
-
-    def label_of(self, probs):
-        """The likeliest label, or `abstain_label` (None unless given) when the text abstains."""
-        return self.abstain_label if self.abstains(probs) else self.labels[first_max(probs)]
-
     def result(self, probs):
-        """{"label", "probabilities"}; multi-label, {"labels" (those whose P(yes) reaches the threshold), and
-        "probabilities" (each label's P(yes))}."""
-        if self.multi_label:
-            return {"labels": chosen_labels(probs, self.labels, self.threshold),
-                    "probabilities": dict(zip(self.labels, probs))}
-        return {"label": self.label_of(probs), "probabilities": dict(zip(self.labels, probs))}
+        """{"label", "probabilities"}, or multi-label {"labels", "probabilities"}: scoring.decide with this
+        classifier's threshold and abstain label."""
+        return decide(self.labels, probs, self.threshold, self.abstain_label, self.multi_label)
 
     def __call__(self, texts, progress=False):
         """A result per text of a list; one result for a single text (a string, or a dict of the prompt's fields)."""
@@ -274,8 +273,26 @@ class MLMClassifier:
         results = [self.result(probs) for probs in self.probabilities(texts, progress=progress)]  # encode checks
         return results[0] if single else results
 
-    def stream(self, texts, chunk_size=10000, progress=False):
+    def stream(self, texts, chunk_size=CHUNK_ROWS, progress=False):
         """Yield the result of each text of any iterable (a list, a generator over a file), in order, as __call__
         gives it: `chunk_size` texts are read, scored by length within the chunk, and yielded before the next are
         read, so memory holds one chunk whatever the iterable's length. `truncated` counts the texts cut so far."""
-        return stream_results(self, texts, chunk_size, progress)
+        if isinstance(texts, (str, dict)):
+            raise TypeError("stream takes an iterable of texts; for one text, call the classifier on it (a dict of "
+                            "the prompt's fields is one text too)")
+        if type(chunk_size) is not int or chunk_size < 1:
+            raise ValueError(f"chunk_size {chunk_size!r} must be a positive integer")
+        iter(texts)  # a TypeError now, not at the first result, for something that is no iterable
+        return self._stream(texts, chunk_size, progress)
+
+    def _stream(self, texts, chunk_size, progress):
+        from tqdm import tqdm
+
+        truncated = 0
+        with tqdm(desc="classifying", unit=" texts", disable=not progress) as bar:
+            for first, chunk in batches_of(texts, chunk_size):
+                scored = self.probabilities(self.inputs(chunk, first))
+                truncated += self.truncated
+                self.truncated = truncated
+                yield from (self.result(probs) for probs in scored)
+                bar.update(len(chunk))

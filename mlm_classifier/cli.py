@@ -1,17 +1,18 @@
-"""The command line's shared parts: bad input as one `error:` line, flags that take both spellings, shared checks.
+"""The command line: flags read from settings dataclasses, bad input as one `error:` line, Ctrl-C as one line.
 
-Every script runs its main() through `run_command`, so an InputError raised anywhere (a file, row, label or
-flag at fault) ends as `error: <what and where>` with exit status 1, never a traceback.
+Every script's flags are the fields of its settings dataclasses (transformers' HfArgumentParser reads them, so a
+default is written once, beside its help), and every script runs its main() through `run_command`.
 """
 
-import argparse
 import os
+import signal
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
+from transformers.hf_argparser import HfArg, HfArgumentParser
 
-class InputError(ValueError):
-    """Bad user input (a file, row, label or flag). The scripts print it as one line and exit 1."""
-
+from .errors import InputError
 
 INTERRUPTED = {"message": "interrupted: nothing written"}  # what Ctrl-C leaves behind; a script updates it as it goes
 
@@ -25,8 +26,6 @@ def run_command(main):
     """Run a script's main(): bad input ends as one line, `error: ...`, and exit status 1, never a traceback; Ctrl-C
     (or SIGTERM) ends as one line saying what was kept, and exit status 130. Outputs are written atomically, so an
     interruption never leaves half a file."""
-    import signal
-
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` and schedulers end a run like Ctrl-C
     try:
         main()
@@ -41,60 +40,27 @@ def run_command(main):
         sys.exit(130)
 
 
-def error_reason(error):
-    """The first line of an exception's message (or its type's name): what a one-line error can quote."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def say(*parts):
-    """Print from the first process only, so that torchrun does not repeat every line."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(*parts, flush=True)
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """--help shows each flag's default once: appended unless the help already says it, left out when None/off."""
-
-    def _get_help_string(self, action):
-        help = action.help or ""
-        # `is`, not `in`: 0 == False, and a default of 0 (--warmup_ratio) must show
-        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
-        if "default" in help.lower() or unset or not action.option_strings:
-            return help
-        return f"{help} (default: %(default)s)".lstrip()
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, but a bad flag ends like any other bad input: one `error:` line and exit status 1."""
+class ArgumentParser(HfArgumentParser):
+    """transformers' parser of settings dataclasses, every flag under both spellings (`--output_dir`,
+    `--output-dir`: the published scripts mixed them), each default shown in --help; a bad flag ends as any bad
+    input does, with one `error:` line and exit status 1."""
 
     def error(self, message):
         sys.exit(f"error: {message} (see --help)")
 
 
-def make_parser(doc):
-    """A parser with the script's first docstring paragraph, our help formatter and no abbreviations."""
-    return ArgumentParser(description=doc.split("\n\n")[0], formatter_class=HelpFormatter, allow_abbrev=False)
+def make_parser(doc, *settings):
+    """The parser of a script's settings dataclasses, described by the first paragraph of its docstring."""
+    return ArgumentParser(settings, description=doc.split("\n\n")[0], allow_abbrev=False)
 
 
-def add_flag(parser, name, **kwargs):
-    """Register `--name` under both spellings, underscores and hyphens: the published scripts mixed them."""
-    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-    parser.add_argument(*spellings, dest=name, **kwargs)
-
-
-def add_scoring_flags(parser):
-    """The flags of scoring with a loaded model, as eval.py and classify.py both take them."""
-    add_flag(parser, "batch_tokens", type=int, default=None,
-             help="padded tokens per batch (default: 65536 on a GPU, 8192 on the CPU)")
-    add_flag(parser, "pad_to_multiple_of", type=int, default=None,
-             help="pad batch width to a multiple of this (default: 64 on a GPU, 8 on the CPU)")
-    add_flag(parser, "dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-             help="auto: bfloat16 on a GPU, float32 on the CPU")
-    add_flag(parser, "attn_implementation", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"],
-             help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
-    add_flag(parser, "device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    add_flag(parser, "no_progress", action="store_true", help="no progress bar")
+def parse(parser, argv=None):
+    """The settings dataclasses from the command line (`argv`, default sys.argv), each checked by its own
+    __post_init__; an unknown flag is one error line."""
+    *settings, rest = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return settings
 
 
 def check_positive(**flags):
@@ -104,56 +70,19 @@ def check_positive(**flags):
             raise InputError(f"--{name} {value} must be a positive number")
 
 
-def row_and_line(row, line=None):
-    """How errors name a record: `row N`, counted from 0 as `row` in predictions.jsonl, and `(line L)`, the file's
-    1-based line where the record starts, when the file has lines and that line is known."""
-    return f"row {row}" if line is None else f"row {row} (line {line})"
+@dataclass
+class ScoringSettings:
+    """How a loaded model scores: the flags eval.py and classify.py share."""
+    batch_tokens: int | None = HfArg(default=None, help="padded tokens per batch (unset: 65536 on a GPU, 8192 on "
+                                                        "the CPU)")
+    pad_to_multiple_of: int | None = HfArg(default=None, help="pad batch width to a multiple of this (unset: 64 on a "
+                                                              "GPU, 8 on the CPU)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = HfArg(default="auto", help="auto: bfloat16 on a GPU, "
+                                                                                          "float32 on the CPU")
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = HfArg(
+        default="auto", help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
+    device: str = HfArg(default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    no_progress: bool = HfArg(default=False, help="no progress bars")
 
-
-def check_spares_inputs(outputs, inputs):
-    """An InputError, before any work, when a file about to be written is one of the run's inputs, under any spelling
-    (`./x.csv`, an absolute path, a link), or a file that already exists inside an input folder (a model folder's
-    own predictions.jsonl, say). `outputs` and `inputs` are (flag, path) pairs; a path may be None."""
-    for out_flag, out in outputs:
-        target = os.path.realpath(out)
-        for in_flag, path in inputs:
-            if path is None or not os.path.exists(path):
-                continue
-            source = os.path.realpath(path)
-            if target == source or (os.path.isdir(source) and os.path.isfile(target)
-                                    and target.startswith(source + os.sep)):
-                what = "is" if target == source else f"would replace {target}, a file of"
-                raise InputError(f"{out_flag} {out}: {what} {in_flag} {path}, which this run reads; "
-                                 "nothing is written over an input: give another path")
-
-
-def short(value, width=40):
-    """A setting's repr for an error line, cut to `width` characters (a prompt is long)."""
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "...'"
-
-
-def differences(recorded, wanted, show=lambda key, value: short(value)):
-    """`key 'old' (now 'new'); ...` for each setting that differs between a recorded result and this run: how a
-    script names what stops it from replacing or resuming a result made otherwise. `show(key, value)` writes a
-    value (default: its repr, cut)."""
-    if not isinstance(recorded, dict):
-        return "its settings were not recorded"
-    changed = [k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
-    return "; ".join(f"{k} {show(k, recorded.get(k))} (now {show(k, wanted.get(k))})" for k in changed)
-
-
-def check_output_path(path, flag, folder=False):
-    """An InputError, before any work, when `path` cannot be written: it is a folder (or, with `folder`, a file),
-    a folder above it is a file, or the nearest existing folder above it is not writable."""
-    path = os.path.abspath(path)
-    if os.path.exists(path) and os.path.isdir(path) != folder:
-        raise InputError(f"{flag} {path}: is a {'file' if folder else 'folder'}; "
-                         f"give a {'folder' if folder else 'file name'}")
-    parent = path if folder else os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise InputError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"{flag} {path}: {parent} is not writable")
+    def __post_init__(self):
+        check_positive(batch_tokens=self.batch_tokens, pad_to_multiple_of=self.pad_to_multiple_of)

@@ -1,4 +1,5 @@
-"""Reading what users bring and writing what we produce: text files, label lists and maps, tables, records.
+"""Reading what users bring and writing what we produce: text files, label lists and maps, tables, records, and
+the rules every output keeps (atomic writes, never over an input, never over a result made otherwise).
 
 Text files may carry a byte-order mark; tables are csv, json, jsonl or parquet files read as {column: values}
 (splits.py turns them into texts and labels). Outputs are written atomically, so no reader ever sees half a file.
@@ -8,8 +9,7 @@ import contextlib
 import json
 import os
 
-from .cli import InputError, error_reason, row_and_line
-from .scoring import first_max
+from .errors import InputError
 
 TABLE_FORMATS = (".csv", ".json", ".jsonl", ".parquet")  # what read_table reads
 
@@ -252,20 +252,17 @@ def accuracy_table(correct, groups):
     return {g: {"accuracy": hits[g] / totals[g], "n": totals[g]} for g in sorted(totals)}
 
 
-NO_ID = object()  # prediction_record without an id column (None is a missing id, kept as null)
+NO_ID = object()  # a record without an id column (None is a missing id, kept as null)
 
 
-def prediction_record(row, text, class_names, probs, row_id=NO_ID):
-    """One predictions.jsonl record: row, (id), text, the likeliest label and every label's probability; a row
-    without a text (probs None) has label and probabilities null."""
-    record = {"row": row}
-    if row_id is not NO_ID:
-        record["id"] = row_id
-    if probs is None:
-        return {**record, "text": text, "label": None, "probabilities": None}
-    record.update(text=text, label=class_names[first_max(probs)],
-                  probabilities={name: round(p, 6) for name, p in zip(class_names, probs)})
-    return record
+def prediction_record(row, text, result, row_id=NO_ID, multi_label=False):
+    """One record of a predictions file: row, (id), text, then the result (scoring.decide: `label`, or multi-label
+    `labels`, and every label's probability, rounded to 6 digits); a row without a text (result None) has them null."""
+    record = {"row": row} if row_id is NO_ID else {"row": row, "id": row_id}
+    if result is None:
+        return {**record, "text": text, "labels" if multi_label else "label": None, "probabilities": None}
+    probabilities = {label: round(p, 6) for label, p in result["probabilities"].items()}
+    return {**record, "text": text, **result, "probabilities": probabilities}
 
 
 def records_to_jsonl(records):
@@ -291,3 +288,87 @@ def records_to_csv(records, class_names, header=True):
         probabilities = r["probabilities"] or {}
         writer.writerow([cell(r[k]) for k in head] + [probabilities.get(label) for label in class_names])
     return out.getvalue()
+
+
+# -----------------------------------------------------------------------------
+# Messages and the rules of outputs
+
+def say(*parts):
+    """Print from the first process only, so that torchrun does not repeat every line."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*parts, flush=True)
+
+
+def error_reason(error):
+    """The first line of an exception's message (or its type's name): what a one-line error can quote."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def row_and_line(row, line=None):
+    """How errors name a record: `row N`, counted from 0 as `row` in predictions.jsonl, and `(line L)`, the file's
+    1-based line where the record starts, when the file has lines and that line is known."""
+    return f"row {row}" if line is None else f"row {row} (line {line})"
+
+
+def short(value, width=40):
+    """A setting's repr for an error line, cut to `width` characters (a prompt is long)."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "...'"
+
+
+def recorded_settings(path):
+    """The settings a result recorded in its JSON file (its "settings"), or None when they cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return recorded.get("settings") if isinstance(recorded, dict) else None
+
+
+def check_same_settings(recorded, wanted, what, remedy, show=lambda key, value: short(value)):
+    """An InputError when a result was made with settings other than `wanted`, naming each difference as
+    `key 'old' (now 'new')`: no script replaces or resumes a result made otherwise. `what` says how the result was
+    made ("run.json was written"), `remedy` what to do; `show(key, value)` writes a value."""
+    if recorded == wanted:
+        return
+    if not isinstance(recorded, dict):
+        changed = "its settings were not recorded"
+    else:
+        keys = [k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
+        changed = "; ".join(f"{k} {show(k, recorded.get(k))} (now {show(k, wanted.get(k))})" for k in keys)
+    raise InputError(f"{what} with other settings: {changed}. {remedy}")
+
+
+def check_output_path(path, flag, folder=False):
+    """An InputError, before any work, when `path` cannot be written: it is a folder (or, with `folder`, a file),
+    a folder above it is a file, or the nearest existing folder above it is not writable."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and os.path.isdir(path) != folder:
+        raise InputError(f"{flag} {path}: is a {'file' if folder else 'folder'}; "
+                         f"give a {'folder' if folder else 'file name'}")
+    parent = path if folder else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{flag} {path}: {parent} is not writable")
+
+
+def check_spares_inputs(outputs, inputs):
+    """An InputError, before any work, when a file about to be written is one of the run's inputs, under any spelling
+    (`./x.csv`, an absolute path, a link), or a file that already exists inside an input folder (a model folder's
+    own predictions.jsonl, say). `outputs` and `inputs` are (flag, path) pairs; a path may be None."""
+    for out_flag, out in outputs:
+        target = os.path.realpath(out)
+        for in_flag, path in inputs:
+            if path is None or not os.path.exists(path):
+                continue
+            source = os.path.realpath(path)
+            if target == source or (os.path.isdir(source) and os.path.isfile(target)
+                                    and target.startswith(source + os.sep)):
+                what = "is" if target == source else f"would replace {target}, a file of"
+                raise InputError(f"{out_flag} {out}: {what} {in_flag} {path}, which this run reads; "
+                                 "nothing is written over an input: give another path")

@@ -8,7 +8,7 @@ is the paper's `Answer: [unused0] [MASK]`. Each continuation's log-probability i
 over the whole vocabulary at that [MASK]: a letter (` A` or `A`) as the log of the summed probabilities of its
 spellings `A` and ` A`, exactly as eval.py scores letters; any other continuation must be one token, read alone.
 Every request of a run goes through one `score_sequences` call: each distinct context is one sequence (one
-forward pass however many choices ask about it), batched by length under the token budget of `batch_defaults`.
+forward pass however many choices ask about it), batched by length under the token budget of `models.Runtime`.
 What the MLM head cannot answer faithfully (a continuation of several tokens, `loglikelihood_rolling`,
 `generate_until`) is one InputError that names the task and says why.
 
@@ -30,10 +30,11 @@ import sys
 
 import torch
 
-from .cli import InputError, check_positive, run_command
-from .models import (batch_defaults, check_model_source, load_masked_lm, load_tokenizer, max_positions,
-                     require_mask_token, resolve_attn_implementation, resolve_device, resolve_dtype)
-from .anchor import ANCHOR, register_anchor
+from .anchor import ANCHOR
+from .cli import check_positive, run_command
+from .errors import InputError
+from .models import (Runtime, check_model_source, load_masked_lm, load_tokenizer, max_positions, register_anchor,
+                     require_mask_token)
 from .scoring import last_index, length_sorted_batches, score_sequences
 
 NEEDS_LM_EVAL = ("mlm_classifier.harness needs lm-evaluation-harness: pip install 'lm-eval>=0.4.13,<0.5' "
@@ -122,26 +123,25 @@ class MLMHeadLM(LM):
             if isinstance(tokenizer, str):
                 check_model_source(tokenizer, flag="tokenizer", weights=False)
             self.model_name = pretrained
-            self._device = resolve_device(device or "auto")
-            dtype = resolve_dtype(dtype, self._device)
-            attn_implementation = resolve_attn_implementation(attn_implementation, self._device, dtype)
+            runtime = Runtime.resolve(device=device or "auto", dtype=dtype, attn_implementation=attn_implementation,
+                                      batch_tokens=batch_tokens, pad_to_multiple_of=pad_to_multiple_of,
+                                      distributed=False)
             self.tokenizer = self._tokenizer(tokenizer if tokenizer is not None else pretrained)
-            self.model = load_masked_lm(pretrained, dtype, attn_implementation, self._device)
+            self.model = load_masked_lm(pretrained, runtime)
             self.max_positions = max_positions(pretrained, self.tokenizer)
         else:  # a loaded model, from Python
             if tokenizer is None:
                 raise InputError(f"{MODEL_NAME}: a loaded model needs its tokenizer (tokenizer=...)")
             self.model = pretrained.eval()
             self.model_name = getattr(pretrained.config, "name_or_path", type(pretrained).__name__)
-            self._device = next(pretrained.parameters()).device
+            runtime = Runtime.resolve(device=str(next(pretrained.parameters()).device), batch_tokens=batch_tokens,
+                                      pad_to_multiple_of=pad_to_multiple_of, distributed=False)
             self.tokenizer = self._tokenizer(tokenizer)
-            limits = [getattr(pretrained.config, "max_position_embeddings", None),
-                      self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1e9 else None]
-            self.max_positions = min([n for n in limits if n], default=None)
-        self.batch_tokens, self.pad_to_multiple_of = batch_defaults(self._device, batch_tokens, pad_to_multiple_of)
+            self.max_positions = max_positions(self.model_name, self.tokenizer, pretrained.config)
+        self._device = runtime.device
+        self.batch_tokens, self.pad_to_multiple_of = runtime.batch_tokens, runtime.pad_to_multiple_of
         self.mask_token_id = self.tokenizer.mask_token_id
-        self.pad_token_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
-                             else self.mask_token_id)
+        self.pad_token_id = runtime.pad_id(self.tokenizer)
         self.last_prompts = []  # the texts the last loglikelihood call scored, one per distinct context
 
     @classmethod

@@ -6,36 +6,16 @@ folder that cannot serve it is one InputError. `load_tokenizer` makes [unused0] 
 
 import gc
 import os
+from dataclasses import dataclass
 
 import torch
 
-from .cli import InputError, error_reason
-from .anchor import register_anchor
+from .anchor import ANCHOR, vocabulary_anchor_id
+from .data import error_reason, say
+from .errors import InputError
 
 
-def resolve_device(device, local_rank=0):
-    """`auto` picks the process's GPU when there is one, else the CPU; a GPU asked for but absent is an InputError."""
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: torch sees no GPU here; use --device cpu (or auto)")
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise InputError(f"--device {device}: there are only {torch.cuda.device_count()} GPU(s)")
-    return resolved
-
-
-def resolve_dtype(dtype, device):
-    """`auto` is bfloat16 on a GPU and float32 on the CPU."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
-
-
-def resolve_attn_implementation(attn_implementation, device, dtype):
+def attention_for(attn_implementation, device, dtype):
     """`auto` is flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa."""
     if attn_implementation != "auto":
         return attn_implementation
@@ -46,14 +26,67 @@ def resolve_attn_implementation(attn_implementation, device, dtype):
     return "sdpa"
 
 
-def batch_defaults(device, batch_tokens=None, pad_to_multiple_of=None):
-    """(padded tokens per scoring batch, width multiple): 65,536 and 64 on a GPU, 8,192 and 8 on the CPU; a value
-    given wins. Training batches take the same width multiple.
+@dataclass
+class Runtime:
+    """Where and how a model scores: device, dtype, attention, the batch budget, and this process's share under
+    torchrun (`rank` of `world`); from `resolve`."""
+    device: torch.device
+    dtype: torch.dtype
+    attn_implementation: str
+    batch_tokens: int
+    pad_to_multiple_of: int
+    rank: int = 0
+    world: int = 1
+    progress: bool = True
 
-    Odd widths are several times slower on GPUs; on the CPU, padding is pure waste.
-    """
-    on_gpu = device.type == "cuda"
-    return batch_tokens or (65536 if on_gpu else 8192), pad_to_multiple_of or (64 if on_gpu else 8)
+    @classmethod
+    def resolve(cls, settings=None, distributed=True, **values):
+        """The runtime of ScoringSettings (or of keyword values named as its fields). `auto` device is this process's
+        GPU when there is one, else the CPU (a GPU asked for but absent is an InputError); `auto` dtype bfloat16 on a
+        GPU, float32 on the CPU; attention as attention_for; batches of 65,536 padded tokens, widths a multiple of 64
+        on a GPU, 8,192 and 8 on the CPU (odd widths are several times slower on GPUs; on the CPU, padding is pure
+        waste). Under torchrun (`distributed`) a process group starts: nccl on GPUs, gloo on the CPU."""
+        given = {**(vars(settings) if settings is not None else {}), **values}
+        device, local_rank = given.get("device", "auto"), int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "auto":
+            device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        else:
+            try:
+                device = torch.device(device)
+            except RuntimeError:
+                raise InputError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise InputError(f"--device {device}: torch sees no GPU here; use --device cpu (or auto)")
+            if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+                raise InputError(f"--device {device}: there are only {torch.cuda.device_count()} GPU(s)")
+        on_gpu, dtype = device.type == "cuda", given.get("dtype", "auto")
+        dtype = (torch.bfloat16 if on_gpu else torch.float32) if dtype == "auto" else getattr(torch, dtype)
+        world = int(os.environ.get("WORLD_SIZE", "1")) if distributed else 1
+        if world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if on_gpu else "gloo")
+        rank = int(os.environ.get("RANK", "0")) if world > 1 else 0
+        if given.get("no_progress"):  # transformers' own bars (loading weights) go too, not only ours
+            from transformers.utils import logging
+
+            logging.disable_progress_bar()
+        return cls(device, dtype, attention_for(given.get("attn_implementation", "auto"), device, dtype),
+                   given.get("batch_tokens") or (65536 if on_gpu else 8192),
+                   given.get("pad_to_multiple_of") or (64 if on_gpu else 8), rank, world,
+                   rank == 0 and not given.get("no_progress"))
+
+    @property
+    def shard(self):
+        return self.rank, self.world
+
+    @staticmethod
+    def pad_id(tokenizer):
+        """The id batches are padded with: the tokenizer's pad token, else [MASK] (padding is masked out anyway)."""
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.mask_token_id
+
+    def describe(self):
+        """What a result records of where it was made."""
+        return {"dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
+                "attn_implementation": self.attn_implementation, "processes": self.world}
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -98,12 +131,14 @@ def load_pretrained(loader, name, flag="--model", **kwargs):
                          "give a local folder, or run where the hub is reachable") from None
 
 
-def load_masked_lm(model_name, dtype, attn_implementation, device):
-    """The model in eval mode; the dtype is passed explicitly, since transformers 5 otherwise keeps the checkpoint's."""
+def load_masked_lm(model_name, runtime):
+    """The model in eval mode, on the runtime's device, in its dtype (passed explicitly: transformers 5 otherwise
+    keeps the checkpoint's) and with its attention."""
     from transformers import AutoModelForMaskedLM
 
-    model = load_pretrained(AutoModelForMaskedLM, model_name, dtype=dtype, attn_implementation=attn_implementation)
-    return model.to(device).eval()
+    model = load_pretrained(AutoModelForMaskedLM, model_name, dtype=runtime.dtype,
+                            attn_implementation=runtime.attn_implementation)
+    return model.to(runtime.device).eval()
 
 
 def require_mask_token(tokenizer, model_name):
@@ -111,6 +146,29 @@ def require_mask_token(tokenizer, model_name):
     if tokenizer.mask_token_id is None:
         raise InputError(f"--model {model_name}: the tokenizer has no mask token; this method needs a masked LM")
     return tokenizer.mask_token_id
+
+
+def register_anchor(tokenizer, model_name):
+    """Make the tokenizer write [unused0] as one token, the vocabulary's own; returns its id.
+
+    ModernBERT's tokenizer has it as an added token. BERT's vocabulary has [unused0] as an ordinary entry that
+    its pre-tokenizer splits into `[`, `unused`, `##0`, `]`; it is registered here as a special added token with
+    the same id, so there is no new embedding (len(tokenizer) and the model are unchanged). It is not normalized,
+    so an uncased tokenizer's lowercasing cannot touch it. A tokenizer saved afterwards keeps it registered.
+    """
+    from tokenizers import AddedToken
+
+    anchor_id = vocabulary_anchor_id(tokenizer, f"--model {model_name}")
+    probe = f"Answer: {ANCHOR} {tokenizer.mask_token}"
+    if anchor_id in tokenizer(probe, add_special_tokens=False)["input_ids"]:
+        return anchor_id
+    tokenizer.add_tokens([AddedToken(ANCHOR, special=True, normalized=False)], special_tokens=True)
+    if anchor_id not in tokenizer(probe, add_special_tokens=False)["input_ids"]:
+        raise InputError(f"--model {model_name}: the tokenizer splits {ANCHOR} into pieces, even registered as a "
+                         f"special token (id {anchor_id}); the answer slot needs it as one token")
+    say(f"note: {model_name}: the tokenizer split {ANCHOR} into pieces although its vocabulary has it "
+        f"(id {anchor_id}); registered it as one special token with that id (no new embedding)")
+    return anchor_id
 
 
 def load_tokenizer(model_name, fast=True):
@@ -147,21 +205,6 @@ def check_max_length(model_name, tokenizer, max_length, config=None):
     return max_length or positions
 
 
-def hide_progress_bars():
-    """--no_progress: transformers' own bars (loading weights) go too, not only ours."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-
-
-def init_distributed(device):
-    """(rank, world_size): under torchrun, start a process group (nccl on GPUs, gloo on the CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return int(os.environ.get("RANK", "0")), world
-
-
 def end_distributed():
     """Under torchrun, leave together and tidily: free what still holds the process group (train.py's DDP
     wrapper), wait for every process, then close the group. Left to the interpreter's exit, or closed while
@@ -173,16 +216,9 @@ def end_distributed():
 
 
 def gather_scores(scores):
-    """Under torchrun, merge every process's {index: scores} so that each process holds them all."""
+    """Under torchrun, every process's {index: scores} merged, so that each process holds them all."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return scores
     gathered = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, scores)
     return {i: s for part in gathered for i, s in part.items()}
-
-
-def current_shard():
-    """(rank, world size) of this process under torchrun, (0, 1) otherwise."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .scoring import pad_batch
+from .scoring import head_logits, pad_batch
 
 
 def atp_example(ids, answer_position, mask_token_id):
@@ -79,3 +79,17 @@ class ObjectiveCollator:
         input_ids, attention_mask = pad_batch([e[0] for e in examples], self.pad_token_id, self.pad_to_multiple_of)
         labels, _ = pad_batch([e[1] for e in examples], -100, self.pad_to_multiple_of)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def labelled_loss(model, input_ids, attention_mask, labels, num_items=None, call=None):
+    """Cross-entropy over the vocabulary at the labelled positions (label != -100), the MLM head run there only.
+
+    The sum over those positions divided by `num_items`, by default their number: then it is the loss that
+    `model(input_ids, attention_mask=attention_mask, labels=labels).loss` computes from logits at every position.
+    ATP labels one position per example and (dummy) MLM about 30% of them, so the head's vocabulary projection
+    shrinks from every padded position to those. `call` is the model wrapped by DistributedDataParallel.
+    """
+    where = labels != -100
+    logits = head_logits(model, input_ids, attention_mask, where, call)
+    total = torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="sum")
+    return total / (num_items if num_items is not None else where.sum())

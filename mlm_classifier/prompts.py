@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from .anchor import ANCHOR, vocabulary_anchor_id
-from .cli import InputError
+from .errors import InputError
 from .scoring import LETTERS, last_index
 
 TEXT_PLACEHOLDERS = ("{text}", "{txt}")  # {txt} is the published cookbook's spelling
@@ -61,9 +61,7 @@ class Template:
     """A checked prompt template (from parse_prompt): its pieces and the fields each example fills.
 
     `fields` are the template's placeholders in order: "text" for {text}/{txt} and a column's name for every
-    other `{name}`; `columns` are the latter, the columns a table must have beyond --text_column. A template
-    whose only field is the text unpacks, as parse_prompt's result always did, into the (before, after) halves
-    around it: `before, after = parse_prompt(prompt)`.
+    other `{name}`; `columns` are the latter, the columns a table must have beyond --text_column.
     """
     prompt: str
     parts: tuple
@@ -81,14 +79,6 @@ class Template:
     def text_only(self):
         return self.fields == (TEXT_FIELD,)
 
-    def __iter__(self):
-        if not self.text_only:
-            raise InputError(f"{self.source} fills {placeholder_list(self.columns)} from each row, so it has no single "
-                             "text to split around; pass the Template itself, with each example as a dict of its "
-                             "fields (mlm_classifier.encode_prompts, fill_template)")
-        k = next(i for i, (kind, _, _) in enumerate(self.parts) if kind == "field")
-        return iter(("".join(raw for _, _, raw in self.parts[:k]), "".join(raw for _, _, raw in self.parts[k + 1:])))
-
 
 def placeholder_list(fields):
     """`{premise} and {hypothesis}`: how messages name a template's fields."""
@@ -97,8 +87,7 @@ def placeholder_list(fields):
 
 
 def parse_prompt(prompt, source="the prompt"):
-    """Check a prompt template and return it as a Template (which unpacks into the (before, after) halves around
-    its text when {text} is its only field).
+    """Check a prompt template and return it as a Template.
 
     The rules: at least one field, either `{text}` (or the published `{txt}`), once, or placeholders naming
     columns (`{premise}`, `{title}`), each once; exactly one `{label}`, with `[unused0]` right before it (one
@@ -143,16 +132,6 @@ def template_columns(template, text_column, flag="--text_column"):
     return {field: text_column if field == TEXT_FIELD else field for field in template.fields}
 
 
-def as_template(before, after=None):
-    """The Template that the template functions take: a Template as it is, or the (before, after) halves of a
-    {text} template, the older form (parse_prompt's result unpacked)."""
-    if isinstance(before, Template):
-        if after is not None:
-            raise TypeError("give a Template alone (after=None), or the two halves of a {text} template")
-        return before
-    return Template(before + "{text}" + after, template_parts(before + "{text}" + after))
-
-
 def fill_template(template, fields, verbalizer, options):
     """The filled prompt and the character span of each field in it, in the template's order.
 
@@ -190,13 +169,6 @@ def options_block(label_map):
     return option_lines((verbalizer, label) for label, verbalizer in label_map.items())
 
 
-def fill_prompt(before, after, text, verbalizer, options):
-    """The filled prompt and the character span of the text in it, for the (before, after) halves of a {text}
-    template (fill_template fills any Template)."""
-    filled, spans = fill_template(as_template(before, after), text, verbalizer, options)
-    return filled, spans[0]
-
-
 def letter_suggestion(label_map):
     """A letter label map to suggest when a verbalizer is not one token: letters are single tokens."""
     letters = dict(zip(label_map, LETTERS))
@@ -204,14 +176,12 @@ def letter_suggestion(label_map):
             "in the prompt so the model sees which letter means what")
 
 
-def answer_token_ids(tokenizer, before, after, label_map, options):
+def answer_token_ids(tokenizer, template, label_map, options):
     """For each label, in label map order, the id of the token right after [unused0] in its filled prompt.
 
     That token is what training masks and teaches, so it must be exactly one token in context (` Business`
     after `[unused0] ` is one token where `Business` alone might be another), and different for every label.
-    `before, after` are a Template and None, or the halves of a {text} template.
     """
-    template = as_template(before, after)
     anchor_id = vocabulary_anchor_id(tokenizer)
     ids = []
     for label, verbalizer in label_map.items():
@@ -239,10 +209,8 @@ def answer_token_ids(tokenizer, before, after, label_map, options):
     return ids
 
 
-def check_fixed_length(tokenizer, before, after, label_map, options, max_length):
-    """Tokens the prompt needs without any text; an InputError when that leaves no room within `max_length`.
-    `before, after` are a Template and None, or the halves of a {text} template."""
-    template = as_template(before, after)
+def check_fixed_length(tokenizer, template, label_map, options, max_length):
+    """Tokens the prompt needs without any text; an InputError when that leaves no room within `max_length`."""
     empty = fill_template(template, empty_fields(template), next(iter(label_map.values())), options)[0]
     needed = len(tokenizer(empty)["input_ids"])
     if needed >= max_length:
@@ -280,18 +248,16 @@ def kept_lengths(lengths, excess):
     return kept
 
 
-def encode_prompts(tokenizer, before, after, texts, verbalizers, options, max_length, rows=None, source=""):
+def encode_prompts(tokenizer, template, texts, verbalizers, options, max_length, rows=None, source=""):
     """Token ids of the filled prompts, each one's answer position, and how many examples were cut.
 
-    `before, after` are a Template and None, or the (before, after) halves of a {text} template; each of
-    `texts` is a string (a {text} template) or a dict of the template's fields. Each prompt is tokenised whole,
+    Each of `texts` is a string (a {text} template) or a dict of the template's fields. Each prompt is tokenised whole,
     so an example that fits gets exactly the ids a user's own tokenizer call gives. One that does not fit loses
     tokens at the end of its fields, the longest field first (kept_lengths): the ids of the tokens overlapping a
     field's text are cut, and the prompt's own ids around them are kept (decoding and re-tokenising could
     overshoot). The prompt, options and answer are never cut. The answer position is the token right after the
     last [unused0] (a text may contain one too).
     """
-    template = as_template(before, after)
     anchor_id = tokenizer.convert_tokens_to_ids(ANCHOR)
     rows = rows if rows is not None else list(range(len(texts)))
     sequences, positions, n_cut = [], [], 0

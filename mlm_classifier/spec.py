@@ -9,14 +9,13 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .cli import InputError
 from .data import check_labels_list, read_label_map, read_prompt, read_text
+from .errors import InputError
 from .models import load_pretrained, looks_local
 from .multilabel import MULTI_LABEL_PROMPT, THRESHOLD, check_multi_label_prompt
 from .prompts import ZERO_SHOT_PROMPT, parse_prompt
 
 SETTINGS_FILE = "classifier.json"  # what train.py records for classify.py beside prompt.txt and label_map.json
-
 
 
 
@@ -52,13 +51,17 @@ class ClassifierSpec:
 
 
 def read_settings(path):
-    """A trained folder's classifier.json, checked: what it must hold is a positive integer max_length."""
+    """A trained folder's classifier.json, checked: a positive integer max_length, and a multi-label folder's
+    threshold a number above 0 and at most 1, as train.py writes them."""
     try:
         settings = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
     if not isinstance(settings, dict) or type(settings.get("max_length")) is not int or settings["max_length"] < 1:
         raise InputError(f"{path}: needs a positive integer max_length, as train.py writes it")
+    threshold = settings.get("threshold", THRESHOLD)
+    if type(threshold) not in (int, float) or not 0 < threshold <= 1:
+        raise InputError(f"{path}: threshold {threshold!r} must be a number above 0 and at most 1 (a probability)")
     return settings
 
 

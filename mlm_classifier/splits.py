@@ -8,8 +8,8 @@ from files or the hub, held out, sampled.
 import random
 from dataclasses import dataclass
 
-from .cli import InputError
 from .data import load_hub_dataset, read_table
+from .errors import InputError
 from .prompts import TEXT_FIELD, placeholder_list
 
 
@@ -58,6 +58,11 @@ def text_value(value):
             return None, "bytes that are not UTF-8 text"
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return None, f"a {type(value).__name__}, not a text"
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, from a JSON escape such as \ud800: no tokenizer takes it
+            return None, "a lone surrogate (an invalid \\u escape), not UTF-8 text"
     text = str(value).strip()
     return (text, None) if text else (None, "empty")
 
@@ -94,16 +99,30 @@ def without_text_error(source, text_column, rows, total=None, what=None):
                       "a missing, empty or white-space text")
 
 
+def row_fields(values, fields):
+    """The rule every row and every API input keeps, for `values` {field: raw value} of a template's `fields`:
+    ({field: stripped text}, None), or (None, (field, problem)). {text} ("text") must be a text; any other field may
+    be missing or empty (its text is then ""), but not every field of the row (field None, problem "every field
+    empty"); a value that is no text (text_value's problem) is refused."""
+    texts = {}
+    for field in fields:
+        text, problem = text_value(values.get(field))
+        if problem in ("missing", "empty") and field != TEXT_FIELD:
+            text, problem = "", None
+        if problem:
+            return None, (field, problem)
+        texts[field] = text
+    return (texts, None) if any(texts.values()) else (None, (None, "every field empty"))
+
+
 def take_columns(table, source, text_column, label_column=None, id_column=None, allow_empty=False, first_row=0,
                  fields=None, fields_source="the prompt"):
     """The Split in `table`'s text (and label, id) columns, rows counted from `first_row`; texts are stripped.
 
-    Without `fields`, each text is the string in `text_column`. With `fields`, {field: column} from
-    template_columns, each text is a dict {field: text}: {text} ("text") follows the rules of a text, and any other
-    field may be empty in a row (its text is then "", counted by Split.empty_fields), but not every field of one
-    row. A row without a text (missing, empty or white space) is an InputError naming the rows at fault, or, with
-    `allow_empty`, kept with the text None (classify.py labels it null). A row without a label is an InputError. A
-    column that `fields` names and the table lacks is an InputError naming both the column and `fields_source`.
+    Without `fields`, each text is the string in `text_column`; with `fields` ({field: column}, from
+    prompts.template_columns) a dict {field: text}, by row_fields' rules. A row without a text (missing, empty or white
+    space) is an InputError naming the rows at fault, or, with `allow_empty`, kept with the text None (classify.py
+    labels it null). A row without a label, and a column the table lacks, are InputErrors.
     """
     fields = {TEXT_FIELD: text_column} if fields is None else dict(fields)
     columns = [(column, "--text_column" if field == TEXT_FIELD else f"{{{field}}}") for field, column in fields.items()]
@@ -112,29 +131,14 @@ def take_columns(table, source, text_column, label_column=None, id_column=None, 
             named = flag if flag.startswith("--") else f"which {fields_source} names as {flag}"
             raise InputError(f"{source}: no column {column!r} ({named}); its columns are "
                              f"{', '.join(repr(c) for c in table) or 'none'}")
-    n_rows = len(table[next(iter(fields.values()))])
-    values = {}  # field -> its stripped texts; None where {text} has none
-    without_text = set()
-    for field, column in fields.items():
-        values[field] = []
-        for row, value in enumerate(table[column], start=first_row):
-            text, problem = text_value(value)
-            if problem in ("missing", "empty"):
-                text = None if field == TEXT_FIELD else ""
-                if field == TEXT_FIELD:
-                    without_text.add(row)
-            elif problem:
-                raise InputError(f"{source}: row {row}: column {column!r} holds {problem}")
-            values[field].append(text)
-    if fields.keys() == {TEXT_FIELD}:
-        texts = values[TEXT_FIELD]
-    else:
-        texts = [{field: values[field][k] for field in fields} for k in range(n_rows)]
-        for k, text in enumerate(texts):
-            if not any(text.values()):
-                without_text.add(first_row + k)
-        texts = [None if first_row + k in without_text else text for k, text in enumerate(texts)]
-    without_text = sorted(without_text)
+    texts, without_text = [], []
+    for row, values in enumerate(zip(*(table[column] for column in fields.values())), start=first_row):
+        text, problem = row_fields(dict(zip(fields, values)), fields)
+        if problem and problem[1] not in ("missing", "empty", "every field empty"):
+            raise InputError(f"{source}: row {row}: column {fields[problem[0]]!r} holds {problem[1]}")
+        if problem:
+            without_text.append(row)
+        texts.append(text if text is None or len(fields) > 1 or TEXT_FIELD not in fields else text[TEXT_FIELD])
     if without_text and not allow_empty:
         raise without_text_error(source, text_column, without_text, what=lacking(fields))
     labels = None
@@ -157,12 +161,10 @@ def lacking(fields):
 
 
 def template_inputs(template, inputs, first=0):
-    """What MLMClassifier scores, checked as train.py checks its rows: one input or a list of them, each a string
-    (a template whose only field is {text}) or a dict holding each of the template's fields ("text" for {text}),
-    stripped. A missing key or a value that is not a text is an error naming its position (counted from `first`,
-    where these inputs continue a stream): a TypeError for the wrong kind, a ValueError for a missing or empty
-    {text}, or a row whose every field is empty; no text is ever classified as the string "None" or "nan". Another
-    field may be empty ("" or None), as a table's cell may."""
+    """What MLMClassifier scores, checked by the rows' rules (row_fields): one input or a list of them, each a string
+    (a template whose only field is {text}) or a dict holding each of the template's fields, stripped. Errors name
+    the position (counted from `first`, where these inputs continue a stream): a TypeError for the wrong kind, a
+    ValueError for a missing or empty {text}, or an input whose every field is empty."""
     if isinstance(inputs, (str, dict)):
         inputs = [inputs]
     try:
@@ -172,37 +174,51 @@ def template_inputs(template, inputs, first=0):
         raise TypeError(f"texts must be {kinds}, not {type(inputs).__name__}") from None
     checked = []
     for k, item in enumerate(inputs, start=first):
-        if item is None or (isinstance(item, float) and item != item):
-            raise ValueError(f"texts[{k}] is missing ({item!r}); every text must be a non-empty string")
         if template.text_only and not isinstance(item, dict):
-            if not isinstance(item, str):
+            if text_value(item)[1] != "missing" and not isinstance(item, str):
                 raise TypeError(f"texts[{k}] is a {type(item).__name__} ({item!r:.40}), not a string")
-            if not item.strip():
-                raise ValueError(f"texts[{k}] is empty; every text must be a non-empty string")
-            checked.append(item.strip())
-            continue
-        if not isinstance(item, dict):
+            item, where = {TEXT_FIELD: item}, f"texts[{k}]"
+        elif not isinstance(item, dict):
             raise TypeError(f"texts[{k}] is a {type(item).__name__} ({item!r:.40}); {template.source} fills "
                             f"{placeholder_list(template.fields)}, so each text is a dict with the keys "
                             f"{', '.join(repr(f) for f in template.fields)}")
-        fields = {}
+        else:
+            where = f"texts[{k}]['text']"
         for field in template.fields:
             if field not in item:
                 raise ValueError(f"texts[{k}] has no {field!r} ({template.source}'s {{{field}}}); it has "
                                  f"{', '.join(repr(key) for key in item) or 'no keys'}")
             value = item[field]
-            text, problem = text_value(value)
-            if problem in ("missing", "empty"):
-                if field == TEXT_FIELD:
-                    raise ValueError(f"texts[{k}]['text'] is {problem}; every text must be a non-empty string")
-                text = ""
-            elif problem or not isinstance(value, str):
+            if not isinstance(value, str) and text_value(value)[1] != "missing":
                 raise TypeError(f"texts[{k}][{field!r}] is a {type(value).__name__} ({value!r:.40}), not a string")
-            fields[field] = text
-        if not any(fields.values()):
-            raise ValueError(f"texts[{k}]: every field ({', '.join(repr(f) for f in fields)}) is empty")
+        fields, problem = row_fields(item, template.fields)
+        if problem and problem[0] is None:
+            raise ValueError(f"texts[{k}]: every field ({', '.join(repr(f) for f in template.fields)}) is empty")
+        if problem and problem[1] in ("missing", "empty"):
+            shown = f" ({item[TEXT_FIELD]!r})" if problem[1] == "missing" and where == f"texts[{k}]" else ""
+            raise ValueError(f"{where} is {problem[1]}{shown}; every text must be a non-empty string")
+        if problem:  # a string no tokenizer takes
+            raise ValueError(f"{where if problem[0] == TEXT_FIELD else f'texts[{k}][{problem[0]!r}]'} is "
+                             f"{problem[1]}")
         checked.append(fields[TEXT_FIELD] if template.text_only else fields)
     return checked
+
+
+def label_lists(values, separator, source, column, first_row=0):
+    """Each row's labels as a list of strings: a list cell as it is (JSON, parquet), a string split at `separator`
+    (parts stripped, empty ones dropped, so an empty cell is "none of these"). A missing cell is an InputError."""
+    lists = []
+    for row, value in enumerate(values, start=first_row):
+        if value is None or (isinstance(value, float) and value != value):
+            raise InputError(f"{source}: row {row} has no label in column {column!r} (an empty list, [] or an empty "
+                             "cell, says that none applies)")
+        if isinstance(value, str):
+            lists.append([part.strip() for part in value.split(separator) if part.strip()])
+        elif hasattr(value, "__iter__"):
+            lists.append([str(part) for part in value])
+        else:
+            lists.append([str(value)])
+    return lists
 
 
 def check_labels(split, label_map, label_map_source):
@@ -271,8 +287,6 @@ def load_splits(dataset, train_file, validation_file, test_file, predict_file, t
                                  fields=fields, fields_source=fields_source)
               for name, (table, source) in tables.items()}
     if label_separator is not None:
-        from .multilabel import label_lists
-
         for name, (table, source) in tables.items():
             if name != "predict":
                 if label_column not in table:

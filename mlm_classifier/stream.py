@@ -1,10 +1,10 @@
-"""Streaming input: a table read a chunk of rows at a time, checked in one pass, and any iterable of texts in chunks.
+"""Streaming input: a table read a chunk of rows at a time and checked in one pass; any iterable in chunks.
 
 `TableChunks` reads a csv, jsonl or parquet file `chunk_rows` rows at a time (pandas' chunked CSV reader, JSON
 lines a line at a time, pyarrow's batch reader), each cell as data.read_table reads it; a .json file (one JSON
 array) is read whole, then handed out in chunks. `check_input` runs every rule of read_table and
 splits.take_columns over a whole file in one such pass, holding one chunk, and says the same errors in the same
-order as a whole-file read would. `stream_results` is MLMClassifier.stream: any iterable, a chunk at a time.
+order as a whole-file read would; `batches_of` cuts any iterable into chunks.
 """
 
 import codecs
@@ -12,8 +12,8 @@ import itertools
 import json
 from dataclasses import dataclass
 
-from .cli import InputError, row_and_line
-from .data import check_table_file, check_unique_columns, csv_header, read_json_records, reading_errors
+from .data import check_table_file, check_unique_columns, csv_header, read_json_records, reading_errors, row_and_line
+from .errors import InputError
 from .prompts import TEXT_FIELD
 from .splits import lacking, take_columns, without_text_error
 
@@ -207,26 +207,3 @@ def batches_of(iterable, size):
         yield first, part
         first += len(part)
 
-
-def stream_results(classifier, texts, chunk_size=CHUNK_ROWS, progress=False):
-    """MLMClassifier.stream: the checks at once, then a generator of results, `chunk_size` texts scored at a time."""
-    if isinstance(texts, str):
-        raise TypeError("stream takes an iterable of texts; for one text, call the classifier on it")
-    if type(chunk_size) is not int or chunk_size < 1:
-        raise ValueError(f"chunk_size {chunk_size!r} must be a positive integer")
-    iter(texts)  # a TypeError now, not at the first result, for something that is no iterable
-
-    def results():
-        from tqdm import tqdm
-
-        truncated = 0
-        with tqdm(desc="classifying", unit=" texts", disable=not progress) as bar:
-            for first, chunk in batches_of(texts, chunk_size):
-                scored = classifier.probabilities(classifier.inputs(chunk, first))
-                truncated += classifier.truncated
-                classifier.truncated = truncated
-                for probs in scored:
-                    yield classifier.result(probs)
-                bar.update(len(chunk))
-
-    return results()

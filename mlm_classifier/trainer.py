@@ -1,27 +1,31 @@
-"""ATPTrainer: transformers' Trainer for Answer Token Prediction, the metrics it reports, the folder it saves.
+"""Training with transformers' Trainer: `fit` (Answer Token Prediction through the MLM head), the folder it saves
+with its model card, and `fit_classifier`, the classification-head baseline of the paper's Table 3.
 
-Trainer takes seconds to import, so this module is imported once train.py's flags are checked (and
-mlm_classifier's __init__ leaves it out): `python train.py --help` and a bad flag answer at once.
+Trainer takes seconds to import, so this module loads when `fit` is first used (`mlm_classifier.fit`), not with the
+package: a script's --help and a bad flag answer at once.
 """
 
 import json
 import os
 import random
-import string
 import time
 
 import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
-from .checkpoints import remove_checkpoints
+from .anchor import ANCHOR
+from .checkpoints import checkpoint_global_step, loss_since_resume, remove_checkpoints, whole_run_loss
+from .data import prediction_record, records_to_jsonl, say, write_atomic
+from .errors import InputError
+from .models import attention_for, gather_scores, load_pretrained
+from .multilabel import ANSWERS, OPTIONS, THRESHOLD
+from .objectives import ObjectiveCollator, labelled_loss
+from .prompts import TEXT_FIELD, fill_template, options_block
+from .scoring import decide, length_sorted_batches, padded_width, score_sequences, slot_probabilities
 from .spec import SETTINGS_FILE
-from .cli import InputError, say
-from .data import accuracy_table, prediction_record, records_to_jsonl, write_atomic
-from .models import current_shard, gather_scores
-from .multilabel import ANSWERS, OPTIONS, THRESHOLD, multi_label_record, yes_probabilities
-from .prompts import ANCHOR, TEXT_FIELD, as_template, fill_template
-from .scoring import labelled_loss, length_sorted_batches, padded_width, predict_option, score_sequences
+from .training import classification_metrics, yes_probabilities
 
 HEADLINE = ("accuracy", "micro_f1", "macro_f1", "exact_match", "loss")  # what evaluation logs
 MODEL_CARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card.md")
@@ -32,19 +36,14 @@ def bf16_available():
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-# -----------------------------------------------------------------------------
-# Batches and arguments
-
-
 class TokenBudgetBatchSampler:
     """Training batches of similar lengths: at most `max_examples` examples and `max_tokens` padded tokens each.
 
-    As transformers' group_by_length does, a seeded shuffle is cut into pools of 50 batches' worth, and each
-    pool is sorted by length and cut into batches of `max_examples`; the core's length_sorted_batches splits
-    a batch that exceeds the token budget, so a batch of long examples holds fewer of them and memory stays
-    bounded while short examples still fill whole batches. The grouping is drawn once, so that every
-    epoch has the same number of steps (Trainer plans its schedule on it); each epoch visits the batches in a
-    new order, the biggest first, so that a batch too big for memory fails at the first step.
+    As transformers' group_by_length does, a seeded shuffle is cut into pools of 50 batches' worth, and each pool is
+    sorted by length and cut into batches of `max_examples`; scoring's length_sorted_batches splits a batch that
+    exceeds the token budget, so memory stays bounded while short examples still fill whole batches. The grouping
+    is drawn once, so that every epoch has the same number of steps (Trainer plans its schedule on it); each epoch
+    visits the batches in a new order, the biggest first, so that a batch too big for memory fails at once.
     """
 
     def __init__(self, lengths, max_examples, max_tokens, pad_to_multiple_of, seed=0):
@@ -75,26 +74,25 @@ class TokenBudgetBatchSampler:
         return iter([self.batches[b] for b in [self.biggest] + rest])
 
 
-def training_arguments(args, validating, bf16, best_metric="accuracy", **overrides):
-    """TrainingArguments for our flags, mapped onto transformers 5 names (an InputError if they clash). The best
-    checkpoint is chosen on validation `best_metric` (multi-label: micro_f1).
-
-    `overrides` are further TrainingArguments (the sweep's classification head asks for length grouping).
-    """
-    eval_strategy = args.eval_strategy if args.eval_strategy != "auto" else ("steps" if validating else "no")
-    save_strategy = args.save_strategy if args.save_strategy != "auto" else ("best" if eval_strategy != "no" else "no")
+def training_arguments(settings, validating, bf16, best_metric="accuracy", **overrides):
+    """TrainingArguments for our settings, with transformers 5 names (an InputError if they clash). With a validation
+    set, the best checkpoint is chosen on `best_metric` (multi-label: micro_f1). `overrides` are further
+    TrainingArguments (the classification head asks for length grouping)."""
+    eval_strategy = settings.eval_strategy if settings.eval_strategy != "auto" else ("steps" if validating else "no")
+    save_strategy = (settings.save_strategy if settings.save_strategy != "auto"
+                     else "best" if eval_strategy != "no" else "no")
     keep_best = eval_strategy != "no" and save_strategy != "no"
     try:
         return TrainingArguments(
-            output_dir=args.output_dir, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
-            per_device_train_batch_size=args.per_device_train_batch_size,
-            per_device_eval_batch_size=args.per_device_eval_batch_size,
-            gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate,
-            weight_decay=args.weight_decay, warmup_steps=args.warmup_ratio,  # transformers 5: a fraction is a ratio
-            logging_steps=args.logging_steps, eval_strategy=eval_strategy, eval_steps=args.eval_steps,
-            save_strategy=save_strategy, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
+            output_dir=settings.output_dir, num_train_epochs=settings.num_train_epochs, max_steps=settings.max_steps,
+            per_device_train_batch_size=settings.per_device_train_batch_size,
+            per_device_eval_batch_size=settings.per_device_eval_batch_size,
+            gradient_accumulation_steps=settings.gradient_accumulation_steps, learning_rate=settings.learning_rate,
+            weight_decay=settings.weight_decay, warmup_steps=settings.warmup_ratio,  # a fraction is a ratio
+            logging_steps=settings.logging_steps, eval_strategy=eval_strategy, eval_steps=settings.eval_steps,
+            save_strategy=save_strategy, save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
             load_best_model_at_end=keep_best, metric_for_best_model=best_metric if keep_best else None,
-            greater_is_better=True if keep_best else None, bf16=bf16, seed=args.seed,
+            greater_is_better=True if keep_best else None, bf16=bf16, seed=settings.seed,
             use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on the CPU data-parallel (gloo)
             remove_unused_columns=False,  # the collator needs answer_position
             ddp_find_unused_parameters=False,  # every example has a target, so the head is always used
@@ -104,50 +102,11 @@ def training_arguments(args, validating, bf16, best_metric="accuracy", **overrid
         raise InputError(f"--eval_strategy {eval_strategy} / --save_strategy {save_strategy}: {e}") from None
 
 
-# -----------------------------------------------------------------------------
-# Metrics: the MLM head at the answer's [MASK], restricted to the labels' answer tokens
-
-
-def score_examples(model, sequences, answer_ids, mask_token_id, pad_token_id, batch_tokens, pad_to_multiple_of):
-    """log P(each label's answer token) per sequence (whole-vocabulary softmax), in order.
-
-    The core module's batched scoring reads the last [MASK] of each sequence. Under torchrun each process
-    scores its share of the batches and the shares are gathered, so every process returns all scores.
-    """
-    scores = gather_scores(score_sequences(model, sequences, mask_token_id, pad_token_id, [[i] for i in answer_ids],
-                                          batch_tokens, pad_to_multiple_of, shard=current_shard()))
-    return [scores[i] for i in range(len(sequences))]
-
-
-def classification_metrics(scores, gold, class_names):
-    """Accuracy, macro-F1, ATP loss, per-class accuracy and confusion matrix from scores and gold indices.
-
-    The prediction is the label whose answer token is likeliest (ties to the earlier label, as in `predict_option`).
-    The loss is the mean -log P(gold answer token): the ATP training loss. The confusion matrix has a row
-    per gold label and a column per predicted label, both in label map order.
-    """
-    from sklearn.metrics import confusion_matrix, f1_score
-
-    predicted = [predict_option(s, len(class_names))[0] for s in scores]
-    correct = [p == g for p, g in zip(predicted, gold)]
-    return {
-        "accuracy": sum(correct) / len(correct),
-        "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
-        "loss": -sum(s[g] for s, g in zip(scores, gold)) / len(gold),
-        "n": len(gold),
-        "per_class": accuracy_table(correct, [class_names[g] for g in gold]),
-        "confusion_matrix": confusion_matrix(gold, predicted, labels=list(range(len(class_names)))).tolist(),
-    }
-
-
 class ATPTrainer(Trainer):
-    """Trainer with token-budget batches, the MLM head only at labelled positions, and evaluation by the answer
-    tokens' probabilities.
-
-    `scoring` holds score_examples' keyword arguments (answer_ids, mask_token_id, pad_token_id, batch_tokens,
-    pad_to_multiple_of). Evaluation does not go through Trainer's prediction loop: it reads the MLM head at
-    the answer's [MASK] only, and accuracy is what is logged.
-    """
+    """Trainer with token-budget batches, the MLM head run only at labelled positions, and evaluation by the answer
+    tokens' probabilities (not Trainer's prediction loop: the head is read at the answer's [MASK] only).
+    `scoring` holds score_sequences' arguments: option_ids, mask_token_id, pad_token_id, batch_tokens and
+    pad_to_multiple_of."""
 
     def __init__(self, *args, batch_sampler, scoring, **kwargs):
         super().__init__(*args, **kwargs)
@@ -157,49 +116,39 @@ class ATPTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """labelled_loss over the batch, normalised as Trainer normalises a model whose forward takes
-        `num_items_in_batch` (ModernBERT's): summed over the labelled positions and divided by their number in
-        the whole accumulated batch, of every process. Gradient accumulation and data parallelism then give the
-        gradient of one big batch, for every architecture."""
-        loss = labelled_loss(self.accelerator.unwrap_model(model), inputs["input_ids"], inputs["attention_mask"],
-                             inputs["labels"], num_items_in_batch, call=model)
+        """labelled_loss, summed over the labelled positions and divided by their number in the whole accumulated
+        batch of every process, as Trainer normalises a model whose forward takes `num_items_in_batch`: gradient
+        accumulation and data parallelism then give the gradient of one big batch, for every architecture."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        loss = labelled_loss(unwrapped, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
+                             num_items_in_batch, call=model if model is not unwrapped else None)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch counts every process's targets, and DDP averages the gradients over processes.
             loss = loss * self.accelerator.num_processes
         return (loss, {"loss": loss}) if return_outputs else loss
 
-    def _issue_warnings_after_load(self, load_result):
-        # A decoder tied to the input embeddings (ModernBERT's, BERT's) is saved once, as the embeddings, so when
-        # Trainer reloads the best checkpoint it lists the decoder as "missing" although the tie loads it. Only keys
-        # that really are tied are dropped from that warning.
-        model = self.accelerator.unwrap_model(self.model)
-        output, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
-        if output is not None and embeddings is not None and output.weight is embeddings.weight:
-            tied = set(getattr(model, "_tied_weights_keys", None) or ())
-            load_result.missing_keys[:] = [key for key in load_result.missing_keys if key not in tied]
-        super()._issue_warnings_after_load(load_result)
-
     def get_train_dataloader(self):
-        # Our own DataLoader keeps every feature the collator needs (answer_position included) and our
-        # batch sampler; accelerate shards its batches across processes under torchrun.
+        # Our own DataLoader keeps every feature the collator needs (answer_position included) and our batch
+        # sampler; accelerate shards its batches across processes under torchrun.
         loader = DataLoader(self.train_dataset, batch_sampler=self.batch_sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers,
                             pin_memory=self.args.dataloader_pin_memory and self.args.device.type == "cuda")
         return self.accelerator.prepare(loader)
 
     def score(self, sequences):
-        """score_examples with the trained model, in eval mode and under the training's autocast."""
+        """log P(each answer token) per sequence, in order, by the trained model in eval mode under the training's
+        autocast; each process scores a share under torchrun, and every process gets all the scores."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         with self.accelerator.autocast():
-            scores = score_examples(model, sequences, **self.scoring)
+            scores = gather_scores(score_sequences(model, sequences, **self.scoring,
+                                                   shard=(self.args.process_index, self.args.world_size)))
         model.train(was_training)
-        return scores
+        return [scores[i] for i in range(len(sequences))]
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-        """The headline metrics (accuracy or micro-F1, macro-F1, exact match, ATP loss) of an EvalSet (the validation
-        set by default), logged as eval_*."""
+        """The headline metrics of an EvalSet (the validation set by default), logged as eval_*."""
         examples = eval_dataset if eval_dataset is not None else self.eval_dataset
         start = time.time()
         metrics = examples.metrics(self.score(examples.sequences))
@@ -211,48 +160,136 @@ class ATPTrainer(Trainer):
 
 
 # -----------------------------------------------------------------------------
-# The trained folder's README.md
+# fit: build the trainer, train, evaluate, save
 
 
-def model_card(base_model, prompt, label_map, answer_tokens, inference_prompt, max_length, metrics,
-               fields=(TEXT_FIELD,), multi_label=False):
-    """README.md for the saved folder, from model_card.md: base model, prompt, labels, metrics, and how to use it.
-    `fields` are the template's fields, each filled in the fill-mask snippet from its own placeholder.
+def build_trainer(data, settings):
+    """An ATPTrainer for `settings` on prepared data: the model as it is (no new head; the loss runs its head at the
+    labelled positions only, so the saved folder is the plain masked LM, for fill-mask too), float32 master weights
+    with bf16 autocast on a GPU, token-budget batches, each example's objective drawn at batch time."""
+    from transformers import AutoModelForMaskedLM
 
-    `answer_tokens` are the labels' answer tokens as the vocabulary spells them (`ĠWorld`): given so, the
-    fill-mask pipeline finds them without the "does not exist in the model vocabulary" warning. Multi-label, they
-    are yes and no, and each label is asked about in turn.
-    """
-    answers = dict(zip(answer_tokens, ANSWERS if multi_label else label_map))
-    rows = "\n".join(f"| {label} | `{verbalizer}` | " + ("yes/no" if multi_label else f"`{token}`") + " |"
-                     for (label, verbalizer), token in zip(label_map.items(), answer_tokens))
+    bf16 = bf16_available()
+    training_args = training_arguments(settings, "validation" in data.splits, bf16,
+                                       best_metric="micro_f1" if data.multi_label else "accuracy")
+    if training_args.n_gpu > 1:  # Trainer's DataParallel would split each batch under the rows the loss selects
+        raise InputError(f"{training_args.n_gpu} GPUs in one process: run `torchrun --nproc_per_node "
+                         f"{training_args.n_gpu} train.py ...` (one process per GPU), or pick one GPU with "
+                         "CUDA_VISIBLE_DEVICES")
+    on_gpu, tokenizer = training_args.device.type == "cuda", data.tokenizer
+    pad_to_multiple_of = settings.pad_to_multiple_of or (64 if on_gpu else 8)
+    mask_token_id = tokenizer.mask_token_id
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id
+    attn_implementation = attention_for(settings.attn_implementation, training_args.device,
+                                        torch.bfloat16 if bf16 else torch.float32)
+    model = load_pretrained(AutoModelForMaskedLM, settings.model, dtype=torch.float32,
+                            attn_implementation=attn_implementation).to(training_args.device)
+    train_sequences, train_positions = data.encoded["train"]
+    batch_sampler = TokenBudgetBatchSampler(
+        [len(ids) for ids in train_sequences], settings.per_device_train_batch_size,
+        settings.max_batch_tokens or settings.per_device_train_batch_size * settings.max_length, pad_to_multiple_of,
+        settings.seed)
+    collator = ObjectiveCollator(mask_token_id, pad_token_id, frozenset(tokenizer.all_special_ids),
+                                 settings.mlm_proportion, settings.dummy_mlm_proportion, settings.mlm_probability,
+                                 pad_to_multiple_of)
+    scoring = dict(option_ids=[[i] for i in data.answer_ids], mask_token_id=mask_token_id, pad_token_id=pad_token_id,
+                   batch_tokens=settings.per_device_eval_batch_size * settings.max_length,
+                   pad_to_multiple_of=pad_to_multiple_of)
+    trainer = ATPTrainer(
+        model=model, args=training_args, data_collator=collator, processing_class=tokenizer,
+        train_dataset=[{"input_ids": ids, "answer_position": p} for ids, p in zip(train_sequences, train_positions)],
+        eval_dataset=data.eval_set("validation") if "validation" in data.splits else None,
+        batch_sampler=batch_sampler, scoring=scoring)
+    say(f"objectives: {1 - settings.mlm_proportion - settings.dummy_mlm_proportion:.0%} ATP, "
+        f"{settings.mlm_proportion:.0%} MLM, {settings.dummy_mlm_proportion:.0%} dummy MLM; {len(batch_sampler)} "
+        f"batches per epoch per {training_args.world_size} process(es); {'bf16' if bf16 else 'float32'}, "
+        f"{attn_implementation}")
+    return trainer
+
+
+def train_model(trainer, data, settings):
+    """Train (resuming if asked); with a validation set, Trainer reloads the best checkpoint at the end. Returns the
+    training half of metrics.json."""
+    import transformers
+
+    resumed_step = checkpoint_global_step(settings.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=settings.resume_from_checkpoint)
+    since_resume = loss_since_resume(result.training_loss, resumed_step, result.global_step, transformers.__version__)
+    metrics = {"labels": data.class_names,
+               "train_loss": whole_run_loss(trainer.state.log_history, resumed_step, since_resume, result.global_step),
+               "global_step": result.global_step, "train_runtime": result.metrics.get("train_runtime"),
+               "truncated": data.truncated}
+    if data.template.columns:  # the rows' empty fields, per split (filled as "")
+        metrics["empty_fields"] = {name: split.empty_fields() for name, split in data.splits.items()}
+    if resumed_step:
+        metrics["resumed_from_step"] = resumed_step
+    if trainer.args.load_best_model_at_end and trainer.state.best_global_step:
+        metrics["best_step"] = trainer.state.best_global_step
+    return metrics
+
+
+def fit(data, settings):
+    """Train `settings.model` on prepared data (training.prepare), evaluate, and save to `settings.output_dir`;
+    returns metrics.json's dict. The sweep calls this once per run with the same `data`."""
+    trainer = build_trainer(data, settings)
+    metrics = train_model(trainer, data, settings)
+    for name in ("validation", "test"):
+        if name in data.splits:
+            examples = data.eval_set(name)
+            metrics.update({f"{name}_{k}": v for k, v in examples.metrics(trainer.score(examples.sequences)).items()})
+    prediction_scores = trainer.score(data.eval_set("predict").sequences) if "predict" in data.splits else None
+    save_trained_folder(trainer, data, settings, metrics, prediction_scores)
+    return metrics
+
+
+# -----------------------------------------------------------------------------
+# The trained folder
+
+
+def model_card(data, settings, metrics):
+    """README.md of the trained folder, from model_card.md: the hub's metadata (base model, fill-mask, the metrics as
+    model-index), the prompt, labels and metrics, and how to use it: with MLMClassifier, or fill-mask alone, each
+    field of the prompt filled from its own placeholder. The answer tokens are given as the vocabulary spells them
+    (`ĠWorld`), so the fill-mask pipeline finds them without its "does not exist in the vocabulary" warning."""
+    multi_label, template, tokenizer = data.multi_label, data.template, data.tokenizer
+    answer_tokens = tokenizer.convert_ids_to_tokens(data.answer_ids)
     headline = "micro_f1" if multi_label else "accuracy"
-    scores = "\n".join(f"| {split} | {metrics[f'{split}_{headline}']:.4f} | {metrics[f'{split}_macro_f1']:.4f} | "
-                       f"{metrics[f'{split}_n']} |"
-                       for split in ("validation", "test") if f"{split}_{headline}" in metrics)
-    with open(MODEL_CARD, encoding="utf-8") as f:
-        template = string.Template(f.read())
+    splits = [name for name in ("validation", "test") if f"{name}_{headline}" in metrics]
+    card_data = ModelCardData(
+        base_model=settings.model, pipeline_tag="fill-mask", library_name="transformers",
+        tags=["mlm-classifier", "answer-token-prediction"],
+        model_name=os.path.basename(settings.output_dir.rstrip("/")),
+        eval_results=[EvalResult(task_type="text-classification", dataset_type=data.splits[name].source,
+                                 dataset_name=data.splits[name].source, dataset_split=name, metric_type=headline,
+                                 metric_value=round(metrics[f"{name}_{headline}"], 4)) for name in splits] or None)
+    if multi_label:
+        inference_prompt = data.prompt.replace("{answer}", tokenizer.mask_token).replace("{options}", OPTIONS)
+    else:
+        inference_prompt = fill_template(template, {field: "{" + field + "}" for field in template.fields},
+                                         tokenizer.mask_token, options_block(data.label_map))[0]
     filled = "template" + "".join(f'.replace("{{{field}}}", "your {"text" if field == TEXT_FIELD else field} '
-                                  f'here".strip())' for field in fields)
-    return template.substitute(
-        base_model=base_model, anchor=ANCHOR, max_length=max_length, prompt=prompt, label_rows=rows,
-        name_column="name in the question" if multi_label else "verbalizer",
-        headline="micro-F1" if multi_label else "accuracy",
-        metric_rows=scores or "| (no validation or test split) | | | |",
-        multi_label_note=MULTI_LABEL_NOTE if multi_label else "",
+                                  f'here".strip())' for field in template.fields)
+    rows = [f"| {label} | `{verbalizer}` | " + ("yes/no" if multi_label else f"`{token}`") + " |"
+            for (label, verbalizer), token in zip(data.label_map.items(), answer_tokens)]
+    scores = [f"| {name} | {metrics[f'{name}_{headline}']:.4f} | {metrics[f'{name}_macro_f1']:.4f} | "
+              f"{metrics[f'{name}_n']} |" for name in splits]
+    note = ("\nThis folder is **multi-label**: each label is a yes/no question. Put a label's name (the label map's "
+            "value) where the template says `{label}`, and read P(yes); a label applies when P(yes) >= 0.5. "
+            "MLMClassifier and classify.py do this for every label.\n") if multi_label else ""
+    return ModelCard.from_template(
+        card_data, template_path=MODEL_CARD, base_model=settings.model, anchor=ANCHOR, max_length=settings.max_length,
+        prompt=data.prompt, label_rows="\n".join(rows), name_column="name in the question" if multi_label else
+        "verbalizer", headline="micro-F1" if multi_label else "accuracy",
+        metric_rows="\n".join(scores) or "| (no validation or test split) | | | |", multi_label_note=note,
         inference_prompt=json.dumps(inference_prompt, ensure_ascii=False), filled_template=filled,
-        targets=json.dumps(answers, ensure_ascii=False))
-
-
-MULTI_LABEL_NOTE = ("\nThis folder is **multi-label**: each label is a yes/no question. Put a label's name (the label "
-                    "map's value) where the template says `{label}`, and read P(yes); a label applies when P(yes) >= "
-                    "0.5. MLMClassifier and classify.py do this for every label.\n")
+        targets=json.dumps(dict(zip(answer_tokens, ANSWERS if multi_label else data.label_map)), ensure_ascii=False))
 
 
 def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
     """The trained folder: the model and tokenizer ([unused0] registered as one token if load_tokenizer did),
-    trainer_state.json, and, from the first process, label_map.json, prompt.txt, metrics.json, classifier.json,
-    the model card and predictions.jsonl."""
+    trainer_state.json, and, from the first process, label_map.json, prompt.txt, metrics.json, classifier.json
+    (what classify.py needs beyond those two: max_length, multi-label, the columns the prompt fills beyond
+    --text_column), the model card and predictions.jsonl."""
     out = settings.output_dir
     trainer.save_model(out)
     trainer.save_state()
@@ -261,31 +298,18 @@ def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
     write_atomic(os.path.join(out, "label_map.json"), json.dumps(data.label_map, indent=2, ensure_ascii=False) + "\n")
     write_atomic(os.path.join(out, "prompt.txt"), data.prompt + "\n")
     write_atomic(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    # What classify.py needs beyond prompt.txt and label_map.json; `columns` are those the input must have beyond
-    # --text_column (the prompt's placeholders that name columns), checked before a model loads.
-    template = data.template if data.template is not None else as_template(data.before, data.after)
-    classifier = {"max_length": settings.max_length, "base_model": settings.model, "columns": list(template.columns)}
+    classifier = {"max_length": settings.max_length, "base_model": settings.model,
+                  "columns": list(data.template.columns)}
     if data.multi_label:
         classifier.update(multi_label=True, threshold=THRESHOLD)
     write_atomic(os.path.join(out, SETTINGS_FILE), json.dumps(classifier, indent=2) + "\n")
-    # Each field's own placeholder stays in the model card's template ({text}, {premise}, ...), filled there.
-    if data.multi_label:
-        inference_prompt = data.prompt.replace("{answer}", data.tokenizer.mask_token).replace("{options}", OPTIONS)
-    else:
-        inference_prompt = fill_template(template, {field: "{" + field + "}" for field in template.fields},
-                                         data.tokenizer.mask_token, data.options)[0]
-    answer_tokens = data.tokenizer.convert_ids_to_tokens(data.answer_ids)
-    write_atomic(os.path.join(out, "README.md"), model_card(settings.model, data.prompt, data.label_map, answer_tokens,
-                                                            inference_prompt, settings.max_length, metrics,
-                                                            template.fields, data.multi_label))
+    write_atomic(os.path.join(out, "README.md"), str(model_card(data, settings, metrics)))
     if prediction_scores is not None:
-        rows, names = data.splits["predict"], data.class_names
-        if data.multi_label:
-            yes = yes_probabilities(prediction_scores, len(names))
-            records = [multi_label_record(row, text, names, p) for row, text, p in zip(rows.rows, rows.texts, yes)]
-        else:
-            records = [prediction_record(row, text, names, predict_option(s, len(names))[1])
-                       for row, text, s in zip(rows.rows, rows.texts, prediction_scores)]
+        rows, names, multi = data.splits["predict"], data.class_names, data.multi_label
+        probs = (yes_probabilities(prediction_scores, len(names)) if multi
+                 else [slot_probabilities(s[: len(names)]) for s in prediction_scores])
+        records = [prediction_record(row, text, decide(names, p, THRESHOLD if multi else None, multi_label=multi))
+                   for row, text, p in zip(rows.rows, rows.texts, probs)]
         write_atomic(os.path.join(out, "predictions.jsonl"), records_to_jsonl(records))
     headline = "micro_f1" if data.multi_label else "accuracy"
     for name in ("validation", "test"):
@@ -296,3 +320,35 @@ def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
     removed = [] if settings.keep_checkpoints else remove_checkpoints(out, keep=inputs)
     note = f" (removed {', '.join(removed)}: the saved model does not need them; --keep_checkpoints keeps them)"
     say(f"wrote {out}/" + (note if removed else ""))
+
+
+# -----------------------------------------------------------------------------
+# The classification-head baseline
+
+
+def fit_classifier(settings, tokenizer, datasets, names):
+    """Fine-tune a classification head on `settings.model` (one class per label name, whatever the sample holds):
+    `datasets` {split: datasets.Dataset of input_ids, attention_mask, labels}, `tokenizer` the one that made them.
+    Saves to `settings.output_dir` and returns metrics like fit's."""
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    bf16 = bf16_available()
+    training_args = training_arguments(settings, False, bf16, train_sampling_strategy="group_by_length")
+    names = list(names)
+    attn = attention_for(settings.attn_implementation, training_args.device, torch.bfloat16 if bf16 else torch.float32)
+    model = load_pretrained(AutoModelForSequenceClassification, settings.model, "--cls_model", num_labels=len(names),
+                            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                            dtype=torch.float32, attn_implementation=attn)
+    pad_to_multiple_of = 64 if training_args.device.type == "cuda" else 8
+    trainer = Trainer(model=model, args=training_args, train_dataset=datasets["train"], processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of))
+    result = trainer.train()
+    metrics = {"labels": names, "train_loss": result.training_loss, "global_step": result.global_step,
+               "train_runtime": result.metrics.get("train_runtime")}
+    for name in ("validation", "test"):
+        prediction = trainer.predict(datasets[name])
+        scores = torch.log_softmax(torch.as_tensor(prediction.predictions).float(), dim=-1).tolist()
+        for key, value in classification_metrics(scores, list(prediction.label_ids), names).items():
+            metrics[f"{name}_{key}"] = value
+    trainer.save_model(settings.output_dir)
+    return metrics

@@ -106,8 +106,7 @@ def build_bert_tokenizer(path, anchor=True):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertTokenizer
 
-    import eval as mc
-    import mlm_classifier as core
+    from mlm_classifier import mmlu, prompts
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -115,8 +114,8 @@ def build_bert_tokenizer(path, anchor=True):
     vocabulary_entries = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     if not anchor:
         vocabulary_entries.remove("[unused0]")
-    mmlu_template = mc.build_prompt("question", ["a", "b", "c", "d"])
-    templates = [t.replace("[unused0]", "") for t in (core.ZERO_SHOT_PROMPT, mmlu_template, PROMPT)]
+    mmlu_template = mmlu.build_prompt("question", ["a", "b", "c", "d"])
+    templates = [t.replace("[unused0]", "") for t in (prompts.ZERO_SHOT_PROMPT, mmlu_template, PROMPT)]
     lines = corpus() + templates * 50 + [" ".join(string.ascii_lowercase)] * 50  # every letter a word of its own
     tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=600, special_tokens=vocabulary_entries,
                                                              show_progress=False))

@@ -11,8 +11,9 @@ from conftest import LABEL_MAP, PROMPT, base_args, build_bert_tokenizer, build_t
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import classify
-import eval as mc
+import eval
 import mlm_classifier as core
+from mlm_classifier import prompts, scoring
 import train
 from mlm_classifier import objectives
 from mlm_classifier import InputError, MLMClassifier
@@ -28,9 +29,9 @@ def read_jsonl(path):
 
 def mixed_batch(tokenizer, seed=0):
     """A padded batch of colour prompts, some rows ATP (one target) and some MLM (several targets)."""
-    before, after = core.parse_prompt(PROMPT)
+    template = core.parse_prompt(PROMPT)
     rows = color_rows(6, seed)
-    sequences, positions, _ = core.encode_prompts(tokenizer, before, after, [r["text"] for r in rows],
+    sequences, positions, _ = prompts.encode_prompts(tokenizer, template, [r["text"] for r in rows],
                                                   [LABEL_MAP[r["label_text"]] for r in rows], "", 64)
     collate = objectives.ObjectiveCollator(tokenizer.mask_token_id, tokenizer.pad_token_id,
                                       frozenset(tokenizer.all_special_ids), mlm_proportion=0.5)
@@ -46,20 +47,22 @@ def mixed_batch(tokenizer, seed=0):
 
 
 def assert_same_loss_and_gradients(model, batch):
-    """core.labelled_loss equals the model's own loss from full logits, to 1e-5, and so does every gradient."""
-    assert core.mlm_head_entry(model) is not None  # a known head, not the fallback to full logits
+    """core.labelled_loss equals the model's own loss from full logits, to 1e-5, and so does every gradient: the head
+    called on the encoder's rows, and the same steps through the model's own forward (how a DDP wrapper runs it)."""
+    assert type(model).__name__ in scoring.MLM_HEADS  # a known head, not the fallback to full logits
     theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     theirs.backward()
     their_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad()
-    ours = core.labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-    ours.backward()
-    assert abs(ours.item() - theirs.item()) < 1e-5
-    our_grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert our_grads.keys() == their_grads.keys()
-    for name, grad in their_grads.items():
-        torch.testing.assert_close(our_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
-    assert not core.mlm_head_entry(model)._forward_pre_hooks  # the hook is gone after the call
+    for call in (None, model):
+        model.zero_grad()
+        ours = core.labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], call=call)
+        ours.backward()
+        assert abs(ours.item() - theirs.item()) < 1e-5
+        our_grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        assert our_grads.keys() == their_grads.keys()
+        for name, grad in their_grads.items():
+            torch.testing.assert_close(our_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+    assert not model.base_model._forward_hooks  # the hook of the wrapped path is gone after the call
 
 
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
@@ -73,7 +76,8 @@ def test_head_at_labelled_rows_gives_the_models_own_loss_and_gradients(architect
     # Scoring reads the same head at one position per row.
     with torch.no_grad():
         everywhere = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        at = core.logits_at(model, batch["input_ids"], batch["attention_mask"], torch.tensor(positions))
+        rows = torch.arange(len(positions))
+        at = core.head_logits(model, batch["input_ids"], batch["attention_mask"], (rows, torch.tensor(positions)))
     torch.testing.assert_close(at, everywhere[torch.arange(len(positions)), positions], atol=1e-5, rtol=1e-5)
 
 
@@ -92,7 +96,7 @@ def test_head_at_labelled_rows_gives_the_models_own_loss_and_gradients(architect
                        max_position_embeddings=514)),
 ])
 def test_every_other_listed_head_gives_the_models_own_loss_and_gradients(name, config, tiny_bert_dir):
-    """The classes of mlm_head_entry that no tiny model here is trained as, random and tiny, on BERT's token ids."""
+    """The classes of scoring.MLM_HEADS that no tiny model here is trained as, random and tiny, on BERT's token ids."""
     import transformers
 
     tokenizer = core.load_tokenizer(tiny_bert_dir)
@@ -106,7 +110,7 @@ def test_an_unknown_architecture_falls_back_to_full_logits(tiny_bert_dir):
     model = AutoModelForMaskedLM.from_pretrained(tiny_bert_dir, dtype=torch.float32).eval()
     unknown = type("MyMaskedLM", (type(model),), {})  # a subclass may change forward: not trusted
     model.__class__ = unknown
-    assert core.mlm_head_entry(model) is None
+    assert type(model).__name__ not in scoring.MLM_HEADS
     batch, _ = mixed_batch(core.load_tokenizer(tiny_bert_dir))
     with torch.no_grad():
         ours = core.labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
@@ -137,7 +141,7 @@ def test_anchor_in_the_vocabulary_is_registered_as_one_token_with_its_id(tiny_be
     raw = AutoTokenizer.from_pretrained(tiny_bert_dir)
     assert "[unused0]" in raw.get_vocab() and "[unused0]" not in raw.tokenize("Answer: [unused0] [MASK]")
     with pytest.raises(InputError, match=r"splits \[unused0\] into pieces.*load_tokenizer"):
-        core.answer_token_ids(raw, *core.parse_prompt(PROMPT), LABEL_MAP, "")
+        prompts.answer_token_ids(raw, core.parse_prompt(PROMPT), LABEL_MAP, "")
 
     tokenizer = core.load_tokenizer(tiny_bert_dir)
     note = capsys.readouterr().out
@@ -174,13 +178,13 @@ def test_tokenizer_without_the_anchor_says_how_to_add_one_and_the_recipe_works(t
 
 def test_uncased_letters_are_one_token_each_and_score_once(tiny_bert_dir):
     tokenizer = core.load_tokenizer(tiny_bert_dir)
-    assert core.letters_that_fit(tokenizer) == 26
-    assert core.letter_token_ids(tokenizer, "ABC") == [[tokenizer.convert_tokens_to_ids(c)] for c in "abc"]
+    assert scoring.letters_that_fit(tokenizer) == 26
+    assert scoring.letter_token_ids(tokenizer, "ABC") == [[tokenizer.convert_tokens_to_ids(c)] for c in "abc"]
     clf = MLMClassifier.from_pretrained(tiny_bert_dir, labels=NEWS)
     assert clf.plan.option_ids == [[tokenizer.convert_tokens_to_ids(c)] for c in "abcd"]
     assert "labels : - a : world - b : sports" in tokenizer.decode(clf.encode(["the city"])[0])
     with pytest.raises(InputError, match=r"labels 'warm' and 'hot' both answer with the token 'red'"):
-        core.answer_token_ids(tokenizer, *core.parse_prompt(PROMPT), {"warm": "Red", "hot": "red"}, "")
+        prompts.answer_token_ids(tokenizer, core.parse_prompt(PROMPT), {"warm": "Red", "hot": "red"}, "")
 
 
 # -----------------------------------------------------------------------------
@@ -254,7 +258,7 @@ def test_classify_zero_shot(architecture, request, files, tmp_path):
 def test_eval_runs_and_reports_uppercase_letters(architecture, request, tmp_path):
     folder = request.getfixturevalue(ARCHITECTURES[architecture])
     out = tmp_path / "results"
-    mc.main(["--model", folder, "--data_dir", make_mmlu_dir(tmp_path / "mmlu"), "--output_dir", str(out),
+    eval.main(["--model", folder, "--data_dir", make_mmlu_dir(tmp_path / "mmlu"), "--output_dir", str(out),
              "--no_progress"])
     with open(out / "results.json") as f:
         results = json.load(f)

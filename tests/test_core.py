@@ -8,6 +8,7 @@ import pytest
 from conftest import LABEL_MAP, PROMPT, WORDS, write
 
 import mlm_classifier as core
+from mlm_classifier import data, models, prompts, scoring
 
 
 @pytest.fixture(scope="module")
@@ -18,23 +19,22 @@ def tokenizer(tiny_model_dir):
 
 
 def encode(tokenizer, texts, labels, prompt=PROMPT, label_map=LABEL_MAP, max_length=512):
-    before, after = core.parse_prompt(prompt)
-    return core.encode_prompts(tokenizer, before, after, texts, [label_map[label] for label in labels],
-                               core.options_block(label_map), max_length)
+    return prompts.encode_prompts(tokenizer, core.parse_prompt(prompt), texts, [label_map[label] for label in labels],
+                               prompts.options_block(label_map), max_length)
 
 
 # --- answer tokens and batches
 
 
 def test_letter_ids_are_both_single_token_spellings(tokenizer):
-    ids = core.letter_token_ids(tokenizer, "ABCD")
+    ids = scoring.letter_token_ids(tokenizer, "ABCD")
     for letter, pair in zip("ABCD", ids):
         assert pair == sorted([tokenizer.convert_tokens_to_ids(letter), tokenizer.convert_tokens_to_ids("Ġ" + letter)])
 
 
 def test_multi_token_spelling_is_an_error_naming_it(tokenizer):
     with pytest.raises(core.InputError, match="'Ω'.*2 tokens"):
-        core.letter_token_ids(tokenizer, ["Ω"])
+        scoring.letter_token_ids(tokenizer, ["Ω"])
 
 
 def test_tokenizer_without_mask_token_is_an_error():
@@ -42,12 +42,12 @@ def test_tokenizer_without_mask_token_is_an_error():
         mask_token_id = None
 
     with pytest.raises(core.InputError, match="no mask token"):
-        core.require_mask_token(NoMask(), "some/bert")
+        models.require_mask_token(NoMask(), "some/bert")
 
 
 def test_batches_cover_every_index_once_within_the_budget():
     lengths = [5, 90, 17, 17, 64, 3, 40, 200, 8, 33]
-    batches = core.length_sorted_batches(lengths, batch_tokens=128, pad_to_multiple_of=8)
+    batches = scoring.length_sorted_batches(lengths, batch_tokens=128, pad_to_multiple_of=8)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
         width = -(-max(lengths[i] for i in batch) // 8) * 8
@@ -56,7 +56,7 @@ def test_batches_cover_every_index_once_within_the_budget():
 
 def test_padding_keeps_each_rows_ids_in_order_then_pads_to_the_multiple():
     sequences = [[5, 6, 7], [9], [1, 2, 3, 4, 8, 10, 11, 12, 13]]
-    input_ids, attention_mask = core.pad_batch(sequences, pad_token_id=0, pad_to_multiple_of=8)
+    input_ids, attention_mask = scoring.pad_batch(sequences, pad_token_id=0, pad_to_multiple_of=8)
     assert input_ids.shape == attention_mask.shape == (3, 16)
     for row, ids in enumerate(sequences):
         assert input_ids[row].tolist() == ids + [0] * (16 - len(ids))
@@ -68,8 +68,7 @@ def test_padding_keeps_each_rows_ids_in_order_then_pads_to_the_multiple():
 def test_options_fill_and_published_txt_placeholder():
     prompt = "Pick one:\n{options}\nText: {txt}\nAnswer: [unused0]{label}"
     label_map = {"RED": "A", "GREEN": "B"}
-    before, after = core.parse_prompt(prompt)
-    filled, (t0, t1) = core.fill_prompt(before, after, "the sky", "B", core.options_block(label_map))
+    filled, [(t0, t1)] = prompts.fill_template(core.parse_prompt(prompt), "the sky", "B", prompts.options_block(label_map))
     assert filled == "Pick one:\n- A: RED\n- B: GREEN\nText: the sky\nAnswer: [unused0]B"
     assert filled[t0:t1] == "the sky"
 
@@ -94,52 +93,52 @@ def test_truncation_cuts_only_the_text_and_counts_the_cuts(tokenizer):
 
 
 def test_text_that_cannot_fit_names_the_row(tokenizer):
-    before, after = core.parse_prompt(PROMPT)
+    template = core.parse_prompt(PROMPT)
     with pytest.raises(core.InputError, match="row 7"):
-        core.encode_prompts(tokenizer, before, after, ["a b c"], ["red"], "", 5, rows=[7], source="f.csv")
+        prompts.encode_prompts(tokenizer, template, ["a b c"], ["red"], "", 5, rows=[7], source="f.csv")
 
 
 # --- bias controls
 
 
 def test_rotations_show_every_option_once_at_every_position():
-    orders = core.rotations(4, 4)
+    orders = scoring.rotations(4, 4)
     assert orders[0] == [0, 1, 2, 3] and orders[1] == [1, 2, 3, 0]
     for position in range(4):
         assert sorted(order[position] for order in orders) == [0, 1, 2, 3]
-    assert core.rotations(4, 2) == orders[:2]
+    assert scoring.rotations(4, 2) == orders[:2]
     with pytest.raises(core.InputError, match="--permutations 5 must be between 1 and the number of options \\(4\\)"):
-        core.rotations(4, 5)
+        scoring.rotations(4, 5)
 
 
 def test_slot_probabilities_follow_the_option_shown_in_each_slot():
     log_probs = [0.0, -1.0, -2.0]  # slot 0 likeliest
-    assert core.slot_probabilities(log_probs, [0, 1, 2]) == pytest.approx([0.665241, 0.244728, 0.090031], abs=1e-6)
-    assert core.slot_probabilities(log_probs, [2, 0, 1]) == pytest.approx([0.244728, 0.090031, 0.665241], abs=1e-6)
+    assert scoring.slot_probabilities(log_probs, [0, 1, 2]) == pytest.approx([0.665241, 0.244728, 0.090031], abs=1e-6)
+    assert scoring.slot_probabilities(log_probs, [2, 0, 1]) == pytest.approx([0.244728, 0.090031, 0.665241], abs=1e-6)
 
 
 def test_calibration_divides_by_the_content_free_probabilities():
-    assert core.calibrate([0.5, 0.3, 0.2], [0.5, 0.3, 0.2]) == pytest.approx([1 / 3] * 3)
-    assert core.calibrate([0.6, 0.4], [0.75, 0.25]) == pytest.approx([0.8 / 2.4, 1.6 / 2.4])
+    assert scoring.calibrate([0.5, 0.3, 0.2], [0.5, 0.3, 0.2]) == pytest.approx([1 / 3] * 3)
+    assert scoring.calibrate([0.6, 0.4], [0.75, 0.25]) == pytest.approx([0.8 / 2.4, 1.6 / 2.4])
     views = [[0.6, 0.4], [0.2, 0.8]]
-    assert core.combine_views(views) == pytest.approx([0.4, 0.6])
-    assert core.combine_views(views, content_free=views) == pytest.approx([0.5, 0.5])
+    assert scoring.combine_views(views) == pytest.approx([0.4, 0.6])
+    assert scoring.combine_views(views, content_free=views) == pytest.approx([0.5, 0.5])
 
 
 def test_ties_go_to_the_earliest_option():
-    assert core.first_max([0.2, 0.4, 0.4]) == 1
-    assert core.predict_option([-1.0, -1.0], 2)[0] == 0
+    assert scoring.first_max([0.2, 0.4, 0.4]) == 1
+    assert scoring.first_max(scoring.slot_probabilities([-1.0, -1.0])) == 0
 
 
 # --- labels, tables and output paths
 
 
 def test_labels_from_a_comma_list_or_a_file(tmp_path):
-    assert core.parse_labels(" World, Sports ,Sci/Tech") == ["World", "Sports", "Sci/Tech"]
+    assert data.parse_labels(" World, Sports ,Sci/Tech") == ["World", "Sports", "Sci/Tech"]
     path = write(tmp_path / "labels.txt", "spam\n\nnot spam\n")
-    assert core.parse_labels(path) == ["spam", "not spam"]
+    assert data.parse_labels(path) == ["spam", "not spam"]
     with pytest.raises(core.InputError, match="'spam' given more than once"):
-        core.parse_labels("spam,ham,spam")
+        data.parse_labels("spam,ham,spam")
 
 
 def test_every_table_format_reads_the_same_rows(tmp_path):
@@ -185,10 +184,10 @@ def test_latin1_file_is_named_as_not_utf8(tmp_path):
 
 def test_output_paths_are_checked_before_any_work(tmp_path):
     a_file = write(tmp_path / "a_file", "x")
-    core.check_output_path(str(tmp_path / "new" / "deeper" / "out.jsonl"), "--output")  # folders get made later
+    data.check_output_path(str(tmp_path / "new" / "deeper" / "out.jsonl"), "--output")  # folders get made later
     with pytest.raises(core.InputError, match="is a file, so nothing can be written under it"):
-        core.check_output_path(os.path.join(a_file, "out.jsonl"), "--output")
+        data.check_output_path(os.path.join(a_file, "out.jsonl"), "--output")
     with pytest.raises(core.InputError, match="is a folder"):
-        core.check_output_path(str(tmp_path), "--output")
+        data.check_output_path(str(tmp_path), "--output")
     with pytest.raises(core.InputError, match="is a file; give a folder"):
-        core.check_output_path(a_file, "--output_dir", folder=True)
+        data.check_output_path(a_file, "--output_dir", folder=True)

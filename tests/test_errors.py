@@ -11,8 +11,10 @@ import pytest
 from conftest import ENV, LABEL_MAP, PROMPT, REPO, base_args, color_rows, make_mmlu_dir, write, write_csv
 
 import classify
-import eval as mmlu
+import eval
+from mlm_classifier import mmlu
 import mlm_classifier as core
+from mlm_classifier import cli, recipes, table3
 import sweep as table3_sweep
 import sweep_20newsgroups as sweep
 import train
@@ -64,12 +66,12 @@ def fake_finished_sweep(tmp_path, flags):
     """A sweep output folder whose one run finished with `flags`; returns the argv that made it."""
     argv = ["--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--head", "mlm",
             "--learning_rates", "1e-3", "--epochs", "1", "--model", str(tmp_path), *flags]
-    args = sweep.parse_args(argv)
-    run = sweep.make_grid(["mlm"], args.learning_rates, [], args.epochs, args.seeds)[0]
+    args = cli.parse(sweep.build_parser(), argv)[0]
+    run = table3.make_grid(["mlm"], args.learning_rates, [], args.epochs, args.seeds)[0]
     os.makedirs(tmp_path / "out" / run["name"])
-    record = {**run, "settings": sweep.run_settings(args, "mlm", sweep.PROMPT), "validation_accuracy": 0.5,
-              "test_accuracy": 0.5,
-              "validation_macro_f1": 0.5, "test_macro_f1": 0.5, "minutes": 1.0}
+    record = {**run, "settings": args.run_settings("mlm", sweep.RECIPE.prompt, sweep.RECIPE, args.data_dir),
+              "validation_accuracy": 0.5, "test_accuracy": 0.5, "validation_macro_f1": 0.5, "test_macro_f1": 0.5,
+              "minutes": 1.0}
     write(tmp_path / "out" / run["name"] / "metrics.json", json.dumps(record))
     return argv
 
@@ -91,24 +93,25 @@ def test_a_sweep_refuses_to_resume_runs_made_with_other_settings(tiny_model_dir,
 
 
 def test_sweep_grid_runs_repeated_points_once_and_refuses_empty_ones():
-    runs = sweep.make_grid(["mlm"], [1e-3, 0.001], [], [1, 1], [42, 42])
+    runs = table3.make_grid(["mlm"], [1e-3, 0.001], [], [1, 1], [42, 42])
     assert [r["name"] for r in runs] == ["mlm_lr0.001_ep1_seed42"]
     with pytest.raises(core.InputError, match="--epochs 0: every value must be a positive number"):
-        sweep.make_grid(["mlm"], [1e-3], [], [0], [42])
+        table3.make_grid(["mlm"], [1e-3], [], [0], [42])
     with pytest.raises(core.InputError, match="--learning_rates -1: every value must be a positive"):
-        sweep.make_grid(["mlm"], [-1.0], [], [1], [42])
+        table3.make_grid(["mlm"], [-1.0], [], [1], [42])
 
 
 def test_an_empty_metrics_file_left_by_a_crash_reruns_its_run(tmp_path, capsys):
-    args = sweep.parse_args(["--output_dir", str(tmp_path), "--head", "mlm", "--learning_rates", "1e-3",
-                             "--epochs", "1"])
-    runs = sweep.make_grid(["mlm"], args.learning_rates, [], args.epochs, args.seeds)
+    args = cli.parse(sweep.build_parser(), ["--output_dir", str(tmp_path), "--head", "mlm", "--learning_rates", "1e-3",
+                                            "--epochs", "1"])[0]
+    recorded = {"mlm": args.run_settings("mlm", sweep.RECIPE.prompt, sweep.RECIPE, args.data_dir)}
+    runs = table3.make_grid(["mlm"], args.learning_rates, [], args.epochs, args.seeds)
     os.makedirs(tmp_path / runs[0]["name"])
     write(tmp_path / runs[0]["name"] / "metrics.json", "")
-    assert sweep.load_finished(str(tmp_path), runs, {"mlm": sweep.run_settings(args, "mlm", sweep.PROMPT)}) == {}
+    assert table3.load_finished(str(tmp_path), runs, recorded) == {}
     assert "is empty or not a JSON object (left by a crash?); the run starts again" in capsys.readouterr().out
     write(tmp_path / runs[0]["name"] / "metrics.json", "[]")
-    assert sweep.load_finished(str(tmp_path), runs, {"mlm": sweep.run_settings(args, "mlm", sweep.PROMPT)}) == {}
+    assert table3.load_finished(str(tmp_path), runs, recorded) == {}
 
 
 # -----------------------------------------------------------------------------
@@ -145,10 +148,10 @@ def test_mmlu_pro_records_are_checked_strictly(tmp_path, record, expected):
 def test_output_paths_that_cannot_be_written_stop_every_script_first(broken_model_dir, tmp_path, files):
     a_file = write(tmp_path / "a_file", "x")
     mmlu_dir = make_mmlu_dir(tmp_path / "mmlu")
-    assert "is a file; give a folder" in error_of(mmlu.main, ["--model", broken_model_dir, "--data_dir", mmlu_dir,
+    assert "is a file; give a folder" in error_of(eval.main, ["--model", broken_model_dir, "--data_dir", mmlu_dir,
                                                               "--output_dir", a_file])
     assert "is a file, so nothing can be written under it" in error_of(
-        mmlu.main, ["--model", broken_model_dir, "--data_dir", mmlu_dir, "--output_dir", os.path.join(a_file, "x")])
+        eval.main, ["--model", broken_model_dir, "--data_dir", mmlu_dir, "--output_dir", os.path.join(a_file, "x")])
     assert "is a file; give a folder" in error_of(train.main, base_args(broken_model_dir, files, a_file))
     assert "is a file, so nothing can be written under it" in error_of(
         sweep.main, ["--model", broken_model_dir, "--output_dir", os.path.join(a_file, "sweep")])
@@ -196,7 +199,7 @@ def test_label_map_prompt_and_mmlu_files_that_are_not_utf8_name_the_file(broken_
     root = make_mmlu_dir(tmp_path / "mmlu")
     with open(os.path.join(root, "test", "virology_test.csv"), "ab") as f:
         f.write(latin1 + b",a,b,c,d,A\n")
-    assert "virology_test.csv: not UTF-8 text (line 9" in error_of(mmlu.main, ["--model", broken_model_dir,
+    assert "virology_test.csv: not UTF-8 text (line 9" in error_of(eval.main, ["--model", broken_model_dir,
                                                                                "--data_dir", root])
 
 
@@ -209,16 +212,16 @@ def test_newsgroups_records_are_checked(tmp_path, line, expected):
     good = {"text": "a post", "label_text": "sci.space"}
     for split in ("train", "test"):
         write(tmp_path / f"{split}.jsonl", json.dumps(good) + "\n" + json.dumps(line) + "\n")
-    message = error_of(lambda _: sweep.load_newsgroups(str(tmp_path), strip_headers=False), None)
+    message = error_of(lambda _: recipes.load_rows(sweep.RECIPE, str(tmp_path), False), None)
     assert "train.jsonl" in message and expected in message
 
 
 def test_sweep_data_that_is_not_there_is_named(tmp_path):
     assert "--data_dir /no/such/dir: no such folder" in error_of(
-        lambda _: sweep.load_newsgroups("/no/such/dir", False), None)
+        lambda _: recipes.load_rows(sweep.RECIPE, "/no/such/dir", False), None)
     write(tmp_path / "train.jsonl", json.dumps({"text": "a", "label_text": "sci.space"}) + "\n")
     assert f"{tmp_path / 'test.jsonl'}: no such file" in error_of(
-        lambda _: sweep.load_newsgroups(str(tmp_path), False), None)
+        lambda _: recipes.load_rows(sweep.RECIPE, str(tmp_path), False), None)
 
 
 # -----------------------------------------------------------------------------
@@ -234,7 +237,7 @@ def test_model_folders_that_cannot_serve_are_named(tmp_path, files, make, expect
     model = make(tmp_path)
     source = write(tmp_path / "in.jsonl", json.dumps({"text": "a"}) + "\n")
     for main, args in ((train.main, base_args(model, files, tmp_path / "out")),
-                       (mmlu.main, ["--model", model, "--data_dir", make_mmlu_dir(tmp_path / "mmlu")]),
+                       (eval.main, ["--model", model, "--data_dir", make_mmlu_dir(tmp_path / "mmlu")]),
                        (classify.main, ["--model", model, "--labels", "a,b", "--input", source]),
                        (sweep.main, ["--model", model, "--head", "mlm", "--output_dir", str(tmp_path / "sweep")])):
         assert expected in error_of(main, args), main.__module__
@@ -248,12 +251,12 @@ def test_hub_names_that_cannot_be_reached_say_what_to_do(tmp_path, files):
     assert "give a local folder" in model_error
     train_error = error_of(train.main, ["--model", "no-org/no-model", "--output_dir", str(tmp_path / "out")])
     assert "--dataset SetFit/ag_news: the dataset hub cannot serve it" in train_error and "--train_file" in train_error
-    assert "give local files with --data_dir" in error_of(mmlu.main, ["--model", "no-org/no-model", "--limit", "5"])
+    assert "give local files with --data_dir" in error_of(eval.main, ["--model", "no-org/no-model", "--limit", "5"])
     newsgroups = tmp_path / "newsgroups"
     os.makedirs(newsgroups)
     for split in ("train", "test"):
         write(newsgroups / f"{split}.jsonl", "".join(json.dumps({"text": f"post {i}", "label_text": name}) + "\n"
-                                                     for i, (name, _) in enumerate(sweep.NEWSGROUPS * 3)))
+                                                     for i, (name, _) in enumerate(recipes.NEWSGROUPS * 3)))
     cls_error = error_of(sweep.main, ["--head", "cls", "--cls_model", "no-org/no-model", "--data_dir", str(newsgroups),
                                       "--output_dir", str(tmp_path / "sweep"), "--validation_fraction", "0.34"])
     assert "--cls_model no-org/no-model: not a local folder, and the model hub cannot serve it" in cls_error
@@ -293,7 +296,7 @@ def test_train_flags_out_of_range_are_named(tiny_model_dir, tmp_path, files, fla
 ])
 def test_eval_flags_out_of_range_are_named(broken_model_dir, tmp_path, flags, expected):
     root = make_mmlu_dir(tmp_path / "mmlu")
-    assert expected in error_of(mmlu.main, ["--model", broken_model_dir, "--data_dir", root, *flags])
+    assert expected in error_of(eval.main, ["--model", broken_model_dir, "--data_dir", root, *flags])
 
 
 def test_empty_verbalizer_is_an_error(tiny_model_dir, tmp_path, files):
@@ -352,7 +355,7 @@ def test_trainers_loss_after_a_resume_is_read_by_its_versions_convention():
 # --help and docs/ agree
 
 
-SCRIPTS = {"eval.py": mmlu.build_parser, "train.py": train.build_parser, "classify.py": classify.build_parser,
+SCRIPTS = {"eval.py": eval.build_parser, "train.py": train.build_parser, "classify.py": classify.build_parser,
            "sweep.py": table3_sweep.build_parser, "sweep_20newsgroups.py": sweep.build_parser}
 DOCS = {"eval.py": "eval.md", "train.py": "train.md", "classify.py": "classify.md", "sweep.py": "sweep.md",
         "sweep_20newsgroups.py": "sweep_20newsgroups.md"}

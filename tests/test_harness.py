@@ -16,7 +16,8 @@ import sys
 import pytest
 from conftest import ENV, REPO, WORDS, make_mmlu_dir, write_mmlu_csv
 
-import eval as mc
+import eval
+from mlm_classifier import mmlu
 
 HAS_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
 needs_lm_eval = pytest.mark.skipif(not HAS_LM_EVAL, reason="lm-eval is not installed (pip install "
@@ -67,7 +68,7 @@ def evaluate(lm, tasks, manager, num_fewshot=None):
 
 def eval_py(model_dir, data_dir, output_dir, *extra):
     """eval.py's results.json and its predictions.jsonl records keyed by (subject, row)."""
-    mc.main(["--model", model_dir, "--data_dir", str(data_dir), "--output_dir", str(output_dir), "--device", "cpu",
+    eval.main(["--model", model_dir, "--data_dir", str(data_dir), "--output_dir", str(output_dir), "--device", "cpu",
              "--no_progress", *extra])
     with open(os.path.join(output_dir, "results.json")) as f:
         results = json.load(f)
@@ -99,7 +100,7 @@ def assert_agrees_with_eval_py(lm, harness_results, results, records, questions,
             assert len(contexts) == 1 and [c for _, c in sample["arguments"]] == [" A", " B", " C", " D"]
             shots = examples[subject] if examples else ()
             assert (harness.with_answer_slot(contexts.pop(), mask)
-                    == mc.build_prompt(q["question"], q["choices"], shots, mask))
+                    == mmlu.build_prompt(q["question"], q["choices"], shots, mask))
             lls = [resp[0][0] for resp in sample["resps"]]
             pred = "ABCD"[lls.index(max(lls))]  # the harness's argmax: a tie goes to the first
             assert pred == record["pred"]
@@ -130,14 +131,14 @@ def test_mmlu_mask_gives_eval_py_predictions_on_every_question(lm, tiny_model_di
     out = evaluate(lm, [f"mmlu_mask_{s}" for s in SUBJECTS], task_manager(data_dir=mmlu_dir), num_fewshot)
     extra = ["--num_fewshot", str(num_fewshot)] if num_fewshot else []
     results, records = eval_py(tiny_model_dir, mmlu_dir, tmp_path / "eval", *extra)
-    questions = mc.load_mmlu_local(mmlu_dir, "test", [])
-    examples = mc.load_fewshot_examples("mmlu", mmlu_dir, list(SUBJECTS), num_fewshot) if num_fewshot else None
+    questions = mmlu.load_mmlu_local(mmlu_dir, "test", [])
+    examples = mmlu.load_fewshot_examples("mmlu", mmlu_dir, list(SUBJECTS), num_fewshot) if num_fewshot else None
     assert_agrees_with_eval_py(lm, out, results, records, questions, examples)
     # Every request of the run in one scoring call, one sequence per question (4 choices ask about it), the
     # letters scored as eval.py scores them, under the CPU's token budget.
-    import mlm_classifier as core
+    from mlm_classifier import scoring
 
-    assert calls == [(len(questions), [tuple(ids) for ids in core.letter_token_ids(lm.tokenizer, "ABCD")], 8192, 8)]
+    assert calls == [(len(questions), [tuple(ids) for ids in scoring.letter_token_ids(lm.tokenizer, "ABCD")], 8192, 8)]
     assert out["results"][f"mmlu_mask_{SUBJECTS[0]}"]["alias"] == SUBJECTS[0]
 
 
@@ -148,11 +149,11 @@ def test_a_tie_goes_to_the_first_letter_as_in_eval_py(tiny_model_dir, mmlu_dir, 
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    import mlm_classifier as core
+    from mlm_classifier import scoring
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    ids = [i for spellings in core.letter_token_ids(tokenizer, "ABCD") for i in spellings]
+    ids = [i for spellings in scoring.letter_token_ids(tokenizer, "ABCD") for i in spellings]
     with torch.no_grad():
         projection = model.get_output_embeddings()
         projection.weight[ids] = projection.weight[ids[0]].clone()
@@ -164,17 +165,17 @@ def test_a_tie_goes_to_the_first_letter_as_in_eval_py(tiny_model_dir, mmlu_dir, 
     lm = harness.MLMHeadLM(pretrained=model, tokenizer=tokenizer, progress=False)  # loaded ones, from Python
     out = evaluate(lm, ["mmlu_mask_astronomy"], task_manager(data_dir=mmlu_dir))
     results, records = eval_py(tied, mmlu_dir, tmp_path / "eval", "--subjects", "astronomy")
-    questions = mc.load_mmlu_local(mmlu_dir, "test", ["astronomy"])
+    questions = mmlu.load_mmlu_local(mmlu_dir, "test", ["astronomy"])
     assert set(assert_agrees_with_eval_py(lm, out, results, records, questions)) == {"A"}
     assert all(len({resp[0][0] for resp in sample["resps"]}) == 1 for sample in out["samples"]["mmlu_mask_astronomy"])
 
 
 @needs_lm_eval
 def test_the_mmlu_mask_group_is_eval_py_accuracy_over_all_57_subjects(lm, tiny_model_dir, tmp_path):
-    root = make_mmlu_dir(tmp_path / "mmlu", subjects=mc.MMLU_SUBJECTS, per_subject=2, seed=3)
+    root = make_mmlu_dir(tmp_path / "mmlu", subjects=mmlu.MMLU_SUBJECTS, per_subject=2, seed=3)
     out = evaluate(lm, ["mmlu_mask"], task_manager(data_dir=root))
     results, records = eval_py(tiny_model_dir, root, tmp_path / "eval")
-    assert_agrees_with_eval_py(lm, out, results, records, mc.load_mmlu_local(root, "test", []))
+    assert_agrees_with_eval_py(lm, out, results, records, mmlu.load_mmlu_local(root, "test", []))
     assert out["results"]["mmlu_mask"]["acc,none"] == pytest.approx(results["accuracy"])
     names = {"STEM": "stem", "humanities": "humanities", "social sciences": "social_sciences", "other": "other"}
     for category, summary in results["categories"].items():
@@ -229,10 +230,10 @@ def test_the_answer_slot_is_appended_once():
 
 @needs_lm_eval
 def test_letters_score_both_spellings_and_other_answers_must_be_one_token(lm):
-    import mlm_classifier as core
+    from mlm_classifier import scoring
     from mlm_classifier import InputError
 
-    both = tuple(core.letter_token_ids(lm.tokenizer, "B")[0])
+    both = tuple(scoring.letter_token_ids(lm.tokenizer, "B")[0])
     assert len(both) == 2 and harness.answer_ids(lm.tokenizer, " B") == harness.answer_ids(lm.tokenizer, "B") == both
     [red] = lm.tokenizer(" red", add_special_tokens=False)["input_ids"]
     assert harness.answer_ids(lm.tokenizer, " red") == (red,)
@@ -247,7 +248,7 @@ def instances(questions, mask_token, task="mmlu_mask_demo"):
     slot = harness.ANSWER_SLOT.format(mask=mask_token)
     requests = []
     for doc_id, q in enumerate(questions):
-        context = mc.build_prompt(q["question"], q["choices"], mask_token=mask_token).removesuffix(slot)
+        context = mmlu.build_prompt(q["question"], q["choices"], mask_token=mask_token).removesuffix(slot)
         requests += [Instance("loglikelihood", {}, (context, f" {letter}"), k, (task, doc_id, 1))
                      for k, letter in enumerate("ABCD")]
     return requests
@@ -257,17 +258,17 @@ def instances(questions, mask_token, task="mmlu_mask_demo"):
 @pytest.mark.parametrize("family", ["modernbert", "bert", "roberta"])
 def test_any_bert_family_model_scores_letters_as_eval_py(family, request, mmlu_dir):
     """ModernBERT, BERT (whose [unused0] the loader registers as one token) and RoBERTa (`<mask>`)."""
-    import mlm_classifier as core
+    from mlm_classifier import scoring
 
     model_dir = request.getfixturevalue({"modernbert": "tiny_model_dir", "bert": "tiny_bert_dir",
                                          "roberta": "tiny_roberta_dir"}[family])
     lm = harness.MLMHeadLM(pretrained=model_dir, device="cpu", progress=False, batch_tokens=512)
-    questions = mc.load_mmlu_local(mmlu_dir, "test", [])
+    questions = mmlu.load_mmlu_local(mmlu_dir, "test", [])
     got = lm.loglikelihood(instances(questions, lm.tokenizer.mask_token))
-    sequences, _, _ = mc.encode_questions(lm.tokenizer, questions)
+    sequences, _, _ = mmlu.encode_questions(lm.tokenizer, questions)
     assert [lm.tokenizer(p)["input_ids"] for p in lm.last_prompts] == sequences  # eval.py's token ids
-    scores = core.score_sequences(lm.model, sequences, lm.tokenizer.mask_token_id, lm.pad_token_id,
-                                  core.letter_token_ids(lm.tokenizer, "ABCD"), 4096, 8)
+    scores = scoring.score_sequences(lm.model, sequences, lm.tokenizer.mask_token_id, lm.pad_token_id,
+                                  scoring.letter_token_ids(lm.tokenizer, "ABCD"), 4096, 8)
     assert [ll for ll, _ in got] == pytest.approx([s for i in range(len(questions)) for s in scores[i]], abs=1e-5)
 
 
@@ -279,8 +280,8 @@ def test_is_greedy_is_the_likeliest_token_at_mask(tiny_model_dir, mmlu_dir):
 
     # A small token budget: many batches, whose order the greedy ids must follow.
     lm = harness.MLMHeadLM(pretrained=tiny_model_dir, device="cpu", progress=False, batch_tokens=300)
-    questions = mc.load_mmlu_local(mmlu_dir, "test", [])
-    sequences, _, _ = mc.encode_questions(lm.tokenizer, questions)
+    questions = mmlu.load_mmlu_local(mmlu_dir, "test", [])
+    sequences, _, _ = mmlu.encode_questions(lm.tokenizer, questions)
     _, greedy = lm.score_prompts(sequences, [(0,)])
     expected = {}
     with torch.no_grad():
@@ -289,7 +290,7 @@ def test_is_greedy_is_the_likeliest_token_at_mask(tiny_model_dir, mmlu_dir):
             expected[i] = int(logits[ids.index(lm.tokenizer.mask_token_id)].argmax())
     assert greedy == expected
     # A one-token loglikelihood request whose continuation is that token is greedy; another is not.
-    context = mc.build_prompt(questions[0]["question"], questions[0]["choices"]).removesuffix(" [unused0] [MASK]")
+    context = mmlu.build_prompt(questions[0]["question"], questions[0]["choices"]).removesuffix(" [unused0] [MASK]")
     top = lm.tokenizer.decode([expected[0]])
     assert expected[0] in harness.answer_ids(lm.tokenizer, top)
     other = next(w for w in (" the", " red", " A") if expected[0] not in harness.answer_ids(lm.tokenizer, w))
@@ -360,14 +361,14 @@ def test_the_tasks_are_the_57_subjects_in_eval_py_categories():
         assert cfg["include"] == "_mmlu_mask_template_yaml" and cfg["task"] == f"mmlu_mask_{cfg['task_alias']}"
         found[cfg["task_alias"]] = cfg["tag"]
     names = {"STEM": "stem", "humanities": "humanities", "social sciences": "social_sciences", "other": "other"}
-    assert found == {s: f"mmlu_mask_{names[mc.MMLU_CATEGORY[s]]}_tasks" for s in mc.MMLU_SUBJECTS}
+    assert found == {s: f"mmlu_mask_{names[mmlu.MMLU_CATEGORY[s]]}_tasks" for s in mmlu.MMLU_SUBJECTS}
 
 
 def test_the_template_states_eval_py_instruction_and_separator():
     with open(os.path.join(TASKS, "mmlu_mask", "_mmlu_mask_template_yaml")) as f:
         text = f.read()
-    assert f"description: {json.dumps(mc.INSTRUCTION)}" in text
-    assert f"fewshot_delimiter: {json.dumps(mc.BLOCK_SEPARATOR)}" in text
+    assert f"description: {json.dumps(mmlu.INSTRUCTION)}" in text
+    assert f"fewshot_delimiter: {json.dumps(mmlu.BLOCK_SEPARATOR)}" in text
     assert 'target_delimiter: " [unused0] "' in text  # the examples' answers follow the anchor, as eval.py's
 
 

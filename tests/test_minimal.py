@@ -8,9 +8,10 @@ import pytest
 from conftest import ENV, REPO, WORDS, build_tiny_modernbert, make_mmlu_dir
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-import eval as mc
+from mlm_classifier import mmlu
 import minimal
 import mlm_classifier as core
+from mlm_classifier import prompts, scoring
 
 NEWS = ["World", "Sports", "Business", "Science", "red"]  # five labels: letters past D too
 TEXTS = ["the river city market", "  team game first second\n", "price market value", "energy light force system",
@@ -28,7 +29,7 @@ def varied(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def questions(tmp_path_factory):
-    return mc.load_mmlu_local(make_mmlu_dir(tmp_path_factory.mktemp("mmlu"), per_subject=6), "test", [])
+    return mmlu.load_mmlu_local(make_mmlu_dir(tmp_path_factory.mktemp("mmlu"), per_subject=6), "test", [])
 
 
 def spread(rows):
@@ -40,26 +41,26 @@ def test_mmlu_prompt_is_eval_pys_character_for_character(questions):
     cases = [(q["question"], q["choices"]) for q in questions]
     cases += [("  What is 2 + 2?\n", ["3", "4", "five", "22"]), ("Ten options?", [f"c{k}" for k in range(10)])]
     for question, choices in cases:
-        assert minimal.mmlu_prompt(question, choices) == mc.build_prompt(question, choices)
+        assert minimal.mmlu_prompt(question, choices) == mmlu.build_prompt(question, choices)
 
 
 def test_zero_shot_prompt_is_the_cores_template():
-    options = core.options_block(dict(zip(NEWS, core.LETTERS)))
+    options = prompts.options_block(dict(zip(NEWS, scoring.LETTERS)))
     filled = core.ZERO_SHOT_PROMPT.format(text="a text", options=options, label="[MASK]")
     assert minimal.zero_shot_prompt("a text", NEWS) == filled
 
 
 def test_mmlu_probabilities_equal_eval_pys(varied, questions):
     _, model, tokenizer = varied
-    sequences, views, _ = mc.encode_questions(tokenizer, questions)
+    sequences, views, _ = mmlu.encode_questions(tokenizer, questions)
     scores = core.score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id,
-                                  core.letter_token_ids(tokenizer, "ABCD"), batch_tokens=4096, pad_to_multiple_of=8)
-    theirs = [core.slot_probabilities(scores[k], order) for k, (_, order) in enumerate(views)]
+                                  scoring.letter_token_ids(tokenizer, "ABCD"), batch_tokens=4096, pad_to_multiple_of=8)
+    theirs = [scoring.slot_probabilities(scores[k], order) for k, (_, order) in enumerate(views)]
     ours = [minimal.answer_probabilities(model, tokenizer, minimal.mmlu_prompt(q["question"], q["choices"]), "ABCD")
             for q in questions]
     for mine, eval_py in zip(ours, theirs):
         assert mine == pytest.approx(eval_py, abs=1e-5)
-    records = mc.results_and_records(questions, scores, views, "mmlu")[1]  # what predictions.jsonl holds, rounded
+    records = mmlu.results_and_records(questions, scores, views, "mmlu")[1]  # what predictions.jsonl holds, rounded
     for mine, record in zip(ours, records):
         assert mine == pytest.approx(list(record["probs"].values()), abs=1e-5)
     assert spread(ours) > 0.1 and len({r["pred"] for r in records}) >= 2

@@ -14,8 +14,9 @@ from transformers import AutoTokenizer
 import classify
 import minimal
 import mlm_classifier as core
+from mlm_classifier import spec
 import train
-from mlm_classifier import InputError, MLMClassifier, multilabel
+from mlm_classifier import InputError, MLMClassifier, multilabel, splits, training
 
 PROMPT = "{options}\nText: {text}\nIs it {label}? [unused0] {answer}\n"  # the label next to the answer
 
@@ -35,15 +36,14 @@ def write_jsonl(path, records):
 
 def test_label_cells_become_lists_and_a_missing_cell_is_named():
     values = [["a", "b"], "a, b", "", "b", ()]
-    assert multilabel.label_lists(values, ",", "t.csv", "labels") == [["a", "b"], ["a", "b"], [], ["b"], []]
+    assert splits.label_lists(values, ",", "t.csv", "labels") == [["a", "b"], ["a", "b"], [], ["b"], []]
     with pytest.raises(InputError, match=r"t.csv: row 1 has no label in column 'labels' \(an empty list"):
-        multilabel.label_lists(["a", None], ",", "t.csv", "labels")
+        splits.label_lists(["a", None], ",", "t.csv", "labels")
 
 
 def test_a_multi_label_prompt_asks_about_one_label_and_ends_with_the_answer_slot():
     template = multilabel.question_template(multilabel.MULTI_LABEL_PROMPT, "Sports")
-    before, after = core.parse_prompt(template)
-    assert "LABEL:\nSports\n" in before + after and template.endswith("Answer: [unused0] {label}")
+    assert "LABEL:\nSports\n" in core.parse_prompt(template).prompt and template.endswith("Answer: [unused0] {label}")
     with pytest.raises(InputError, match=r"ends with `\[unused0\] \{answer\}`"):
         multilabel.check_multi_label_prompt("Text: {text}\nAnswer: [unused0] {label}")  # a single-label template
     with pytest.raises(InputError, match="names the label it asks about as {label}"):
@@ -51,26 +51,26 @@ def test_a_multi_label_prompt_asks_about_one_label_and_ends_with_the_answer_slot
 
 
 def test_pairs_are_text_major_and_each_equals_its_single_label_prompt(tiny_model_dir):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    names = ["red", "blue", "green"]
-    halves, answer_ids = multilabel.plan_questions(tokenizer, PROMPT, names, 64)
-    assert tokenizer.convert_ids_to_tokens(answer_ids) == ["ĠA", "ĠB"]
+    names = {"RED": "red", "BLUE": "blue", "GREEN": "green"}
     texts = ["a red city", "the blue river"]
-    answers = multilabel.pair_answers([["RED"], []], ["RED", "BLUE", "GREEN"])
-    assert answers == [["A", "B", "B"], ["B", "B", "B"]]
-    sequences, positions, _ = multilabel.encode_pairs(tokenizer, halves, texts, answers, 64)
+    split = core.Split("t", texts, [["RED"], []], [0, 1])
+    data = core.prepare(tiny_model_dir, PROMPT, "the prompt", names, "the map", {"train": split}, 64, multi_label=True)
+    tokenizer = data.tokenizer
+    assert tokenizer.convert_ids_to_tokens(data.answer_ids) == ["ĠA", "ĠB"]
+    sequences, positions = data.encoded["train"]
+    answers = [["A", "B", "B"], ["B", "B", "B"]]  # does RED, BLUE, GREEN apply to each text?
     for t, text in enumerate(texts):
-        for l, name in enumerate(names):
+        for v, name in enumerate(names.values()):
             filled = multilabel.question_template(PROMPT, name).replace("{options}", multilabel.OPTIONS).rstrip()
-            expected = tokenizer(filled.replace("{text}", text).replace("{label}", answers[t][l]))["input_ids"]
-            assert sequences[3 * t + l] == expected
-            assert tokenizer.convert_ids_to_tokens([expected[positions[3 * t + l]]]) == [f"Ġ{answers[t][l]}"]
+            expected = tokenizer(filled.replace("{text}", text).replace("{label}", answers[t][v]))["input_ids"]
+            assert sequences[3 * t + v] == expected
+            assert tokenizer.convert_ids_to_tokens([expected[positions[3 * t + v]]]) == [f"Ġ{answers[t][v]}"]
 
 
 def test_metrics_count_each_label_on_its_own():
     yes, no = [0.0, -5.0], [-5.0, 0.0]  # log P(yes), log P(no) of one pair
     scores = [yes, no, yes, yes]  # text 0: {a}, text 1: {a, b}
-    metrics = multilabel.multi_label_metrics(scores, [["a"], ["b"]], ["a", "b"])
+    metrics = training.multi_label_metrics(scores, [["a"], ["b"]], ["a", "b"])
     assert metrics["exact_match"] == 0.5 and metrics["n"] == 2
     assert metrics["per_label"]["a"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
     assert metrics["per_label"]["b"]["recall"] == 1.0 and metrics["micro_f1"] == pytest.approx(0.8)
@@ -169,8 +169,8 @@ def test_zero_shot_asks_each_label_on_its_own_as_one_plain_forward_pass(spread_m
     assert sum(chosen) and sum(chosen) < len(labels) * len(TEXTS)
 
     # Each label is judged on its own: the other labels, and their order, change nothing.
-    reordered = MLMClassifier(core.load_spec(spread_model_dir, labels[::-1], multi_label=True), tokenizer, model)
-    alone = MLMClassifier(core.load_spec(spread_model_dir, ["blue"], multi_label=True), tokenizer, model)
+    reordered = MLMClassifier(spec.load_spec(spread_model_dir, labels[::-1], multi_label=True), tokenizer, model)
+    alone = MLMClassifier(spec.load_spec(spread_model_dir, ["blue"], multi_label=True), tokenizer, model)
     for result, other, single in zip(results, reordered(TEXTS), alone(TEXTS)):
         assert other["probabilities"] == pytest.approx(result["probabilities"], abs=1e-6)
         assert single["probabilities"]["blue"] == pytest.approx(result["probabilities"]["blue"], abs=1e-6)

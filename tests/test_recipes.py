@@ -12,9 +12,11 @@ import pytest
 from conftest import WORDS, build_tiny_modernbert, build_tokenizer, write
 
 import mlm_classifier as mc
+from mlm_classifier import cli, prompts, recipes, scoring, sweeps
+from mlm_classifier import table3 as reports
 import sweep
 import train
-from mlm_classifier.recipes import PAPER_AVERAGE, PAPER_TABLE_3, RECIPES, load_rows
+from mlm_classifier.recipes import PAPER_TABLE_3, RECIPES, load_rows
 
 
 def build_recipe_tokenizer(path):
@@ -80,21 +82,21 @@ def test_every_recipe_is_complete_and_its_prompt_keeps_the_rules():
     assert list(RECIPES) == ["mnli", "yahoo", "20newsgroups", "ag_news", "sst2", "imdb", "sst5"]  # Table 3's order
     for name, recipe in RECIPES.items():
         template = mc.parse_prompt(recipe.prompt, recipe.prompt_source)
-        assert set(mc.recipe_fields(template, recipe).values()) == set(recipe.columns), name  # every column shown
+        assert set(recipes.recipe_fields(template, recipe).values()) == set(recipe.columns), name  # every column shown
         if name != "ag_news":  # the letters follow the dataset's order; AG News keeps the published map's
-            assert list(recipe.label_map.items()) == list(zip(recipe.labels, mc.LETTERS)), name
+            assert list(recipe.label_map.items()) == list(zip(recipe.labels, scoring.LETTERS)), name
         assert set(recipe.label_map) == set(recipe.labels) and len(set(recipe.label_map.values())) == len(recipe.labels)
         assert set(PAPER_TABLE_3[name]) == {"mlm", "cls"}
         assert recipe.published == (name in ("20newsgroups", "ag_news")), name
     assert PAPER_TABLE_3["20newsgroups"] == {"mlm": 73.96, "cls": 73.96}
-    assert PAPER_AVERAGE == {"mlm": 84.67, "cls": 84.39}
+    assert all(isinstance(figure, float) for task in PAPER_TABLE_3.values() for figure in task.values())
     assert RECIPES["mnli"].cls_pair and RECIPES["mnli"].hub_name == "nyu-mll/glue/mnli[validation_matched]"
-    assert train.PUBLISHED_PROMPT is RECIPES["ag_news"].prompt  # one copy of the published prompt
+    assert train.AG_NEWS_PROMPT is RECIPES["ag_news"].prompt  # one copy of the published prompt
 
 
 def test_the_ag_news_prompt_is_the_published_one_character_for_character():
     template = mc.parse_prompt(RECIPES["ag_news"].prompt)
-    filled, _ = mc.fill_template(template, "Stocks fell on Monday.", "Business", "")
+    filled, _ = prompts.fill_template(template, "Stocks fell on Monday.", "Business", "")
     assert filled == (
         "** Instructions **    \n"
         "Given a short news report, determine which news category it belongs to.\n"
@@ -114,7 +116,7 @@ def test_the_ag_news_prompt_is_the_published_one_character_for_character():
 
 
 def test_our_mnli_prompt_holds_the_pair_and_its_options():
-    filled, spans = mc.fill_template(mc.parse_prompt(RECIPES["mnli"].prompt),
+    filled, spans = prompts.fill_template(mc.parse_prompt(RECIPES["mnli"].prompt),
                                      {"premise": "A man plays.", "hypothesis": "Someone plays."}, "A", "")
     assert filled.startswith("** Instructions **\nGiven a premise and a hypothesis, determine whether the premise "
                              "entails the hypothesis, contradicts it, or neither.\n** Content **\nPremise: A man plays."
@@ -130,14 +132,14 @@ def test_our_mnli_prompt_holds_the_pair_and_its_options():
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_every_recipes_data_path_runs_offline(table3, name):
     recipe = RECIPES[name]
-    args = sweep.build_parser().parse_args(sweep_args(table3, "--tasks", name))
+    _, settings = cli.parse(sweep.build_parser(), sweep_args(table3, "--tasks", name))
     folder = str(table3 / "data" / name)
     rows = load_rows(recipe, folder)
     n_labels = len(recipe.labels)
     assert len(rows["train"]) == 3 * n_labels and len(rows["test"]) == 2 * n_labels
     assert {r["label_text"] for r in rows["train"]} == set(recipe.labels)
-    mlm_data, (tokenizer, cls_data) = sweep.load_task_data(args, recipe, folder, recipe.prompt, recipe.prompt_source,
-                                                           {"mlm", "cls"})
+    plan = (recipe.prompt, recipe.prompt_source, folder, None)
+    mlm_data, (tokenizer, cls_data) = sweeps.task_data(settings, recipe, plan, {"mlm", "cls"})
     splits = mlm_data.splits
     assert {n: len(s) for n, s in splits.items()} == {"train": len(rows["train"]) - len(splits["validation"]),
                                                       "validation": splits["validation"].__len__(),
@@ -155,7 +157,7 @@ def test_every_recipes_data_path_runs_offline(table3, name):
     anchor = tokenizer.convert_tokens_to_ids("[unused0]")
     for (ids, position), label in zip(zip(*mlm_data.encoded["test"]), splits["test"].labels):
         assert ids[position - 1] == anchor and ids[position] == mlm_data.answer_ids[list(recipe.label_map).index(label)]
-    filled, _ = mc.fill_template(template, splits["test"].texts[0], recipe.label_map[splits["test"].labels[0]], "")
+    filled, _ = prompts.fill_template(template, splits["test"].texts[0], recipe.label_map[splits["test"].labels[0]], "")
     assert mlm_data.encoded["test"][0][0] == tokenizer(filled)["input_ids"]  # it fits: exactly the prompt's ids
     # The classification head: the raw text (MNLI's pair as a sentence pair), the label's index in the dataset.
     assert cls_data["test"]["labels"] == [recipe.labels.index(label) for label in splits["test"].labels]
@@ -190,7 +192,8 @@ def test_a_micro_sweep_over_two_tasks_writes_the_table_beside_the_papers(table3,
     by = {(r["task"], r["head"]): r for r in rows}
     assert by[("20newsgroups", "mlm")]["paper_test_accuracy"] == "73.96" == by[("20newsgroups", "cls")][
         "paper_test_accuracy"]
-    assert by[("mnli", "mlm")]["paper_test_accuracy"] == by[("average (2 tasks)", "mlm")]["paper_test_accuracy"] == ""
+    assert by[("mnli", "mlm")]["paper_test_accuracy"] == "91.03" and by[("mnli", "cls")]["paper_test_accuracy"] == "90.8"
+    assert by[("average (2 tasks)", "mlm")]["paper_test_accuracy"] == "82.5"  # (91.03 + 73.96) / 2, rounded
     ours = 100 * finished["20newsgroups"]["mlm_lr0.001_ep1_seed42"]["test_accuracy"]
     assert float(by[("20newsgroups", "mlm")]["test_accuracy"]) == round(ours, 2)
     assert float(by[("20newsgroups", "mlm")]["difference"]) == pytest.approx(round(ours, 2) - 73.96, abs=0.011)
@@ -198,7 +201,7 @@ def test_a_micro_sweep_over_two_tasks_writes_the_table_beside_the_papers(table3,
     assert float(by[("average (2 tasks)", "cls")]["test_accuracy"]) == pytest.approx(mean, abs=0.006)
     markdown = (out / "table3.md").read_text()
     assert "| 20 Newsgroups | MLM head | mlm_lr0.001_ep1_seed42 | 1/1 |" in markdown and "| 73.96 |" in markdown
-    assert "| MNLI | classification head |" in markdown and "| — |" in markdown and "arXiv 2502.03793" in markdown
+    assert "| MNLI | classification head |" in markdown and "| 90.80 |" in markdown and "arXiv 2502.03793" in markdown
     assert "MNLI: our MNLI prompt; 20 Newsgroups: the published 20 Newsgroups prompt" in markdown
     assert "not the paper's models" in markdown  # a tiny model: the figures are not its to match
 
@@ -223,15 +226,15 @@ def test_a_micro_sweep_over_two_tasks_writes_the_table_beside_the_papers(table3,
 
 
 def test_the_average_of_all_seven_tasks_is_the_papers_own():
-    runs = sweep.make_grid(["mlm", "cls"], [1e-3], [1e-3], [1], [42])
+    runs = reports.make_grid(["mlm", "cls"], [1e-3], [1e-3], [1], [42])
     metrics = {"validation_accuracy": 0.5, "test_accuracy": 0.8, "validation_macro_f1": 0.5, "test_macro_f1": 0.5,
                "minutes": 1.0}
     finished = {name: {run["name"]: metrics for run in runs} for name in RECIPES}
-    rows = sweep.table_rows(list(RECIPES.values()), runs, finished)
+    rows = reports.table_rows(list(RECIPES.values()), runs, finished)
     average = {r["head"]: r for r in rows if r["task"].startswith("average")}
     assert average["mlm"]["task"] == "average (7 tasks)" and average["mlm"]["paper_test_accuracy"] == 84.67
     assert average["cls"]["paper_test_accuracy"] == 84.39 and average["cls"]["difference"] == round(80 - 84.39, 2)
-    one = sweep.table_rows([RECIPES["20newsgroups"]], runs, {"20newsgroups": finished["20newsgroups"]})
+    one = reports.table_rows([RECIPES["20newsgroups"]], runs, {"20newsgroups": finished["20newsgroups"]})
     assert one[-1]["task"] == "average (1 task)"
     assert one[-1]["paper_test_accuracy"] == 73.96  # the average of the tasks run, when the paper has each
 

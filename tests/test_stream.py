@@ -14,7 +14,7 @@ from conftest import ENV, REPO, color_rows, write
 
 import classify
 import mlm_classifier as core
-from mlm_classifier import stream
+from mlm_classifier import partial, stream
 
 NEWS = ["World", "Sports", "Business", "Science"]
 
@@ -266,16 +266,16 @@ def test_sigterm_keeps_the_rows_and_says_how_to_resume_and_a_csv_resumes_whole(t
 
 def stopped_run(args, monkeypatch, after_chunks):
     """classify.main(args) stopped by Ctrl-C once `after_chunks` chunks are written, as a user would stop it."""
-    append, calls = classify.Partial.append, []
+    append, calls = partial.Partial.append, []
 
-    def append_then_stop(self, data, rows):
+    def append_then_stop(self, data, rows, *output):
         if len(calls) == after_chunks:
             raise KeyboardInterrupt
         calls.append(rows)
-        append(self, data, rows)
+        append(self, data, rows, *output)
 
     with monkeypatch.context() as patch:
-        patch.setattr(classify.Partial, "append", append_then_stop)
+        patch.setattr(partial.Partial, "append", append_then_stop)
         with pytest.raises(KeyboardInterrupt):
             classify.main(args)
     return core.cli.INTERRUPTED["message"]

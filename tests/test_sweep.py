@@ -9,6 +9,7 @@ import pytest
 from conftest import WORDS, build_tiny_modernbert
 
 import mlm_classifier as mc
+from mlm_classifier import cli, prompts, recipes, table3
 import sweep_20newsgroups as sweep
 
 POST = ("From: someone@example.com\nSubject: {subject}\nLines: 9\n\n{body}\n"
@@ -21,7 +22,7 @@ def write_newsgroups(path, n, seed):
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
             label = i % 20
-            name = sweep.NEWSGROUPS[label][0]
+            name = recipes.NEWSGROUPS[label][0]
             body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40)))
             text = POST.format(subject=f"post {i}", body=body, name=name)
             f.write(json.dumps({"text": text, "label": label, "label_text": name}) + "\n")
@@ -50,9 +51,10 @@ def micro_grid(root, model, *extra):
 
 def test_default_prompt_is_the_published_one_character_for_character():
     # The published sweep's newsgroup_template for a post about cars (label H), written out here in full.
-    text = sweep.to_splits({"test": [{"text": "  My brakes squeal when it rains.\n\n", "label_text": "rec.autos"}]})
-    before, after = mc.parse_prompt(sweep.PROMPT)
-    filled, _ = mc.fill_prompt(before, after, text["test"].texts[0], sweep.LABEL_MAP["rec.autos"], "")
+    template = mc.parse_prompt(sweep.RECIPE.prompt)
+    text = table3.to_splits({"test": [{"text": "  My brakes squeal when it rains.\n\n", "label_text": "rec.autos"}]},
+                            template, sweep.RECIPE)
+    filled, _ = prompts.fill_template(template, text["test"].texts[0], sweep.RECIPE.label_map["rec.autos"], "")
     assert filled == (
         "** Instructions **    \n"
         "Given a short post from an online forum, determine which newsgroup category it belongs to.\n"
@@ -97,7 +99,7 @@ def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, 
         assert "headers, signatures and quotes removed" in metrics["text"]
         assert not (out / name / "model").exists()  # weights only with --save_models
         if name.startswith("mlm"):  # the prompt defines an MLM head run, so it is recorded with it
-            assert metrics["settings"]["prompt"] == sweep.PROMPT and metrics["prompt_source"] == sweep.PROMPT_SOURCE
+            assert metrics["settings"]["prompt"] == sweep.RECIPE.prompt and metrics["prompt_source"] == sweep.RECIPE.prompt_source
         else:
             assert "prompt" not in metrics  # the classification head reads the raw text
     with open(out / "summary.csv") as f:
@@ -105,7 +107,7 @@ def test_micro_grid_runs_both_heads_writes_summaries_and_resumes(setup, capsys, 
     assert [(r["head"], r["selected"]) for r in rows] == [("mlm", "True"), ("cls", "True")]
     markdown = (out / "summary.md").read_text()
     assert "| MLM head |" in markdown and "| classification head |" in markdown and "**(selected)**" in markdown
-    assert f"MLM head prompt: {sweep.PROMPT_SOURCE}" in markdown and sweep.PROMPT in markdown
+    assert f"MLM head prompt: {sweep.RECIPE.prompt_source}" in markdown and sweep.RECIPE.prompt in markdown
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A second call finds every run finished and returns before loading any data or model (the data files
@@ -144,34 +146,34 @@ def test_prompt_file_replaces_the_prompt_is_kept_with_the_model_and_guards_resum
 
 
 def test_accumulation_steps_follow_the_process_count():
-    assert [sweep.accumulation_steps(32, 8, n) for n in (1, 2, 4)] == [4, 2, 1]
+    assert [table3.accumulation_steps(32, 8, n) for n in (1, 2, 4)] == [4, 2, 1]
     with pytest.raises(mc.InputError, match="--effective_batch_size 32 is not a multiple of "
                                             "--per_device_train_batch_size 8 x 3 processes"):
-        sweep.accumulation_steps(32, 8, 3)
+        table3.accumulation_steps(32, 8, 3)
 
 
 def test_runs_are_chosen_on_validation_never_on_test():
-    runs = sweep.make_grid(["mlm"], [2e-5, 3e-5], [], [1], [42])
+    runs = table3.make_grid(["mlm"], [2e-5, 3e-5], [], [1], [42])
     finished = {
         runs[0]["name"]: {"validation_accuracy": 0.80, "test_accuracy": 0.50, "validation_macro_f1": 0.8,
                           "test_macro_f1": 0.5, "minutes": 1.0},
         runs[1]["name"]: {"validation_accuracy": 0.70, "test_accuracy": 0.95, "validation_macro_f1": 0.7,
                           "test_macro_f1": 0.9, "minutes": 1.0},
     }
-    assert sweep.select_best(runs, finished) == {"mlm": runs[0]["name"]}
-    assert [r["selected"] for r in sweep.summary_rows(runs, finished)] == [True, False]
+    assert table3.select_best(runs, finished) == {"mlm": runs[0]["name"]}
+    assert [r["selected"] for r in table3.summary_rows(runs, finished)] == [True, False]
 
 
 def test_strip_headers_removes_headers_quotes_and_signature():
     text = POST.format(subject="hello", body="the body stays", name="sci.space")
-    assert sweep.strip_post(text).strip() == "the body stays"
+    assert recipes.strip_post(text).strip() == "the body stays"
 
 
 def test_validation_split_is_stratified_and_seeded():
-    rows = [{"text": str(i), "label_text": sweep.NEWSGROUPS[i % 20][0]} for i in range(200)]
-    train_rows, validation_rows = sweep.stratified_split(rows, 0.1, seed=42)
-    assert len(validation_rows) == 20 and {r["label_text"] for r in validation_rows} == set(sweep.LABEL_MAP)
-    assert validation_rows == sweep.stratified_split(rows, 0.1, seed=42)[1]
+    rows = [{"text": str(i), "label_text": recipes.NEWSGROUPS[i % 20][0]} for i in range(200)]
+    train_rows, validation_rows = table3.stratified_split(rows, 0.1, seed=42)
+    assert len(validation_rows) == 20 and {r["label_text"] for r in validation_rows} == set(sweep.RECIPE.label_map)
+    assert validation_rows == table3.stratified_split(rows, 0.1, seed=42)[1]
     assert {r["text"] for r in train_rows} | {r["text"] for r in validation_rows} == {str(i) for i in range(200)}
 
 
@@ -181,18 +183,19 @@ def test_unknown_newsgroup_names_file_and_line(tmp_path):
         f.write(json.dumps({"text": "x", "label": 99, "label_text": "rec.gardening"}) + "\n")
     write_newsgroups(tmp_path / "test.jsonl", 3, seed=0)
     with pytest.raises(mc.InputError, match=r"train\.jsonl: row 3 \(line 4\): .*'rec\.gardening'"):
-        sweep.load_newsgroups(str(tmp_path), strip_headers=False)
+        recipes.load_rows(sweep.RECIPE, str(tmp_path), False)
 
 
 def test_a_run_records_the_settings_it_always_recorded_so_older_sweeps_resume(tmp_path):
     """sweep_20newsgroups.py is sweep.py's 20 Newsgroups sweep now; a run's settings are still the keys and values
     the command wrote before, so a sweep folder it made then resumes instead of being refused."""
-    args = sweep.parse_args(["--data_dir", str(tmp_path), "--strip_headers", "--max_train_samples", "100"])
-    assert sweep.run_settings(args, "mlm", sweep.PROMPT) == {
+    args = cli.parse(sweep.build_parser(), ["--data_dir", str(tmp_path), "--strip_headers", "--max_train_samples",
+                                            "100"])[0]
+    assert args.run_settings("mlm", sweep.RECIPE.prompt, sweep.RECIPE, args.data_dir) == {
         "model": "answerdotai/ModernBERT-Large-Instruct", "data": str(tmp_path), "strip_headers": True,
         "max_length": 4096, "max_train_samples": 100, "max_eval_samples": None, "validation_fraction": 0.1,
         "data_seed": 42, "per_device_train_batch_size": 8, "effective_batch_size": 32, "weight_decay": 0.01,
-        "warmup_ratio": 0.05, "prompt": sweep.PROMPT}
-    hub = sweep.run_settings(sweep.parse_args([]), "cls")
+        "warmup_ratio": 0.05, "prompt": sweep.RECIPE.prompt}
+    hub = cli.parse(sweep.build_parser(), [])[0].run_settings("cls", None, sweep.RECIPE)
     assert hub["data"] == "SetFit/20_newsgroups" and hub["model"] == "answerdotai/ModernBERT-large"
-    assert "prompt" not in hub and "tasks" not in vars(sweep.parse_args([]))  # one task: no --tasks flag
+    assert "prompt" not in hub and "tasks" not in vars(cli.parse(sweep.build_parser(), [])[0])  # one task: no --tasks flag

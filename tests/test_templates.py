@@ -10,6 +10,7 @@ import pytest
 from conftest import COLORS, LABEL_MAP, WORDS, write, write_csv
 
 import mlm_classifier as core
+from mlm_classifier import data, prompts, scoring, splits
 import train
 from mlm_classifier import InputError
 
@@ -31,21 +32,20 @@ def words(rng, n):
 # Placeholders
 
 
-def test_a_template_names_columns_keeps_literals_and_unpacks_only_around_a_text():
+def test_a_template_names_columns_and_keeps_literals():
     template = core.parse_prompt('Q {{premise}} {"a": {"b": 1}} { } {0}\nP: {premise}\nH: {hypothesis}\n{options}\n'
                                  "Answer: [unused0] {label}")
     assert template.fields == template.columns == ("premise", "hypothesis") and not template.text_only
-    filled, spans = core.fill_template(template, {"premise": "it rains", "hypothesis": "wet"}, "A", "- A: yes")
+    filled, spans = prompts.fill_template(template, {"premise": "it rains", "hypothesis": "wet"}, "A", "- A: yes")
     assert filled == 'Q {premise} {"a": {"b": 1}} { } {0}\nP: it rains\nH: wet\n- A: yes\nAnswer: [unused0] A'
     assert [filled[a:b] for a, b in spans] == ["it rains", "wet"]
-    with pytest.raises(InputError, match=r"fills \{premise\} and \{hypothesis\} from each row"):
-        before, after = template
-    before, after = core.parse_prompt("Text: {txt}\nAnswer: [unused0] {label}")  # the older form still unpacks
-    assert (before, after) == ("Text: ", "\nAnswer: [unused0] {label}")
-    assert core.fill_prompt(before, after, "x", "red", "") == ("Text: x\nAnswer: [unused0] red", (6, 7))
+    with pytest.raises(TypeError, match=r"fills \{premise\} and \{hypothesis\}: give a dict of them"):
+        prompts.fill_template(template, "one text", "A", "")
+    published = core.parse_prompt("Text: {txt}\nAnswer: [unused0] {label}")  # the published spelling of {text}
+    assert prompts.fill_template(published, "x", "red", "") == ("Text: x\nAnswer: [unused0] red", [(6, 7)])
     mixed = core.parse_prompt("{title}\n{text}\nAnswer: [unused0] {label}")
     assert mixed.fields == ("title", "text") and mixed.columns == ("title",)
-    assert core.template_columns(mixed, "body") == {"title": "title", "text": "body"}
+    assert prompts.template_columns(mixed, "body") == {"title": "title", "text": "body"}
 
 
 @pytest.mark.parametrize("prompt, expected", [
@@ -63,7 +63,7 @@ def test_bad_templates_are_named(prompt, expected):
 
 def test_text_and_its_own_column_placeholder_together_are_refused():
     with pytest.raises(InputError, match=r"both \{text\} \(--text_column 'body'\) and \{body\}"):
-        core.template_columns(core.parse_prompt("{text} {body}\nAnswer: [unused0] {label}"), "body")
+        prompts.template_columns(core.parse_prompt("{text} {body}\nAnswer: [unused0] {label}"), "body")
 
 
 # -----------------------------------------------------------------------------
@@ -80,15 +80,15 @@ def greedy_lengths(lengths, excess):
 
 
 def test_kept_lengths_is_the_one_token_at_a_time_rule():
-    assert core.kept_lengths([10, 3], 4) == [6, 3]  # only the longer field is cut
-    assert core.kept_lengths([5, 5], 3) == [3, 4]  # equals: the earlier field first
-    assert core.kept_lengths([40], 7) == [33]  # one field: the tail of its text, as before
-    assert core.kept_lengths([4, 9, 9, 1], 0) == [4, 9, 9, 1]
+    assert prompts.kept_lengths([10, 3], 4) == [6, 3]  # only the longer field is cut
+    assert prompts.kept_lengths([5, 5], 3) == [3, 4]  # equals: the earlier field first
+    assert prompts.kept_lengths([40], 7) == [33]  # one field: the tail of its text, as before
+    assert prompts.kept_lengths([4, 9, 9, 1], 0) == [4, 9, 9, 1]
     rng = random.Random(0)
     for _ in range(500):
         lengths = [rng.randint(0, 30) for _ in range(rng.randint(1, 4))]
         excess = rng.randint(0, sum(lengths))
-        assert core.kept_lengths(lengths, excess) == greedy_lengths(lengths, excess), (lengths, excess)
+        assert prompts.kept_lengths(lengths, excess) == greedy_lengths(lengths, excess), (lengths, excess)
 
 
 def field_tokens(tokenizer, text):
@@ -101,10 +101,10 @@ def test_the_longest_field_is_cut_first_and_the_prompt_never(tokenizer):
     long, short = words(rng, 60), words(rng, 4)
     rows = [{"premise": long, "hypothesis": short}, {"premise": short, "hypothesis": long},
             {"premise": long, "hypothesis": words(rng, 55)}, {"premise": "a red b", "hypothesis": "c"}]
-    whole, whole_positions, _ = core.encode_prompts(tokenizer, template, None, rows, ["red"] * 4, "", 512)
-    cut, positions, n_cut = core.encode_prompts(tokenizer, template, None, rows, ["red"] * 4, "", 40)
+    whole, whole_positions, _ = prompts.encode_prompts(tokenizer, template, rows, ["red"] * 4, "", 512)
+    cut, positions, n_cut = prompts.encode_prompts(tokenizer, template, rows, ["red"] * 4, "", 40)
     assert n_cut == 3 and [len(ids) for ids in cut[:3]] == [40, 40, 40] and cut[3] == whole[3]
-    fill = [core.fill_template(template, row, "red", "")[0] for row in rows]
+    fill = [prompts.fill_template(template, row, "red", "")[0] for row in rows]
     assert whole == [tokenizer(text.rstrip())["input_ids"] for text in fill]  # fits: the whole prompt's own ids
     for ids, position, full, full_position in zip(cut, positions, whole, whole_positions):
         assert len(full) - full_position == len(ids) - position  # the answer and what follows are kept whole
@@ -115,14 +115,14 @@ def test_the_longest_field_is_cut_first_and_the_prompt_never(tokenizer):
         assert "Premise: " in text and "\nHypothesis: " in text and text.endswith("\nAnswer: [unused0] red[SEP]")
     # Both long: each keeps about half of the room, within one token of the other.
     premise, hypothesis = (len(field_tokens(tokenizer, " " + rows[2][f])) for f in ("premise", "hypothesis"))
-    kept = core.kept_lengths([premise, hypothesis], len(whole[2]) - 40)
+    kept = prompts.kept_lengths([premise, hypothesis], len(whole[2]) - 40)
     assert abs(kept[0] - kept[1]) <= 1 and kept[0] < premise and kept[1] < hypothesis
 
 
 def test_a_prompt_too_long_for_its_fields_names_the_row(tokenizer):
     template = core.parse_prompt(PAIR_PROMPT)
     with pytest.raises(InputError, match=r"f\.csv: row 7: the prompt without its text is \d+ tokens"):
-        core.encode_prompts(tokenizer, template, None, [{"premise": "a", "hypothesis": "b"}], ["red"], "", 6,
+        prompts.encode_prompts(tokenizer, template, [{"premise": "a", "hypothesis": "b"}], ["red"], "", 6,
                             rows=[7], source="f.csv")
 
 
@@ -132,7 +132,7 @@ def test_a_prompt_too_long_for_its_fields_names_the_row(tokenizer):
 
 def test_take_columns_reads_each_field_and_names_a_missing_column():
     template = core.parse_prompt(PAIR_PROMPT)
-    fields = core.template_columns(template, "text")
+    fields = prompts.template_columns(template, "text")
     table = {"premise": ["a red b", " the sea ", "x"], "hypothesis": ["c", "", None], "label": ["RED", "BLUE", "RED"]}
     split = core.take_columns(table, "t.csv", "text", "label", fields=fields)
     assert split.texts == [{"premise": "a red b", "hypothesis": "c"}, {"premise": "the sea", "hypothesis": ""},
@@ -153,17 +153,17 @@ def test_take_columns_reads_each_field_and_names_a_missing_column():
 
 def test_the_api_takes_dicts_of_the_fields_and_names_what_is_wrong():
     template = core.parse_prompt(PAIR_PROMPT)
-    one = core.template_inputs(template, {"premise": " a ", "hypothesis": None})
+    one = splits.template_inputs(template, {"premise": " a ", "hypothesis": None})
     assert one == [{"premise": "a", "hypothesis": ""}]
-    assert core.template_inputs(core.parse_prompt("{text} [unused0] {label}"), ["a ", {"text": "b"}]) == ["a", "b"]
+    assert splits.template_inputs(core.parse_prompt("{text} [unused0] {label}"), ["a ", {"text": "b"}]) == ["a", "b"]
     with pytest.raises(TypeError, match=r"texts\[0\] is a str .* so each text is a dict with the keys 'premise', "):
-        core.template_inputs(template, ["just a text"])
+        splits.template_inputs(template, ["just a text"])
     with pytest.raises(ValueError, match=r"texts\[1\] has no 'hypothesis' \(the prompt's \{hypothesis\}\); it has "):
-        core.template_inputs(template, [{"premise": "a", "hypothesis": "b"}, {"premise": "a"}])
+        splits.template_inputs(template, [{"premise": "a", "hypothesis": "b"}, {"premise": "a"}])
     with pytest.raises(TypeError, match=r"texts\[0\]\['premise'\] is a int"):
-        core.template_inputs(template, [{"premise": 3, "hypothesis": "b"}])
+        splits.template_inputs(template, [{"premise": 3, "hypothesis": "b"}])
     with pytest.raises(ValueError, match=r"texts\[0\]: every field \('premise', 'hypothesis'\) is empty"):
-        core.template_inputs(template, [{"premise": "", "hypothesis": " "}])
+        splits.template_inputs(template, [{"premise": "", "hypothesis": " "}])
     # A {text} prompt's strings keep the rules and messages MLMClassifier always gave them.
     text_only = core.parse_prompt("{text} [unused0] {label}")
     for inputs, error, message in ((42, TypeError, "texts must be a string or a list of strings, not int"),
@@ -172,7 +172,7 @@ def test_the_api_takes_dicts_of_the_fields_and_names_what_is_wrong():
                                    (["a", "  "], ValueError, r"texts\[1\] is empty"),
                                    ([{"text": " "}], ValueError, r"texts\[0\]\['text'\] is empty")):
         with pytest.raises(error, match=message):
-            core.template_inputs(text_only, inputs)
+            splits.template_inputs(text_only, inputs)
 
 
 # -----------------------------------------------------------------------------
@@ -245,21 +245,21 @@ def test_the_trained_folder_scores_dicts_as_training_did(pair_trained, pair_file
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     output_dir, _ = pair_trained
-    template = core.parse_prompt(core.read_prompt(os.path.join(output_dir, "prompt.txt")))
-    label_map = core.read_label_map(os.path.join(output_dir, "label_map.json"))
+    template = core.parse_prompt(data.read_prompt(os.path.join(output_dir, "prompt.txt")))
+    label_map = data.read_label_map(os.path.join(output_dir, "label_map.json"))
     with open(pair_files["predict"]) as f:
-        rows = core.template_inputs(template, [json.loads(line) for line in f])
+        rows = splits.template_inputs(template, [json.loads(line) for line in f])
     tokenizer = core.load_tokenizer(output_dir)
     model = AutoModelForMaskedLM.from_pretrained(output_dir).eval()
-    options = core.options_block(label_map)
-    answer_ids = core.answer_token_ids(tokenizer, template, None, label_map, options)
-    ids, positions, n_cut = core.encode_prompts(tokenizer, template, None, rows, ["red"] * len(rows), options, 48)
-    scores = core.score_sequences(model, core.mask_answers(ids, positions, tokenizer.mask_token_id),
+    options = prompts.options_block(label_map)
+    answer_ids = prompts.answer_token_ids(tokenizer, template, label_map, options)
+    ids, positions, n_cut = prompts.encode_prompts(tokenizer, template, rows, ["red"] * len(rows), options, 48)
+    scores = core.score_sequences(model, prompts.mask_answers(ids, positions, tokenizer.mask_token_id),
                                   tokenizer.mask_token_id, tokenizer.pad_token_id, [[i] for i in answer_ids], 4096)
     scores = [scores[k] for k in range(len(rows))]  # {position: scores}, as score_sequences gives them
     with open(os.path.join(output_dir, "predictions.jsonl")) as f:
         predictions = [json.loads(line) for line in f]
-    assert n_cut == 4 and [list(label_map)[core.first_max(s)] for s in scores] == [p["label"] for p in predictions]
+    assert n_cut == 4 and [list(label_map)[scoring.first_max(s)] for s in scores] == [p["label"] for p in predictions]
     assert AutoTokenizer.from_pretrained(output_dir)  # a plain transformers folder
 
 

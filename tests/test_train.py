@@ -12,8 +12,9 @@ import torch
 from conftest import COLORS, ENV, LABEL_MAP, PROMPT, REPO, WORDS, base_args, write, write_csv
 
 import mlm_classifier as core
+from mlm_classifier import prompts
 import train
-from mlm_classifier import objectives, trainer
+from mlm_classifier import cli, objectives, trainer
 from mlm_classifier import InputError, score_sequences
 
 @pytest.fixture(scope="module")
@@ -24,9 +25,9 @@ def tokenizer(tiny_model_dir):
 
 
 def encode(tokenizer, texts, labels, prompt=PROMPT, label_map=LABEL_MAP, max_length=512):
-    before, after = core.parse_prompt(prompt)
-    options = core.options_block(label_map)
-    return core.encode_prompts(tokenizer, before, after, texts, [label_map[l] for l in labels], options, max_length)
+    options = prompts.options_block(label_map)
+    return prompts.encode_prompts(tokenizer, core.parse_prompt(prompt), texts, [label_map[label] for label in labels],
+                                  options, max_length)
 
 
 # -----------------------------------------------------------------------------
@@ -37,7 +38,7 @@ def test_atp_masks_exactly_the_answer_token_after_the_anchor(tokenizer):
     texts = ["the river red city", "a b", "market team law cell"]
     labels = ["RED", "BLUE", "YELLOW"]
     sequences, positions, n_cut = encode(tokenizer, texts, labels)
-    answer_ids = core.answer_token_ids(tokenizer, *core.parse_prompt(PROMPT), LABEL_MAP, "")
+    answer_ids = prompts.answer_token_ids(tokenizer, core.parse_prompt(PROMPT), LABEL_MAP, "")
     anchor = tokenizer.convert_tokens_to_ids("[unused0]")
     assert n_cut == 0
     for text, label, ids, position in zip(texts, labels, sequences, positions):
@@ -134,35 +135,44 @@ def test_token_budget_batches_cover_every_example_once_within_budget():
 # Flags
 
 
+def parse(*flags):
+    return cli.parse(train.build_parser(), list(flags))
+
+
 def test_every_flag_has_both_spellings():
     parser = train.build_parser()
     options = {o for action in parser._actions for o in action.option_strings}
     for option in options:
         if "_" in option:
             assert option.replace("_", "-") in options, option
-    args = train.parse_args(["--save-strategy", "no", "--eval-steps", "7", "--save-total-limit", "2",
-                             "--per-device-train-batch-size", "4", "--true-mlm-proportion", "0.2"])
-    assert (args.save_strategy, args.eval_steps, args.save_total_limit, args.per_device_train_batch_size,
-            args.true_mlm_proportion) == ("no", 7, 2, 4, 0.2)
+    args, settings = parse("--save-strategy", "no", "--eval-steps", "7", "--save-total-limit", "2",
+                           "--per-device-train-batch-size", "4", "--true-mlm-proportion", "0.2")
+    assert (settings.save_strategy, settings.eval_steps, settings.save_total_limit,
+            settings.per_device_train_batch_size, args.true_mlm_proportion) == ("no", 7, 2, 4, 0.2)
 
 
 def test_published_objective_flags_map_onto_the_new_ones():
-    assert train.objective_proportions(None, None, 0.2, False) == (0.2, 0.0)
-    assert train.objective_proportions(None, None, 0.2, True) == (0.0, 0.2)
-    assert train.objective_proportions(0.1, 0.3, None, False) == (0.1, 0.3)
-    assert train.objective_proportions(None, None, None, False) == (0.0, 0.0)
+    def shares(*flags):
+        args, settings = parse(*flags)
+        settings = args.objectives(settings)
+        return settings.mlm_proportion, settings.dummy_mlm_proportion
+
+    assert shares("--true_mlm_proportion", "0.2") == (0.2, 0.0)
+    assert shares("--true_mlm_proportion", "0.2", "--dummy_examples") == (0.0, 0.2)
+    assert shares("--mlm_proportion", "0.1", "--dummy_mlm_proportion", "0.3") == (0.1, 0.3)
+    assert shares() == (0.0, 0.0)
     with pytest.raises(InputError, match="--true_mlm_proportion"):
-        train.objective_proportions(0.1, None, 0.2, False)
+        shares("--mlm_proportion", "0.1", "--true_mlm_proportion", "0.2")
     with pytest.raises(InputError, match="at most 1"):
-        train.objective_proportions(0.6, 0.6, None, False)
+        shares("--mlm_proportion", "0.6", "--dummy_mlm_proportion", "0.6")
 
 
 def test_a_validation_set_keeps_the_best_checkpoint_by_accuracy(tmp_path):
-    args = train.parse_args(["--output_dir", str(tmp_path), "--validation_fraction", "0.1"])
-    training_args = trainer.training_arguments(args, validating=True, bf16=False)
+    _, settings = parse("--output_dir", str(tmp_path), "--validation_fraction", "0.1")
+    training_args = trainer.training_arguments(settings, validating=True, bf16=False)
     assert training_args.load_best_model_at_end and training_args.metric_for_best_model == "accuracy"
     assert training_args.eval_strategy == "steps" and training_args.save_strategy == "best"
-    plain = trainer.training_arguments(train.parse_args(["--output_dir", str(tmp_path)]), validating=False, bf16=False)
+    plain = trainer.training_arguments(parse("--output_dir", str(tmp_path))[1], validating=False, bf16=False)
     assert not plain.load_best_model_at_end and plain.eval_strategy == "no" and plain.save_strategy == "no"
 
 

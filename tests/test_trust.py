@@ -15,8 +15,10 @@ import pytest
 from conftest import ENV, LABEL_MAP, PROMPT, REPO, base_args, color_rows, make_mmlu_dir, write, write_csv
 
 import classify
-import eval as mmlu
+import eval
+from mlm_classifier import mmlu
 import mlm_classifier as core
+from mlm_classifier import cli, data
 import train
 from mlm_classifier import InputError, MLMClassifier
 
@@ -85,7 +87,7 @@ def test_train_never_writes_over_its_model_or_inputs(tiny_model_dir, files, tmp_
 
 def test_eval_never_writes_over_a_model_folders_predictions(trained, tmp_path):
     root = make_mmlu_dir(tmp_path / "mmlu", per_subject=2)
-    message = error_of(mmlu.main, ["--model", trained[0], "--data_dir", root, "--output_dir", trained[0]])
+    message = error_of(eval.main, ["--model", trained[0], "--data_dir", root, "--output_dir", trained[0]])
     assert "predictions.jsonl, a file of --model" in message
 
 
@@ -161,7 +163,7 @@ def test_train_refuses_an_empty_text_naming_the_row(tiny_model_dir, files, tmp_p
 def test_eval_refuses_an_empty_subject_file(tiny_model_dir, tmp_path):
     root = make_mmlu_dir(tmp_path / "mmlu", per_subject=2)
     empty = write(tmp_path / "mmlu" / "test" / "virology_test.csv", "")
-    assert error_of(mmlu.main, ["--model", tiny_model_dir, "--data_dir", root]).startswith(
+    assert error_of(eval.main, ["--model", tiny_model_dir, "--data_dir", root]).startswith(
         f"{empty}: no questions (the file is empty)")
 
 
@@ -205,15 +207,15 @@ def test_eval_keeps_each_settings_results_apart_and_refuses_to_mix_them(tiny_mod
     monkeypatch.chdir(tmp_path)
     root = make_mmlu_dir(tmp_path / "mmlu", per_subject=2)
     common = ["--model", tiny_model_dir, "--data_dir", root, "--no_progress"]
-    mmlu.main(common)
-    mmlu.main(common + ["--permutations", "2", "--subjects", "virology"])
+    eval.main(common)
+    eval.main(common + ["--permutations", "2", "--subjects", "virology"])
     name = os.path.basename(tiny_model_dir)
     assert sorted(os.listdir("results")) == [f"mmlu_test_{name}", f"mmlu_test_{name}_perm2_virology"]
     first = json.loads((tmp_path / "results" / f"mmlu_test_{name}" / "results.json").read_text())
     assert first["settings"]["permutations"] == 1 and first["n"] == 6
-    message = error_of(mmlu.main, common + ["--permutations", "2", "--output_dir", f"results/mmlu_test_{name}"])
-    assert "holds results of another run (permutations 1 (now 2))" in message
-    mmlu.main(common + ["--sample", "3", "--seed", "1"])
+    message = error_of(eval.main, common + ["--permutations", "2", "--output_dir", f"results/mmlu_test_{name}"])
+    assert "its results were made with other settings: permutations 1 (now 2)" in message
+    eval.main(common + ["--sample", "3", "--seed", "1"])
     sampled = json.loads((tmp_path / "results" / f"mmlu_test_{name}_sample3-seed1" / "results.json").read_text())
     assert sampled["n"] == 3 and sampled["settings"]["sample"] == 3
 
@@ -250,7 +252,7 @@ def test_bom_and_crlf_are_fine_in_every_file_a_training_run_reads(tiny_model_dir
 
 def test_bom_is_fine_in_labels_files_jsonl_json_and_mmlu_files(tiny_model_dir, tmp_path):
     labels = write(tmp_path / "labels.txt", BOM + "World\r\nSports\r\n")
-    assert core.parse_labels(labels) == ["World", "Sports"]
+    assert data.parse_labels(labels) == ["World", "Sports"]
     jsonl = write(tmp_path / "in.jsonl", BOM + '{"text": "a"}\r\n{"text": "b"}\r\n')
     assert core.read_table(jsonl, "--input")["text"] == ["a", "b"]
     as_json = write(tmp_path / "in.json", BOM + '[{"text": "a"}]')
@@ -288,14 +290,14 @@ def test_the_api_names_the_position_of_a_bad_text(tiny_model_dir, texts, error, 
 
 def test_run_command_turns_an_interrupt_into_one_line_and_status_130(capsys):
     def interrupted():
-        core.on_interrupt("interrupted: what was kept, and how to resume")
+        cli.on_interrupt("interrupted: what was kept, and how to resume")
         raise KeyboardInterrupt
 
     with pytest.raises(SystemExit) as done:
-        core.run_command(interrupted)
+        cli.run_command(interrupted)
     assert done.value.code == 130
     assert capsys.readouterr().err == "interrupted: what was kept, and how to resume\n"
-    core.on_interrupt("interrupted: nothing written")
+    cli.on_interrupt("interrupted: nothing written")
 
 
 def test_ctrl_c_during_training_says_how_to_resume(tiny_model_dir, files, tmp_path):

@@ -2,53 +2,22 @@
 
 lm-evaluation-harness calls `load_mmlu` (the tasks' `custom_dataset`) with the task's `dataset_kwargs` (the
 subject) and the run's metadata: `--metadata data_dir=DIR` (or `TaskManager(metadata={"data_dir": DIR})`) reads
-DIR/test/<subject>_test.csv (or DIR/<subject>_test.csv) and the dev and val files beside it, as eval.py's
---data_dir does; without it the subject comes from the hub. Every question has eval.py's fields: `question`,
-`choices` (four strings) and `answer` (the gold letter's index), read the way eval.py reads them.
+DIR/test/<subject>_test.csv (or DIR/<subject>_test.csv) and the dev and val files beside it through eval.py's own
+reader (mlm_classifier.mmlu), checked the same way; without it the subject comes from the hub.
 """
 
-import csv
-import io
 import os
 
-from mlm_classifier import InputError, load_hub_dataset, read_text, row_and_line
-
-SPLIT_FILES = {"test": ("test", "test"), "validation": ("val", "val"), "dev": ("dev", "dev")}  # as eval.py's
-LETTERS = "ABCD"
-
-
-def read_mmlu_csv(path, subject):
-    """One original MMLU CSV (headerless `question,A,B,C,D,answer`) as question dicts, checked as eval.py checks it."""
-    questions = []
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))
-    line = 1
-    for row, record in enumerate(reader):
-        where = f"{path}: {row_and_line(row, line)}"
-        line = reader.line_num + 1
-        if len(record) != 6:
-            raise InputError(f"{where}: expected 6 fields (question, A, B, C, D, answer), found {len(record)}")
-        answer = record[5].strip()
-        if answer not in LETTERS:
-            raise InputError(f"{where}: answer {record[5]!r} is not one of A, B, C, D")
-        questions.append({"question": record[0], "subject": subject, "choices": record[1:5],
-                          "answer": LETTERS.index(answer)})
-    return questions
-
-
-def local_split(data_dir, split, subject):
-    """The subject's questions of one split from DIR/<folder>/<subject>_<suffix>.csv or DIR/<subject>_<suffix>.csv,
-    or None when neither file exists."""
-    folder, suffix = SPLIT_FILES[split]
-    name = f"{subject}_{suffix}.csv"
-    for path in (os.path.join(data_dir, folder, name), os.path.join(data_dir, name)):
-        if os.path.isfile(path):
-            return read_mmlu_csv(path, subject)
-    return None
+from mlm_classifier.data import load_hub_dataset
+from mlm_classifier.errors import InputError
+from mlm_classifier.mmlu import MMLU_SPLIT_FILES, mmlu_paths, read_mmlu_csv
+from mlm_classifier.scoring import LETTERS
 
 
 def load_mmlu(subject, data_dir=None, **metadata):
-    """A DatasetDict of one subject's splits (test, validation, dev). Local files when `data_dir` is given; a
-    split without a file is empty there (the harness looks up the dev split even zero-shot)."""
+    """A DatasetDict of one subject's splits (test, validation, dev), each question with `question`, `subject`,
+    `choices` (four strings) and `answer` (the gold letter's index). Local files when `data_dir` is given; a split
+    without a file is empty there (the harness looks up the dev split even zero-shot)."""
     import datasets
 
     if not data_dir:
@@ -59,11 +28,15 @@ def load_mmlu(subject, data_dir=None, **metadata):
     features = datasets.Features({"question": datasets.Value("string"), "subject": datasets.Value("string"),
                                   "choices": datasets.Sequence(datasets.Value("string")),
                                   "answer": datasets.Value("int64")})
-    splits = {split: local_split(data_dir, split, subject) for split in SPLIT_FILES}
-    if splits["test"] is None:
-        folder, suffix = SPLIT_FILES["test"]
-        raise InputError(f"--metadata data_dir={data_dir}: no test file for subject {subject} (looked for "
-                         f"{folder}/{subject}_{suffix}.csv and {subject}_{suffix}.csv)")
-    columns = {split: {k: [q[k] for q in questions or []] for k in features} for split, questions in splits.items()}
-    return datasets.DatasetDict({split: datasets.Dataset.from_dict(column, features=features)
-                                 for split, column in columns.items()})
+    splits = {}
+    for split in MMLU_SPLIT_FILES:
+        paths = [path for path in mmlu_paths(data_dir, split, subject) if os.path.isfile(path)]
+        if split == "test" and not paths:
+            raise InputError(f"--metadata data_dir={data_dir}: no test file for subject {subject} (looked for "
+                             f"{' and '.join(mmlu_paths(data_dir, split, subject))})")
+        questions = read_mmlu_csv(paths[0], subject) if paths else []
+        splits[split] = datasets.Dataset.from_dict(
+            {"question": [q["question"] for q in questions], "subject": [subject] * len(questions),
+             "choices": [q["choices"] for q in questions], "answer": [LETTERS.index(q["gold"]) for q in questions]},
+            features=features)
+    return datasets.DatasetDict(splits)

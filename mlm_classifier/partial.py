@@ -1,0 +1,233 @@
+"""An output written as it goes, resumable, owned by one run at a time.
+
+Each process appends its chunks' records to `<output>.partial` (`<output>.partial.rank<k>` under torchrun, process k
+taking chunks k, k + world, ...) and records beside it, in `<partial>.progress.json`, how far it got: the chunks and
+rows done, the byte length after each chunk, the counts so far and the settings. The records are on disk before the
+progress record counts them, so a resume cuts off whatever a kill left after the last chunk counted, and nothing is
+lost or written twice. Only a finished run turns the partials into the output (one process's file renamed, or every
+process's chunks joined in input order), so a file at the output's name is always complete. `<output>.lock` says
+which run owns the output: a second run is refused while the first is alive; a lock left by a killed run is not.
+"""
+
+import json
+import os
+import re
+import socket
+
+from .data import check_same_settings, error_reason, say, write_atomic
+from .errors import InputError
+
+TOTALS = {"counts": {}, "null": 0, "without_text": 0, "abstained": 0, "none": 0}  # what a run counts as it goes
+
+
+def progress_path(path):
+    return path + ".progress.json"
+
+
+def partial_paths(output, world):
+    """Where each process appends its chunks' records."""
+    return [output + ".partial"] if world == 1 else [f"{output}.partial.rank{k}" for k in range(world)]
+
+
+def lock(output):
+    """Own `output` for this run: `<output>.lock`, created exclusively with this process's host and id. Another
+    live run's lock is an InputError naming it; a lock whose process is gone (killed) is taken over."""
+    path = output + ".lock"
+    mine = f"{socket.gethostname()} {os.getpid()}\n"
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    for _ in range(2):
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(mine)
+            return path
+        except FileExistsError:
+            host, _, pid = open(path, encoding="utf-8").read().strip().partition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not alive(int(pid)):
+                os.remove(path)  # left by a run that was killed: it owns nothing any more
+                continue
+            raise InputError(f"--output {output}: another run (process {pid} on {host}) is writing it, as {path} "
+                             "says; wait for it to finish, or, if no such run is left, delete that file") from None
+        except OSError as e:
+            raise InputError(f"--output {output}: cannot be written ({error_reason(e)})") from None
+    raise InputError(f"--output {output}: {path} keeps coming back; another run is starting on it")
+
+
+def alive(pid):
+    """Whether process `pid` runs: it exists and is no zombie (a killed process whose parent died too may linger as
+    one where nothing reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Partial:
+    """One process's records so far (`path`) and its progress record; `progress` is None until opened."""
+
+    def __init__(self, path):
+        self.path, self.progress = path, None
+
+    @property
+    def size(self):
+        return self.progress["ends"][-1] if self.progress["ends"] else 0
+
+    def load(self):
+        """The progress record, checked against itself and the partial file: one this code did not write, or that
+        does not add up with the partial (edited, truncated), is an InputError; a torn tail after the last chunk it
+        counts (a kill mid-write) is cut off when the run carries on."""
+        record, fix = progress_path(self.path), f"delete {self.path} and {progress_path(self.path)} to start over"
+        try:
+            with open(record, encoding="utf-8") as f:
+                progress = json.load(f)
+        except FileNotFoundError:
+            raise InputError(f"--resume: {self.path} has no progress record {record}, so where its last whole chunk "
+                             f"ends cannot be told; {fix}") from None
+        except (OSError, ValueError) as e:
+            raise InputError(f"--resume: {record}: cannot be read ({error_reason(e)}); {fix}") from None
+        ends = progress.get("ends") if isinstance(progress, dict) else None
+        if (not isinstance(ends, list) or not all(type(e) is int for e in ends) or ends != sorted(set(ends))
+                or progress.get("chunks") != len(ends) or type(progress.get("rows")) is not int
+                or not isinstance(progress.get("totals"), dict) or "settings" not in progress):
+            raise InputError(f"--resume: {record} is not a progress record this script wrote, or was changed; {fix}")
+        self.progress = progress
+        actual = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        if actual < self.size or self.size and not self.ends_a_record():
+            raise InputError(f"--resume: {self.path} does not hold the {self.size} bytes of whole records its "
+                             f"progress record counts: it was changed; {fix}")
+        return progress
+
+    def ends_a_record(self):
+        with open(self.path, "rb") as f:
+            f.seek(self.size - 1)
+            return f.read(1) == b"\n"
+
+    def check_rows(self, expected, what):
+        """An InputError when the rows the progress record counts are not the `expected` rows of its chunks."""
+        if self.progress["rows"] != expected:
+            raise InputError(f"--resume: {progress_path(self.path)} counts {self.progress['rows']} rows in "
+                             f"{self.progress['chunks']} chunks, where {what} holds {expected}: it does not belong to "
+                             f"this input; delete {self.path} and {progress_path(self.path)} to start over")
+
+    def start(self, settings, views):
+        self.progress = {"settings": settings, "chunks": 0, "rows": 0, "ends": [],
+                         "totals": {**json.loads(json.dumps(TOTALS)), "cut_by_view": [0] * views}}
+        self.save()  # first: a partial file never exists without its record
+        open(self.path, "wb").close()
+
+    def reopen(self):
+        """Carry on where the progress record ends, cutting a torn tail."""
+        if os.path.getsize(self.path) > self.size:
+            with open(self.path, "r+b") as f:
+                f.truncate(self.size)
+
+    def append(self, data, rows, output):
+        """The chunk's records, on disk, then counted; a write that fails (a full disk) is an InputError saying what
+        is kept and how to carry on."""
+        try:
+            with open(self.path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            with open(self.path, "r+b") as f:  # what the failed write left after the last whole chunk goes
+                f.truncate(self.size)
+            raise InputError(f"--output {output}: writing {self.path} failed ({error_reason(e)}); the "
+                             f"{self.progress['rows']} rows before it are kept there: make room, then run the same "
+                             "command with --resume") from None
+        self.progress["ends"].append(self.size + len(data))
+        self.progress["chunks"] += 1
+        self.progress["rows"] += rows
+        self.save()
+
+    def save(self):
+        write_atomic(progress_path(self.path), json.dumps(self.progress, ensure_ascii=False) + "\n", sync=True)
+
+    def remove(self):
+        for path in (self.path, progress_path(self.path)):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def holds_rows(path):
+    """Whether a partial file holds any row: a run stopped before its first chunk was written left nothing to keep."""
+    if not os.path.exists(progress_path(path)):
+        return os.path.getsize(path) > 0
+    try:
+        return Partial(path).load()["rows"] > 0
+    except InputError:
+        return True  # unreadable: kept, and named when resumed
+
+
+def open_partials(output, world, settings, resume, show):
+    """(this run's Partials, one per process, each loaded where it carries on; the empty partials of a run stopped
+    before its first chunk, to remove). Refused: a partial holding rows without `resume`; `resume` with other
+    settings (each difference named, values written by `show(key, value)`); `resume` where a finished run left
+    nothing to carry on from."""
+    folder, name = os.path.split(output)
+    pattern = re.compile(re.escape(name) + r"\.partial(\.rank\d+)?")
+    found = sorted(os.path.join(folder, n) for n in os.listdir(folder or ".") if pattern.fullmatch(n)) \
+        if os.path.isdir(folder or ".") else []
+    kept = [path for path in found if holds_rows(path)]
+    partials = [Partial(path) for path in partial_paths(output, world)]
+    if kept and not resume:
+        raise InputError(f"--output {output}: a run that did not finish left its rows in {', '.join(kept)}; add "
+                         f"--resume to carry on from there, or delete {output}.partial* to start over")
+    if not kept:
+        if resume and os.path.exists(output):
+            raise InputError(f"--resume: there is no {partials[0].path} to carry on from, and {output} is there: its "
+                             "run finished (leave out --resume to label again)")
+        if resume:
+            say(f"note: --resume: no rows of an earlier run in {partials[0].path}; starting from the first row")
+        return partials, found
+    for path in kept:
+        check_same_settings(Partial(path).load()["settings"], settings, f"--resume: {path} was written",
+                            f"Resume with the settings it was started with, or delete {output}.partial* to start "
+                            "over", show)
+    for partial in partials:
+        if partial.path in kept:
+            partial.load()
+    return partials, [path for path in found if path not in kept]
+
+
+def assemble(output, partials, world, chunks):
+    """A temporary file holding every process's partial, chunk by chunk in input order (chunk c is process
+    c % world's); the caller renames it to the output."""
+    files = [open(partial.path, "rb") for partial in partials]
+    tmp = f"{output}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as out:
+            for index in range(chunks):
+                rank, k = index % world, index // world
+                ends = partials[rank].progress["ends"]
+                out.write(files[rank].read(ends[k] - (ends[k - 1] if k else 0)))
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        os.remove(tmp)
+        raise
+    finally:
+        for f in files:
+            f.close()
+    return tmp
+
+
+def merged_totals(partials):
+    """The counts of every process's chunks, added up."""
+    totals = {**json.loads(json.dumps(TOTALS)), "cut_by_view": None}
+    for partial in partials:
+        part = partial.progress["totals"]
+        for label, n in part["counts"].items():
+            totals["counts"][label] = totals["counts"].get(label, 0) + n
+        for key in ("null", "without_text", "abstained", "none"):
+            totals[key] += part.get(key, 0)
+        cut = part["cut_by_view"]
+        totals["cut_by_view"] = cut if totals["cut_by_view"] is None else [a + b for a, b in
+                                                                            zip(totals["cut_by_view"], cut)]
+    return totals
