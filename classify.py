@@ -7,32 +7,18 @@
     python classify.py --labels "billing,bug,urgent" --multi_label --input tickets.csv   # any number of labels each
     torchrun --nproc_per_node 8 classify.py ...    # each process scores every 8th chunk; the first writes the files
 
-A trained folder brings its prompt.txt, label_map.json and classifier.json (the max_length it was trained
-with), and texts are cut exactly as in training: only the text, never the prompt or the answer. Zero-shot,
-the labels get the letters A, B, ... in order and are listed as options in the zero-shot template
-(mlm_classifier.ZERO_SHOT_PROMPT), and each letter scores as `A` + ` A`, as eval.py scores MMLU. Either
-way one forward pass per text scores every label, and each label's probability is renormalised over the
-labels. Opt-in bias controls: --permutations K (K cyclic rotations of the label order, each label's
-probability averaged) and --calibrate (content-free calibration, Zhao et al., 2021); --threshold p labels a
-text null (or --abstain_label) when its top probability is below p.
-
-With --multi_label (or a folder trained with it), every label is a yes/no question of its own, one forward pass
-per text and label: a text's labels are those whose P(yes) reaches --threshold (default 0.5). A prompt that names
-columns ({premise}, {hypothesis}) fills them from the input's columns of those names.
-
-The input is read --chunk_rows rows at a time, twice: once to check every row before the model loads, then to
-score each chunk (sorted by length within itself) and append its records to `<output>.partial`
-(mlm_classifier/partial.py). Memory holds one chunk, whatever the input's size; only a finished run renames the
-partial to the output name, so a file there is always complete; --resume carries on after Ctrl-C, SIGTERM or kill -9.
-The output has one record per input row, in input order: row, (id), text, label (multi-label: labels, a list) and
-probabilities, as train.py's predictions.jsonl; `<output>.settings.json` beside it records what shaped it.
+A trained folder brings its prompt, label map and max_length, and texts are cut exactly as in training. Zero-shot,
+the labels get the letters A, B, ... in the zero-shot template, each letter scored as `A` + ` A`, as eval.py scores
+MMLU. One forward pass per text scores every label (multi-label: one per text and label, a yes/no question each).
+The input is read --chunk_rows rows at a time: once to check every row before the model loads, then to score each
+chunk and append its records to `<output>.partial` (mlm_classifier/partial.py), so memory holds one chunk and
+--resume carries on after Ctrl-C, SIGTERM or kill -9. Read top to bottom: the flags, the checks, the chunks, the
+files. docs/classify.md has the formats, the bias controls and the rules of the output.
 """
 
-import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from tqdm import tqdm
 from transformers.hf_argparser import HfArg
@@ -41,9 +27,9 @@ from mlm_classifier import partial
 from mlm_classifier.classifier import CONTENT_FREE_TEXT, MLMClassifier, check_abstention, plan_scoring
 from mlm_classifier.cli import ScoringSettings, check_positive, make_parser, on_interrupt, parse, run_command
 from mlm_classifier.data import (check_output_path, check_spares_inputs, check_table_file, parse_labels,
-                                 prediction_record, read_prompt, records_to_csv, records_to_jsonl, say, write_atomic)
+                                 prediction_record, read_prompt, records_to_csv, records_to_jsonl)
 from mlm_classifier.errors import InputError
-from mlm_classifier.models import (Runtime, check_model_source, end_distributed, load_masked_lm, load_tokenizer)
+from mlm_classifier.models import Runtime, check_model_source, end_distributed, load_masked_lm, load_tokenizer
 from mlm_classifier.prompts import template_columns
 from mlm_classifier.scoring import abstains, combine_views
 from mlm_classifier.spec import load_spec
@@ -54,37 +40,26 @@ from mlm_classifier.stream import CHUNK_ROWS, TableChunks, check_input
 @dataclass
 class ClassifySettings:
     """classify.py's flags, with ScoringSettings'."""
-    input: str = HfArg(help="csv, json, jsonl or parquet (for big inputs: csv, jsonl or parquet)")
+    input: str = HfArg(help="csv, json, jsonl or parquet (a big input: csv, jsonl or parquet, read a chunk at a time)")
     model: str = HfArg(default="answerdotai/ModernBERT-Large-Instruct", help="a folder written by train.py, or any "
-                       "masked LM (hub name or folder) with --labels")
-    labels: str | None = HfArg(default=None, help="zero-shot: a comma list (\"World,Sports\") or a file with one label "
-                                                  "per line")
-    prompt_file: str | None = HfArg(default=None, help="zero-shot template with {text} (or columns as {premise}, "
-                                    "{hypothesis}), {options} and `[unused0] {label}` at the end; multi-label, {label} "
-                                    "is the label asked about and it ends `[unused0] {answer}` (unset: the templates "
-                                    "in docs/classify.md)")
+                       "masked LM with --labels")
+    labels: str | None = HfArg(default=None, help="zero-shot: a comma list (\"World,Sports\") or a file of lines")
+    prompt_file: str | None = HfArg(default=None, help="zero-shot template (unset: docs/classify.md's)")
     text_column: str = HfArg(default="text", help="the column holding the texts, which fill {text}")
     id_column: str | None = HfArg(default=None, help="a column passed through to the output as `id`")
-    allow_empty_texts: bool = HfArg(default=False, help="write rows without a text (missing, empty or white space) "
-                                    "with label null, counted in the settings, instead of refusing the input")
+    allow_empty_texts: bool = HfArg(default=False, help="label rows without a text null instead of refusing the input")
     output: str = HfArg(default="predictions.jsonl", help="a .csv name writes CSV, anything else JSON lines")
     chunk_rows: int = HfArg(default=CHUNK_ROWS, help="rows read, scored and written at a time: memory holds one chunk")
-    resume: bool = HfArg(default=False, help="carry on an interrupted run from its <output>.partial, with the same "
-                                             "settings")
-    max_length: int | None = HfArg(default=None, help="tokens per prompt; longer texts are cut (unset: what a trained "
-                                   "folder was trained with, else the model's positions)")
-    permutations: int = HfArg(default=1, help="score each text under this many cyclic rotations of the label order "
-                                              "and average")
-    calibrate: bool = HfArg(default=False, help="divide by the probabilities of a content-free text, then "
-                                                "renormalise (Zhao et al., 2021)")
+    resume: bool = HfArg(default=False, help="carry on an interrupted run from its <output>.partial")
+    max_length: int | None = HfArg(default=None, help="tokens per prompt; only the text is cut (unset: the folder's, "
+                                   "else the model's positions)")
+    permutations: int = HfArg(default=1, help="average over this many cyclic rotations of the label order")
+    calibrate: bool = HfArg(default=False, help="content-free calibration (Zhao et al., 2021)")
     content_free_text: str = HfArg(default=CONTENT_FREE_TEXT, help="the content-free text of --calibrate")
-    multi_label: bool = HfArg(default=False, help="zero-shot: judge every label on its own with a yes/no question "
-                              "(one pass per text and label), so a text has any number of labels; a folder trained "
-                              "with --multi_label needs no flag")
-    threshold: float | None = HfArg(default=None, help="label a text null (or --abstain_label) when its top "
-                                    "probability, after any calibration and averaging, is below this; its "
-                                    "probabilities are still written. Multi-label: a label applies when its P(yes) "
-                                    "reaches this (unset: 0.5, or what the folder was trained with)")
+    multi_label: bool = HfArg(default=False, help="zero-shot: each label a yes/no question of its own, so a text has "
+                              "any number of labels (a multi-label folder needs no flag)")
+    threshold: float | None = HfArg(default=None, help="below this top probability a text is labelled null (or "
+                                    "--abstain_label); multi-label, a label applies at this P(yes) (unset: 0.5)")
     abstain_label: str | None = HfArg(default=None, help="the label of a text below --threshold, instead of null")
 
     def __post_init__(self):
@@ -98,24 +73,9 @@ def build_parser():
     return make_parser(__doc__, ClassifySettings, ScoringSettings)
 
 
-def settings_path(output):
-    """`<output>.settings.json`, named after the whole output name: `preds.csv` and `preds.jsonl` keep one each."""
-    return output + ".settings.json"
-
-
-def shown(key, value):
-    """A setting as a resume error shows it: the input's modification time as a date, a long text cut."""
-    if key == "input_modified" and isinstance(value, int):
-        return datetime.fromtimestamp(value / 1e9).isoformat(sep=" ", timespec="seconds")
-    if isinstance(value, str) and len(value) > 60:
-        return f"{value[:40]!r}... ({len(value)} characters)"
-    return repr(value)
-
-
 def check_outputs(args, world):
     """The files this run writes, each checked writable and no input of the run, before anything loads."""
-    written = [args.output, settings_path(args.output)] + [
-        path for part in partial.partial_paths(args.output, world) for path in (part, partial.progress_path(part))]
+    written = partial.written_paths(args.output, world)
     for path in written:
         check_output_path(path, "--output")
     check_spares_inputs([("--output", path) for path in written],
@@ -124,28 +84,25 @@ def check_outputs(args, world):
 
 
 def label_chunk(classifier, rows, totals):
-    """The records of one chunk's rows, in order, their counts added to `totals`; rows without a text (kept with
+    """The records of one chunk's rows, in order, counted into `totals`; rows without a text (kept with
     --allow_empty_texts) are not scored and get null."""
     present = [k for k, text in enumerate(rows.texts) if text is not None]
-    probabilities = [None] * len(rows)
-    for k, probs in zip(present, classifier.probabilities([rows.texts[k] for k in present]) if present else ()):
-        probabilities[k] = probs
+    scored = dict(zip(present, classifier.probabilities([rows.texts[k] for k in present]) if present else ()))
     if present:
         totals["cut_by_view"] = [a + b for a, b in zip(totals["cut_by_view"], classifier.cut_by_view)]
-    records = []
-    for k, probs in enumerate(probabilities):
-        result = None if probs is None else classifier.result(probs)
-        ids = [] if rows.ids is None else [rows.ids[k]]
-        records.append(prediction_record(rows.rows[k], rows.texts[k], result, *ids, multi_label=classifier.multi_label))
-        chosen = [] if result is None else result.get("labels") or [result.get("label")]
-        chosen = [label for label in chosen if label is not None]
-        totals["none"] += classifier.multi_label and result is not None and not chosen
-        totals["abstained"] += not classifier.multi_label and result is not None and abstains(probs,
-                                                                                              classifier.threshold)
-        totals["null"] += result is None or (not classifier.multi_label and result["label"] is None)
-        for label in chosen:
-            totals["counts"][label] = totals["counts"].get(label, 0) + 1
-    totals["without_text"] += len(rows) - len(present)
+    records, multi = [], classifier.multi_label
+    for k, row in enumerate(rows.rows):
+        result = classifier.result(scored[k]) if k in scored else None
+        records.append(prediction_record(row, rows.texts[k], result, *([] if rows.ids is None else [rows.ids[k]]),
+                                         multi_label=multi))
+        labels = [] if result is None else result["labels"] if multi else [result["label"]]
+        totals["without_text"] += result is None
+        totals["abstained"] += result is not None and not multi and abstains(scored[k], classifier.threshold)
+        totals["none"] += result is not None and multi and not labels
+        totals["null"] += result is None or labels == [None]
+        for label in labels:
+            if label is not None:
+                totals["counts"][label] = totals["counts"].get(label, 0) + 1
     return records
 
 
@@ -174,14 +131,7 @@ def finish(args, spec, classifier, partials, runtime, summary, seconds, resumed_
         "id_column": args.id_column, "n": summary.rows, "without_text": totals["without_text"],
         **runtime.describe(), "chunk_rows": args.chunk_rows, "resumed_rows": resumed_rows, "seconds": round(seconds, 3),
     }
-    finished = partials[0].path if runtime.world == 1 else partial.assemble(args.output, partials, runtime.world,
-                                                                            summary.chunks)
-    settings_tmp = settings_path(args.output) + ".new"
-    write_atomic(settings_tmp, json.dumps(settings, indent=2, ensure_ascii=False) + "\n", sync=True)
-    os.replace(finished, args.output)
-    os.replace(settings_tmp, settings_path(args.output))
-    for part in partials:
-        part.remove()
+    partial.finish(args.output, partials, summary.chunks, settings)
     on_interrupt(f"interrupted: {args.output} is complete")
     names = spec.labels + ([args.abstain_label] if args.abstain_label is not None else [])
     counts = [f"{label} {totals['counts'].get(label, 0)}" for label in names]
@@ -190,7 +140,7 @@ def finish(args, spec, classifier, partials, runtime, summary, seconds, resumed_
     scored, after = summary.rows - resumed_rows, f" (after the {resumed_rows} rows of the run it resumed)"
     print(f"{scored} texts in {seconds:.1f} s ({scored / max(seconds, 1e-9):.1f}/s){after * bool(resumed_rows)} on "
           f"{runtime.device}, {settings['dtype']}; {truncated} cut to fit {classifier.max_length} tokens; "
-          f"wrote {args.output} and {settings_path(args.output)}")
+          f"wrote {args.output} and {partial.settings_path(args.output)}")
 
 
 def main(argv=None):
@@ -211,12 +161,8 @@ def main(argv=None):
     check_abstention(args.threshold, args.abstain_label, spec.labels, prefix="--", multi_label=spec.multi_label)
     check_table_file(args.input, "--input")
     stat = os.stat(args.input)
-    lock = partial.lock(args.output) if runtime.rank == 0 else None
-    try:
+    with partial.owned(args.output, runtime.rank == 0):
         run(args, spec, runtime, stat)
-    finally:
-        if lock:
-            os.remove(lock)
     end_distributed()
 
 
@@ -230,11 +176,6 @@ def run(args, spec, runtime, stat):
     tokenizer = load_tokenizer(args.model)
     plan = plan_scoring(spec, tokenizer, args.permutations)
     fields = template_columns(plan.template, args.text_column)  # {field: the input's column that fills it}
-    for note in spec.notes:
-        say(f"note: {note}")
-    if args.threshold is not None and not spec.multi_label and args.threshold <= 1 / len(spec.labels):
-        say(f"note: --threshold {args.threshold} is at most 1/{len(spec.labels)}, the least top probability "
-            f"{len(spec.labels)} labels can have: no text abstains")
     result_settings = {
         "model": args.model, "labels": spec.labels, "answers": spec.verbalizers, "prompt": spec.prompt,
         "max_length": plan.max_length, "permutations": args.permutations, "calibrate": args.calibrate,
@@ -245,13 +186,10 @@ def run(args, spec, runtime, stat):
         "id_column": args.id_column, "allow_empty_texts": args.allow_empty_texts,
         "dtype": str(runtime.dtype).removeprefix("torch."), "chunk_rows": args.chunk_rows, "processes": runtime.world,
     }  # what defines the result: a resume with any of these otherwise is refused
-    partials, empty = partial.open_partials(args.output, runtime.world, result_settings, args.resume, shown)
+    partials, empty = partial.open_partials(args.output, runtime.world, result_settings, args.resume)
     summary = check_input(args.input, "--input", args.text_column, args.id_column, args.allow_empty_texts,
                           args.chunk_rows, fields, plan.template.source)
-    for rank, part in enumerate(partials):
-        if part.progress:
-            mine = range(rank, summary.chunks, runtime.world)[:part.progress["chunks"]]
-            part.check_rows(sum(summary.chunk_sizes[i] for i in mine), f"the input's first {len(mine)} chunk(s)")
+    partial.check_rows(partials, summary.chunk_sizes)
     resumed_rows = sum(part.progress["rows"] for part in partials if part.progress)
     model = load_masked_lm(args.model, runtime)
     classifier = MLMClassifier(spec, tokenizer, model, args.permutations, args.calibrate, args.content_free_text,
@@ -259,12 +197,7 @@ def run(args, spec, runtime, stat):
                                args.abstain_label)
     if runtime.world > 1:
         torch.distributed.barrier()  # every process has read the partials before any starts or cuts its own
-    mine = partials[runtime.rank]
-    if runtime.rank == 0:
-        for path in set(empty) - {part.path for part in partials}:
-            partial.Partial(path).remove()
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    mine.start(result_settings, len(plan.views)) if mine.progress is None else mine.reopen()
+    mine = partial.begin(partials, empty, runtime.rank, result_settings, len(plan.views))
     seconds = score_chunks(args, classifier, mine, runtime, summary, fields)
 
     # 4. The first process writes the output, in input order, and the settings beside it; then the partials go.
@@ -286,12 +219,9 @@ def score_chunks(args, classifier, mine, runtime, summary, fields):
     every label; the records go to this process's partial, then its progress record counts them. Returns seconds."""
     rank, world = runtime.shard
 
-    def kept():
-        if world == 1:
-            return (f"interrupted: {mine.progress['rows']} of {summary.rows} rows are kept in {mine.path}; the same "
-                    "command with --resume carries on from there")
-        return (f"interrupted: each process's rows so far are kept in {args.output}.partial.rank<k>; the same "
-                "torchrun command with --resume carries on from there")
+    def kept():  # under torchrun, each process tells its own rows
+        return (f"interrupted: {mine.progress['rows']} of {summary.rows} rows are kept in {mine.path}; the same "
+                f"{'torchrun ' * (world > 1)}command with --resume carries on from there")
 
     on_interrupt(kept())
     done, start = mine.progress["chunks"], time.perf_counter()
@@ -305,9 +235,8 @@ def score_chunks(args, classifier, mine, runtime, summary, fields):
         rows = take_columns(chunk.table, args.input, args.text_column, id_column=args.id_column,
                             allow_empty=args.allow_empty_texts, first_row=chunk.first_row, fields=fields)
         records = label_chunk(classifier, rows, mine.progress["totals"])
-        as_csv = args.output.lower().endswith(".csv")
-        text = records_to_csv(records, classifier.labels, header=chunk.index == 0) if as_csv else \
-            records_to_jsonl(records)
+        csv = args.output.lower().endswith(".csv")
+        text = records_to_csv(records, classifier.labels, chunk.index == 0) if csv else records_to_jsonl(records)
         mine.append(text.encode("utf-8"), len(rows), args.output)
         bar.update(len(rows))
         on_interrupt(kept())

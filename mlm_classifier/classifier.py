@@ -21,6 +21,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from .data import say
 from .errors import InputError
 from .models import Runtime, check_max_length, gather_scores, load_masked_lm, load_tokenizer, require_mask_token
 from .multilabel import ANSWERS, question_templates
@@ -137,7 +138,7 @@ def check_abstention(threshold, abstain_label, labels=(), prefix="", multi_label
     has the empty list). `prefix` is `--` for the command line's flags."""
     if threshold is not None and (not isinstance(threshold, numbers.Real) or isinstance(threshold, bool)
                                   or math.isnan(threshold) or not 0 < threshold <= 1):
-        raise InputError(f"{prefix}threshold {threshold!r} must be above 0 and at most 1 (a probability)")
+        raise InputError(f"{prefix}threshold {threshold} must be above 0 and at most 1 (a probability)")
     if abstain_label is None:
         return
     if multi_label:
@@ -171,6 +172,9 @@ class MLMClassifier:
     def __init__(self, spec, tokenizer, model, permutations=1, calibrate=False, content_free_text=CONTENT_FREE_TEXT,
                  batch_tokens=None, pad_to_multiple_of=None, plan=None, threshold=None, abstain_label=None):
         check_abstention(threshold, abstain_label, spec.labels, multi_label=spec.multi_label)
+        if threshold is not None and not spec.multi_label and threshold <= 1 / len(spec.labels):
+            say(f"note: threshold {threshold} is at most 1/{len(spec.labels)}, the least top probability "
+                f"{len(spec.labels)} labels can have: no text abstains")
         self.spec, self.tokenizer, self.model = spec, tokenizer, model
         self.threshold = spec.threshold if threshold is None and spec.multi_label else threshold
         self.abstain_label = abstain_label

@@ -9,10 +9,12 @@ process's chunks joined in input order), so a file at the output's name is alway
 which run owns the output: a second run is refused while the first is alive; a lock left by a killed run is not.
 """
 
+import contextlib
 import json
 import os
 import re
 import socket
+from datetime import datetime
 
 from .data import check_same_settings, error_reason, say, write_atomic
 from .errors import InputError
@@ -24,9 +26,40 @@ def progress_path(path):
     return path + ".progress.json"
 
 
+def settings_path(output):
+    """`<output>.settings.json`, named after the whole output name: `preds.csv` and `preds.jsonl` keep one each."""
+    return output + ".settings.json"
+
+
 def partial_paths(output, world):
     """Where each process appends its chunks' records."""
     return [output + ".partial"] if world == 1 else [f"{output}.partial.rank{k}" for k in range(world)]
+
+
+def written_paths(output, world):
+    """Every file a run writes for `output`, beside the lock."""
+    return [output, settings_path(output)] + [path for part in partial_paths(output, world)
+                                              for path in (part, progress_path(part))]
+
+
+def shown(key, value):
+    """A setting as a resume error shows it: the input's modification time as a date, a long text cut."""
+    if key == "input_modified" and isinstance(value, int):
+        return datetime.fromtimestamp(value / 1e9).isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:40]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
+@contextlib.contextmanager
+def owned(output, first_process=True):
+    """`output` owned by this run while the block runs (by its first process under torchrun): lock, then unlock."""
+    path = lock(output) if first_process else None
+    try:
+        yield
+    finally:
+        if path:
+            os.remove(path)
 
 
 def lock(output):
@@ -108,13 +141,6 @@ class Partial:
             f.seek(self.size - 1)
             return f.read(1) == b"\n"
 
-    def check_rows(self, expected, what):
-        """An InputError when the rows the progress record counts are not the `expected` rows of its chunks."""
-        if self.progress["rows"] != expected:
-            raise InputError(f"--resume: {progress_path(self.path)} counts {self.progress['rows']} rows in "
-                             f"{self.progress['chunks']} chunks, where {what} holds {expected}: it does not belong to "
-                             f"this input; delete {self.path} and {progress_path(self.path)} to start over")
-
     def start(self, settings, views):
         self.progress = {"settings": settings, "chunks": 0, "rows": 0, "ends": [],
                          "totals": {**json.loads(json.dumps(TOTALS)), "cut_by_view": [0] * views}}
@@ -165,11 +191,10 @@ def holds_rows(path):
         return True  # unreadable: kept, and named when resumed
 
 
-def open_partials(output, world, settings, resume, show):
+def open_partials(output, world, settings, resume):
     """(this run's Partials, one per process, each loaded where it carries on; the empty partials of a run stopped
     before its first chunk, to remove). Refused: a partial holding rows without `resume`; `resume` with other
-    settings (each difference named, values written by `show(key, value)`); `resume` where a finished run left
-    nothing to carry on from."""
+    settings (each difference named); `resume` where a finished run left nothing to carry on from."""
     folder, name = os.path.split(output)
     pattern = re.compile(re.escape(name) + r"\.partial(\.rank\d+)?")
     found = sorted(os.path.join(folder, n) for n in os.listdir(folder or ".") if pattern.fullmatch(n)) \
@@ -189,33 +214,64 @@ def open_partials(output, world, settings, resume, show):
     for path in kept:
         check_same_settings(Partial(path).load()["settings"], settings, f"--resume: {path} was written",
                             f"Resume with the settings it was started with, or delete {output}.partial* to start "
-                            "over", show)
+                            "over", shown)
     for partial in partials:
         if partial.path in kept:
             partial.load()
     return partials, [path for path in found if path not in kept]
 
 
-def assemble(output, partials, world, chunks):
-    """A temporary file holding every process's partial, chunk by chunk in input order (chunk c is process
-    c % world's); the caller renames it to the output."""
-    files = [open(partial.path, "rb") for partial in partials]
-    tmp = f"{output}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as out:
-            for index in range(chunks):
-                rank, k = index % world, index // world
-                ends = partials[rank].progress["ends"]
-                out.write(files[rank].read(ends[k] - (ends[k - 1] if k else 0)))
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        os.remove(tmp)
-        raise
-    finally:
-        for f in files:
-            f.close()
-    return tmp
+def check_rows(partials, chunk_sizes):
+    """An InputError when the rows a progress record counts are not those of the input's chunks it says it did
+    (process k's chunks are k, k + world, ...)."""
+    for rank, part in enumerate(partials):
+        if part.progress:
+            mine = range(rank, len(chunk_sizes), len(partials))[:part.progress["chunks"]]
+            expected = sum(chunk_sizes[i] for i in mine)
+            if part.progress["rows"] != expected:
+                raise InputError(f"--resume: {progress_path(part.path)} counts {part.progress['rows']} rows in "
+                                 f"{part.progress['chunks']} chunks, where the input's chunks hold {expected}: it "
+                                 f"does not belong to this input; delete {part.path} and {progress_path(part.path)} "
+                                 "to start over")
+
+
+def begin(partials, empty, rank, settings, views):
+    """This process's Partial, started afresh or carried on; the first process removes the empty partials of a run
+    stopped before its first chunk."""
+    if rank == 0:
+        for path in set(empty) - {part.path for part in partials}:
+            Partial(path).remove()
+    mine = partials[rank]
+    mine.start(settings, views) if mine.progress is None else mine.reopen()
+    return mine
+
+
+def finish(output, partials, chunks, settings):
+    """The output and its settings file from the partials (one process's renamed, or every process's joined chunk by
+    chunk in input order: chunk c is process c % world's). Both are complete on disk before either replaces what
+    was there, so the old pair stays whole until the new one is; then the partials go."""
+    world, finished = len(partials), partials[0].path
+    if world > 1:
+        files, finished = [open(part.path, "rb") for part in partials], f"{output}.tmp{os.getpid()}"
+        try:
+            with open(finished, "wb") as out:
+                for index in range(chunks):
+                    ends = partials[index % world].progress["ends"]
+                    k = index // world
+                    out.write(files[index % world].read(ends[k] - (ends[k - 1] if k else 0)))
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            os.remove(finished)
+            raise
+        finally:
+            for f in files:
+                f.close()
+    write_atomic(settings_path(output) + ".new", json.dumps(settings, indent=2, ensure_ascii=False) + "\n", sync=True)
+    os.replace(finished, output)
+    os.replace(settings_path(output) + ".new", settings_path(output))
+    for part in partials:
+        part.remove()
 
 
 def merged_totals(partials):

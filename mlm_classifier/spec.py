@@ -7,9 +7,9 @@ classifier.plan_scoring then checks it against the tokenizer.
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .data import check_labels_list, read_label_map, read_prompt, read_text
+from .data import check_labels_list, read_label_map, read_prompt, read_text, say
 from .errors import InputError
 from .models import load_pretrained, looks_local
 from .multilabel import MULTI_LABEL_PROMPT, THRESHOLD, check_multi_label_prompt
@@ -34,8 +34,7 @@ class ClassifierSpec:
     prompt: str
     verbalizers: list | None
     max_length: int | None
-    mode: str  # "trained folder" or "zero-shot"
-    notes: list = field(default_factory=list)
+    mode: str  # "trained folder", "zero-shot" or "training"
     multi_label: bool = False
     threshold: float | None = None  # multi-label: P(yes) at which a label applies
     prompt_source: str = "the prompt"  # where the prompt came from, as errors name it
@@ -135,13 +134,10 @@ def folder_spec(model_name, label_map_path, max_length=None, multi_label=None):
         check_multi_label_prompt(prompt, prompt_path)
     else:
         parse_prompt(prompt, prompt_path)
-    notes = []
-    if max_length is None:
-        max_length = settings.get("max_length")
-        if max_length is None:
-            max_length = 512
-            notes.append(f"{model_name} has no {SETTINGS_FILE} (trained before it was written): "
-                         "max_length 512, train.py's default; give --max_length if it was trained otherwise")
+    if max_length is None and settings.get("max_length") is None:
+        say(f"note: {model_name} has no {SETTINGS_FILE} (trained before it was written): max_length 512, train.py's "
+            "default; give --max_length if it was trained otherwise")
     threshold = settings.get("threshold", THRESHOLD) if trained_multi_label else None
-    return ClassifierSpec(model_name, list(label_map), prompt, list(label_map.values()), max_length, "trained folder",
-                          notes, trained_multi_label, threshold, prompt_path)
+    return ClassifierSpec(model_name, list(label_map), prompt, list(label_map.values()),
+                          max_length or settings.get("max_length", 512), "trained folder", trained_multi_label,
+                          threshold, prompt_path)
