@@ -1,10 +1,8 @@
 """It's All in The [MASK] (Clavié, Cooper, Warner, 2025) on one screen: a masked LM's plain MLM head answers
 multiple-choice questions. The prompt ends with `Answer: [unused0] [MASK]`; the head's probabilities at that
 [MASK] over the option letters pick the answer. Plain torch + transformers; mlm_classifier/ is the same method,
-batched and checked. Run it as a script (`python minimal.py [model]`) or cell by cell as a notebook."""
+batched and checked. Run it as a script (`python minimal.py`) or cell by cell as a notebook."""
 # %%
-import sys
-
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -49,7 +47,7 @@ def answer_probabilities(model, tokenizer, prompt, options):
 
 # %%
 if __name__ == "__main__":
-    name = sys.argv[1] if len(sys.argv) > 1 else "answerdotai/ModernBERT-Large-Instruct"
+    name = "answerdotai/ModernBERT-Large-Instruct"
     tokenizer = AutoTokenizer.from_pretrained(name)
     model = AutoModelForMaskedLM.from_pretrained(name).to("cuda" if torch.cuda.is_available() else "cpu").eval()
 

@@ -373,25 +373,28 @@ def test_the_template_states_eval_py_instruction_and_separator():
 
 
 def test_pip_install_gives_the_package_with_its_tasks(tmp_path):
-    """`pip install .` into a fresh virtual environment (its dependencies taken from this one's site-packages):
-    `from mlm_classifier import MLMClassifier` works outside the clone, and the harness tasks came along."""
-    pytest.importorskip("setuptools", reason="building the package needs setuptools")
-    source = tmp_path / "src"
+    """`pip install .` with this interpreter into a folder of its own: `from mlm_classifier import MLMClassifier`
+    works outside the clone, and the harness tasks came along. Offline: the build uses this interpreter's setuptools
+    (requirements.txt asks for one that reads pyproject's license field, PEP 639)."""
+    setuptools = pytest.importorskip("setuptools", reason="building the package needs setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip(f"setuptools {setuptools.__version__} cannot read PEP 639 license fields: pip install -r "
+                    "requirements.txt brings setuptools>=77")
+    source, target = tmp_path / "src", tmp_path / "site"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(os.path.join(REPO, name), source)
     shutil.copytree(os.path.join(REPO, "mlm_classifier"), source / "mlm_classifier",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
-                             capture_output=True, text=True, env=NO_HUB, timeout=300)
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                              "--target", str(target), str(source)], capture_output=True, text=True, env=NO_HUB,
+                             timeout=300)
     assert install.returncode == 0, install.stderr[-2000:]
     probe = ("import os, mlm_classifier; from mlm_classifier import MLMClassifier; "
              "d = os.path.join(os.path.dirname(mlm_classifier.__file__), 'lm_eval_tasks', 'mmlu_mask'); "
              "print(mlm_classifier.__file__); print(len([n for n in os.listdir(d) if n != '__pycache__']))")
-    run = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=NO_HUB, timeout=300)
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={**NO_HUB, "PYTHONPATH": str(target)})
     assert run.returncode == 0, run.stderr[-2000:]
     where, count = run.stdout.split()
-    assert where.startswith(str(venv)) and int(count) == 57 + 5 + 2  # subjects, groups, the template and its loader
+    assert where.startswith(str(target)) and int(count) == 57 + 5 + 2  # subjects, groups, the template and its loader

@@ -93,9 +93,11 @@ def test_each_letter_sums_both_spellings(varied):
     assert probs[0] > probs[1] > 0.2 and sum(probs) == pytest.approx(1)
 
 
-def test_runs_as_a_script(tiny_model_dir):
-    done = subprocess.run([sys.executable, os.path.join(REPO, "minimal.py"), tiny_model_dir], capture_output=True,
-                          text=True, env=ENV, timeout=120)
+def test_runs_as_a_script(tiny_model_dir, tmp_path):
+    script = tmp_path / "minimal.py"  # the file as it is, its one model name changed to the tiny local one
+    source = open(os.path.join(REPO, "minimal.py"), encoding="utf-8").read()
+    script.write_text(source.replace('"answerdotai/ModernBERT-Large-Instruct"', repr(tiny_model_dir)), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=120)
     assert done.returncode == 0, done.stderr
     assert [line[0] for line in done.stdout.splitlines()] == ["{", "{"]  # one answer, one label distribution
 
