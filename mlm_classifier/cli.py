@@ -1,7 +1,5 @@
-"""The command line: flags read from settings dataclasses, bad input as one `error:` line, Ctrl-C as one line.
-
-Every script's flags are the fields of its settings dataclasses (transformers' HfArgumentParser reads them, so a
-default is written once, beside its help), and every script runs its main() through `run_command`.
+"""The command line: every script's flags are the fields of its settings dataclasses (a default is written once,
+beside its help); bad input ends as one `error:` line, Ctrl-C as one line saying what was kept.
 """
 
 import os
@@ -23,9 +21,8 @@ def on_interrupt(message):
 
 
 def run_command(main):
-    """Run a script's main(): bad input ends as one line, `error: ...`, and exit status 1, never a traceback; Ctrl-C
-    (or SIGTERM) ends as one line saying what was kept, and exit status 130. Outputs are written atomically, so an
-    interruption never leaves half a file."""
+    """Run a script's main(): bad input ends as `error: ...` and exit status 1, never a traceback; Ctrl-C (or
+    SIGTERM) as one line saying what was kept, and exit status 130."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` and schedulers end a run like Ctrl-C
     try:
         main()
@@ -41,22 +38,20 @@ def run_command(main):
 
 
 class ArgumentParser(HfArgumentParser):
-    """transformers' parser of settings dataclasses, every flag under both spellings (`--output_dir`,
-    `--output-dir`: the published scripts mixed them), each default shown in --help; a bad flag ends as any bad
-    input does, with one `error:` line and exit status 1."""
+    """A bad flag ends as any bad input does, with one `error:` line and exit status 1."""
 
     def error(self, message):
         sys.exit(f"error: {message} (see --help)")
 
 
 def make_parser(doc, *settings):
-    """The parser of a script's settings dataclasses, described by the first paragraph of its docstring."""
+    """The parser of a script's settings dataclasses (every flag also as `--output-dir`: the published scripts
+    mixed the spellings), described by the first paragraph of its docstring."""
     return ArgumentParser(settings, description=doc.split("\n\n")[0], allow_abbrev=False)
 
 
 def parse(parser, argv=None):
-    """The settings dataclasses from the command line (`argv`, default sys.argv), each checked by its own
-    __post_init__; an unknown flag is one error line."""
+    """The settings dataclasses from `argv` (default sys.argv), each checked by its __post_init__."""
     *settings, rest = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -64,7 +59,7 @@ def parse(parser, argv=None):
 
 
 def check_positive(**flags):
-    """An InputError naming the first flag (given by its dest name) whose value is set but not above zero."""
+    """An InputError naming the first flag whose value is set but not above zero."""
     for name, value in flags.items():
         if value is not None and value <= 0:
             raise InputError(f"--{name} {value} must be a positive number")
@@ -77,8 +72,8 @@ class ScoringSettings:
                                                         "the CPU)")
     pad_to_multiple_of: int | None = HfArg(default=None, help="pad batch width to a multiple of this (unset: 64 on a "
                                                               "GPU, 8 on the CPU)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = HfArg(default="auto", help="auto: bfloat16 on a GPU, "
-                                                                                          "float32 on the CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = HfArg(
+        default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = HfArg(
         default="auto", help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
     device: str = HfArg(default="auto", help="auto, cpu, cuda, cuda:1, ...")
