@@ -1,10 +1,8 @@
 """MLMClassifier, the notebook API: a folder written by train.py, or any masked LM zero-shot over any labels.
-A ClassifierSpec (spec.py) says what to answer; `plan_scoring` checks it against the tokenizer; `encode_views` fills
-and cuts its prompts (training encodes its examples with it too).
-"""
+`plan_scoring` checks a ClassifierSpec (spec.py) against the tokenizer; `encode_views` fills and cuts its prompts."""
 
-import math
 import numbers
+from collections import namedtuple
 from dataclasses import dataclass
 
 from .data import say
@@ -21,12 +19,8 @@ from .stream import CHUNK_ROWS, batches_of
 CONTENT_FREE_TEXT = "N/A"  # Zhao et al. (2021)'s first content-free input
 
 
-@dataclass
-class View:
-    """One prompt a text is scored under."""
-    template: object
-    label_map: dict  # label -> its answer, in display order
-    option_at_slot: list  # the label (index) each answer slot scores
+# One prompt a text is scored under: its template, {label: its answer} in display order, the label each slot scores
+View = namedtuple("View", "template label_map option_at_slot")
 
 
 @dataclass
@@ -99,7 +93,7 @@ def check_abstention(threshold, abstain_label, labels=(), prefix="", multi_label
     """An InputError for a threshold not in (0, 1], or an abstain label that is empty, comes without a threshold,
     reads as a label or comes with multi-label. `prefix` is `--` for the command line's flags."""
     if threshold is not None and (not isinstance(threshold, numbers.Real) or isinstance(threshold, bool)
-                                  or math.isnan(threshold) or not 0 < threshold <= 1):
+                                  or not 0 < threshold <= 1):  # NaN too
         raise InputError(f"{prefix}threshold {threshold} must be above 0 and at most 1 (a probability)")
     if abstain_label is None:
         return
@@ -147,8 +141,7 @@ class MLMClassifier:
                         content_free_text=CONTENT_FREE_TEXT, device="auto", dtype="auto", attn_implementation="auto",
                         batch_tokens=None, pad_to_multiple_of=None, threshold=None, abstain_label=None,
                         multi_label=None):
-        """A trained folder, or any masked LM zero-shot over `labels` (`multi_label` True: each label on its own).
-        Labels, prompts and thresholds are checked before the weights load."""
+        """A trained folder, or any masked LM zero-shot over `labels`; all is checked before the weights load."""
         spec = load_spec(model_name, labels, prompt, max_length, multi_label=multi_label)
         tokenizer = load_tokenizer(model_name)
         plan = plan_scoring(spec, tokenizer, permutations)
@@ -206,8 +199,7 @@ class MLMClassifier:
         return results[0] if single else results
 
     def stream(self, texts, chunk_size=CHUNK_ROWS, progress=False):
-        """Yield the result of each text of any iterable, in order: `chunk_size` texts are read, scored and yielded
-        before the next are read. `truncated` counts the texts cut so far."""
+        """Yield each text's result, a chunk of `chunk_size` texts read, scored and yielded at a time."""
         if isinstance(texts, (str, dict)):
             raise TypeError("stream takes an iterable of texts; for one text, call the classifier on it (a dict of "
                             "the prompt's fields is one text too)")

@@ -1,6 +1,4 @@
-"""The command line: every script's flags are the fields of its settings dataclasses (a default is written once,
-beside its help); bad input ends as one `error:` line, Ctrl-C as one line saying what was kept.
-"""
+"""The command line: flags are the fields of settings dataclasses; bad input ends as one `error:` line."""
 
 import os
 import signal
@@ -45,8 +43,7 @@ class ArgumentParser(HfArgumentParser):
 
 
 def make_parser(doc, *settings):
-    """The parser of a script's settings dataclasses (every flag also as `--output-dir`: the published scripts
-    mixed the spellings), described by the first paragraph of its docstring."""
+    """The parser of a script's settings dataclasses, described by the first paragraph of its docstring."""
     return ArgumentParser(settings, description=doc.split("\n\n")[0], allow_abbrev=False)
 
 

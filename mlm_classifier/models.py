@@ -1,6 +1,5 @@
-"""Devices, dtypes, models and tokenizers, and torchrun: what loads and where it runs. A model a user names is
-checked before anything heavy loads; a hub or folder that cannot serve it is one InputError.
-"""
+"""Devices, dtypes, models and tokenizers, and torchrun. A model a user names is checked before anything heavy
+loads; a hub or folder that cannot serve it is one InputError."""
 
 import gc
 import os
@@ -121,8 +120,7 @@ def load_pretrained(loader, name, flag="--model", **kwargs):
 
 
 def load_masked_lm(model_name, runtime):
-    """The model in eval mode on the runtime's device, in its dtype (given explicitly: transformers 5 otherwise
-    keeps the checkpoint's) and with its attention."""
+    """The model in eval mode, in the runtime's dtype (else transformers 5 keeps the checkpoint's) and attention."""
     from transformers import AutoModelForMaskedLM
 
     model = load_pretrained(AutoModelForMaskedLM, model_name, dtype=runtime.dtype,
@@ -157,8 +155,7 @@ def register_anchor(tokenizer, model_name):
 
 
 def load_tokenizer(model_name, fast=True):
-    """The model's tokenizer, with a mask token and [unused0] as one token; a fast one unless `fast=False` (its
-    offsets locate a text to cut)."""
+    """The model's tokenizer, with a mask token and [unused0] as one token; fast unless `fast=False`."""
     from transformers import AutoTokenizer
 
     tokenizer = load_pretrained(AutoTokenizer, model_name)
@@ -170,8 +167,7 @@ def load_tokenizer(model_name, fast=True):
 
 
 def max_positions(model_name, tokenizer, config=None):
-    """The most tokens one prompt may have: the model's positions (from `config`, else `model_name`'s config), or
-    the tokenizer's limit when smaller; None when neither says."""
+    """The most tokens one prompt may have: the model's positions or the tokenizer's limit (None if neither says)."""
     from transformers import AutoConfig
 
     config = config or load_pretrained(AutoConfig, model_name)

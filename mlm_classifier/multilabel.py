@@ -1,7 +1,6 @@
 """Multi-label: per label, a yes/no question (`- A: yes`, `- B: no`) through the MLM head; a label applies when
-P(yes), renormalised over yes and no, reaches a threshold. A template asks about `{label}` and ends with
-`[unused0] {answer}`; per label it becomes an ordinary template (`question_template`) for the single-label path.
-"""
+P(yes), renormalised over yes and no, reaches a threshold. Per label the template becomes an ordinary one
+(`question_template`), its `{label}` the label asked about and its `{answer}` the answer slot."""
 
 from .anchor import ANCHOR
 from .errors import InputError

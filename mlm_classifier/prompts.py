@@ -1,6 +1,5 @@
 """Prompt templates: their rules (`parse_prompt`), filling them, and cutting only the text to fit. The answer
-token is a prompt's last, right after the [unused0] the model was instruction-tuned on.
-"""
+token is a prompt's last, right after the [unused0] the model was instruction-tuned on."""
 
 import json
 import re
@@ -26,24 +25,14 @@ TEXT_FIELD = "text"  # the field {text} and {txt} fill; the API's key for it
 
 @dataclass(frozen=True)
 class Template:
-    """A checked prompt template (from parse_prompt). `parts` are ("literal", text, raw), ("field", name, raw),
-    ("options", "", raw) and ("label", "", raw), `raw` as written; `fields` are "text" for {text} and a column's name
-    for every other `{name}`, and `columns` the latter."""
+    """A checked template (from parse_prompt): `parts` are (kind, value, as written); `fields` are "text" for {text}
+    and a column's name for every other `{name}`, and `columns` the latter."""
     prompt: str
     parts: tuple
-    source: str = "the prompt"
-
-    @property
-    def fields(self):
-        return tuple(value for kind, value, _ in self.parts if kind == "field")
-
-    @property
-    def columns(self):
-        return tuple(field for field in self.fields if field != TEXT_FIELD)
-
-    @property
-    def text_only(self):
-        return self.fields == (TEXT_FIELD,)
+    source: str
+    fields: tuple
+    columns: tuple
+    text_only: bool
 
 
 def placeholder_list(fields):
@@ -70,13 +59,14 @@ def parse_prompt(prompt, source="the prompt"):
         position = match.end()
     if position < len(prompt):
         parts.append(("literal", prompt[position:], prompt[position:]))
-    fields = [value for kind, value, _ in parts if kind == "field"]
-    n_text = fields.count(TEXT_FIELD)
+    fields = tuple(value for kind, value, _ in parts if kind == "field")
+    columns = tuple(field for field in fields if field != TEXT_FIELD)
+    n_text = len(fields) - len(columns)
     if n_text > 1 or not fields:
-        columns = " (or placeholders naming the columns that fill it, such as {premise} and {hypothesis})"
+        hint = " (or placeholders naming the columns that fill it, such as {premise} and {hypothesis})"
         raise InputError(f"{source} has {n_text} text placeholders; it needs exactly one {{text}} "
-                         f"(or the published {{txt}}) where each example's text goes{columns if not fields else ''}")
-    repeated = sorted({field for field in fields if field != TEXT_FIELD and fields.count(field) > 1})
+                         f"(or the published {{txt}}) where each example's text goes{hint if not fields else ''}")
+    repeated = sorted({field for field in columns if columns.count(field) > 1})
     if repeated:
         raise InputError(f"{source}: {placeholder_list(repeated)} appear(s) more than once; each column fills one "
                          "place (write a literal `{name}` as {{name}})")
@@ -93,7 +83,7 @@ def parse_prompt(prompt, source="the prompt"):
     if last[0] != "literal" or not (last[1].endswith(ANCHOR) or last[1].endswith(ANCHOR + " ")):
         raise InputError(f"{source}: {ANCHOR} must come right before {{label}} (one space allowed), "
                          f"as in `Answer: {ANCHOR} {{label}}`; found {before_label[-30:]!r} before {{label}}")
-    return Template(prompt, tuple(parts), source)
+    return Template(prompt, tuple(parts), source, fields, columns, fields == (TEXT_FIELD,))
 
 
 def template_columns(template, text_column, flag="--text_column"):
@@ -105,8 +95,7 @@ def template_columns(template, text_column, flag="--text_column"):
 
 
 def fill_template(template, fields, verbalizer, options):
-    """The filled prompt and the character span of each field in it. `fields` maps each field to its text (a plain
-    string fills a {text}-only template); `options` fills {options} and `verbalizer` the {label}."""
+    """The filled prompt and each field's character span; `fields` is a dict (or a string for {text} alone)."""
     if isinstance(fields, str):
         if not template.text_only:
             raise TypeError(f"{template.source} fills {placeholder_list(template.fields)}: give a dict of them, "

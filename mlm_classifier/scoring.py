@@ -1,8 +1,6 @@
 """The method: a prompt ends with `Answer: [unused0] [MASK]`, and the MLM head's softmax over the whole vocabulary
 at that [MASK], summed over each option's token ids, scores the options (Clavié, Cooper, Warner, 2025).
-`head_logits` reads them (the encoder at every position, the head at [MASK] only); `score_sequences` batches by
-length; the rest turns scores into answers, with the bias controls (rotations, calibration).
-"""
+`head_logits` reads them: the encoder at every position, the head at [MASK] only."""
 
 import itertools
 import string
@@ -18,18 +16,13 @@ LETTERS = string.ascii_uppercase  # option letters, A to Z; a tokenizer may have
 def letter_token_ids(tokenizer, letters):
     """For each letter, the distinct ids of its spellings `A` and ` A`, each one token: the published eval.py scores
     a letter by the summed probability of both, and so do we."""
-    option_ids = []
-    for letter in letters:
-        ids = set()
-        for spelling in (letter, " " + letter):
-            pieces = tokenizer(spelling, add_special_tokens=False)["input_ids"]
-            if len(pieces) != 1:
-                raise InputError(f"option spelling {spelling!r} is {len(pieces)} tokens "
-                                 f"{tokenizer.convert_ids_to_tokens(pieces)} in this tokenizer; scoring reads one "
-                                 "token per option")
-            ids.add(pieces[0])
-        option_ids.append(sorted(ids))
-    return option_ids
+    ids = {s: tokenizer(s, add_special_tokens=False)["input_ids"] for letter in letters for s in (letter, " " + letter)}
+    for spelling, pieces in ids.items():
+        if len(pieces) != 1:
+            raise InputError(f"option spelling {spelling!r} is {len(pieces)} tokens "
+                             f"{tokenizer.convert_ids_to_tokens(pieces)} in this tokenizer; scoring reads one token "
+                             "per option")
+    return [sorted({ids[letter][0], ids[" " + letter][0]}) for letter in letters]
 
 
 def letters_that_fit(tokenizer):
@@ -64,8 +57,7 @@ def length_sorted_batches(lengths, batch_tokens, pad_to_multiple_of):
 
 
 def pad_batch(sequences, pad_token_id, pad_to_multiple_of):
-    """Right-pad token id lists into `input_ids` and `attention_mask` tensors. One array is built from all the ids
-    at once (a tensor per row cost 0.5 s over MMLU)."""
+    """`input_ids` and `attention_mask`, right-padded, built at once (a tensor per row cost 0.5 s over MMLU)."""
     lengths = torch.tensor([len(ids) for ids in sequences])
     width = padded_width(int(lengths.max()), pad_to_multiple_of)
     attention_mask = (torch.arange(width) < lengths[:, None]).long()
@@ -123,10 +115,8 @@ def head_logits(model, input_ids, attention_mask, where, call=None):
 @torch.no_grad()
 def score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, batch_tokens,
                     pad_to_multiple_of=64, shard=(0, 1), progress=False):
-    """Score token id lists over the options at each one's last [MASK]; returns {index: [log P per option]}, each
-    the log of the summed probabilities of the option's ids, from the softmax over the whole vocabulary (as
-    published), in float32. With `shard=(rank, world)` this process scores every world-th batch only
-    (models.gather_scores merges the shares)."""
+    """{index: log P of each option} at each sequence's last [MASK] (the log of its ids' summed probabilities over
+    the whole vocabulary, as published); with `shard=(rank, world)`, of every world-th batch only (gather_scores)."""
     from tqdm import tqdm
 
     device = next(model.parameters()).device
@@ -154,8 +144,7 @@ def first_max(values):
 
 
 def slot_probabilities(slot_log_probs, option_at_slot=None):
-    """The options' probabilities, in their own order, from one prompt's log P over its slots, renormalised over the
-    slots: slot j (a letter, or an answer token) stands for option `option_at_slot[j]` (default: option j)."""
+    """The options' probabilities from one prompt's log P over its slots, slot j standing for `option_at_slot[j]`."""
     option_at_slot = range(len(slot_log_probs)) if option_at_slot is None else option_at_slot
     probs = torch.tensor(slot_log_probs[: len(option_at_slot)], dtype=torch.float64).softmax(dim=0).tolist()
     out = [0.0] * len(option_at_slot)
