@@ -1,30 +1,14 @@
 """MLMClassifier, the notebook API: a folder written by train.py, or any masked LM zero-shot over any labels.
+`plan_scoring` checks a ClassifierSpec (spec.py) against the tokenizer; `encode_views` fills and cuts its prompts."""
 
-    clf = MLMClassifier.from_pretrained("my-classifier")          # a folder written by train.py
-    clf = MLMClassifier.from_pretrained("answerdotai/ModernBERT-Large-Instruct", labels=["spam", "not spam"])
-    clf(["text one", "text two"])  # [{"label": "spam", "probabilities": {"spam": 0.93, "not spam": 0.07}}, ...]
-    for result in clf.stream(line for line in open("texts.txt") if line.strip()):  # any iterable, any length
-        ...
-
-    clf = MLMClassifier.from_pretrained("answerdotai/ModernBERT-Large-Instruct", labels=["billing", "bug", "urgent"],
-                                        multi_label=True)  # every label a yes/no question of its own
-    clf("The app crashes and I was charged twice")  # {"labels": ["billing", "bug"], "probabilities": {...}}
-    clf = MLMClassifier.from_pretrained("my-nli-classifier")  # its prompt names columns: {premise}, {hypothesis}
-    clf({"premise": "A man sleeps.", "hypothesis": "Someone rests."})
-
-A `ClassifierSpec` (spec.py) says what a classifier answers and how, before any model loads; `plan_scoring` checks
-it against the tokenizer; `encode_views` fills and cuts its prompts (training encodes its examples with it too);
-MLMClassifier scores them with the core's batched scoring.
-"""
-
-import math
 import numbers
+from collections import namedtuple
 from dataclasses import dataclass
 
 from .data import say
 from .errors import InputError
 from .models import Runtime, check_max_length, gather_scores, load_masked_lm, load_tokenizer, require_mask_token
-from .multilabel import ANSWERS, question_templates
+from .multilabel import ANSWERS, question_template
 from .prompts import answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block, parse_prompt
 from .scoring import (LETTERS, calibrate, combine_views, decide, letter_token_ids, letters_that_fit, rotations,
                       score_sequences, slot_probabilities)
@@ -35,69 +19,43 @@ from .stream import CHUNK_ROWS, batches_of
 CONTENT_FREE_TEXT = "N/A"  # Zhao et al. (2021)'s first content-free input
 
 
-@dataclass
-class View:
-    """One prompt a text is scored under: the template, its options as the prompt shows them ({answer: its
-    token}, in display order), and which label each slot scores."""
-    template: object  # a prompts.Template
-    label_map: dict  # label -> verbalizer, in display order
-    option_at_slot: list  # slot j scores label option_at_slot[j] (a label index); multi-label: yes, no
-
-
-def make_views(spec, permutations=1):
-    """The prompts a text is scored under: `permutations` cyclic rotations of the label list, or, multi-label, one
-    yes/no question per label.
-
-    Zero-shot, the letters are reassigned by position, so each rotation shows every label under another
-    letter. A trained folder keeps each label's own answer token, and a rotation only reorders the
-    `{options}` lines; without `{options}` in its prompt, rotations would all be the same prompt.
-    """
-    n = len(spec.labels)
-    if spec.multi_label:
-        if permutations > 1:
-            raise InputError("--permutations: a multi-label question always offers yes and no in one order, so there "
-                             "is nothing to rotate; --calibrate corrects each label's bias towards yes or no")
-        return [View(template, ANSWERS, [0, 1])
-                for template in question_templates(spec.prompt, spec.question_names, spec.prompt_source)]
-    if permutations > 1 and not spec.zero_shot and "{options}" not in spec.prompt:
-        raise InputError("--permutations: this folder's prompt has no {options} block, so every rotation of the "
-                         "labels gives the same prompt")
-    template = parse_prompt(spec.prompt, spec.prompt_source)
-    views = []
-    for order in rotations(n, permutations):
-        if spec.zero_shot:
-            label_map = {spec.labels[i]: LETTERS[j] for j, i in enumerate(order)}
-            views.append(View(template, label_map, order))
-        else:
-            label_map = {spec.labels[i]: spec.verbalizers[i] for i in order}
-            views.append(View(template, label_map, list(range(n))))
-    return views
+# One prompt a text is scored under: its template, {label: its answer} in display order, the label each slot scores
+View = namedtuple("View", "template label_map option_at_slot")
 
 
 @dataclass
 class ScoringPlan:
-    """How a spec is scored with one tokenizer: the views, each slot's option ids, the tokens per prompt, and each
-    view's answer tokens in its label map's order (what training teaches)."""
+    """How a spec is scored with one tokenizer; `answer_ids` are each view's answer tokens (what training teaches)."""
     views: list
     option_ids: list
     max_length: int | None
     answer_ids: list
 
     @property
-    def template(self):
-        """The template every view fills (multi-label: the first label's question; all take the same fields)."""
+    def template(self):  # multi-label, the first label's question: all take the same fields
         return self.views[0].template
 
 
 def plan_scoring(spec, tokenizer, permutations=1, config=None):
-    """Check everything a spec needs of the tokenizer, before any weights load, and return its ScoringPlan.
-
-    Every view's answers must be single, distinct tokens, the letters must fit (zero-shot), and every view's
-    prompt must leave room for text within max_length (the folder's, else the model's positions: from `config`,
-    a loaded model's, else spec.model's config).
-    """
+    """The prompts a text is scored under (`permutations` rotations of the labels, or multi-label a yes/no question
+    per label), checked against the tokenizer before any weights load: single, distinct answer tokens, letters that
+    fit (zero-shot) and room for text within max_length (the folder's, else the model's)."""
     require_mask_token(tokenizer, spec.model)
-    views = make_views(spec, permutations)
+    if spec.multi_label:
+        if permutations > 1:
+            raise InputError("--permutations: a multi-label question always offers yes and no in one order, so there "
+                             "is nothing to rotate; --calibrate corrects each label's bias towards yes or no")
+        views = [View(parse_prompt(question_template(spec.prompt, name), spec.prompt_source), ANSWERS, [0, 1])
+                 for name in spec.question_names]
+    elif permutations > 1 and not spec.zero_shot and "{options}" not in spec.prompt:
+        raise InputError("--permutations: this folder's prompt has no {options} block, so every rotation of the "
+                         "labels gives the same prompt")
+    else:
+        template, orders = parse_prompt(spec.prompt, spec.prompt_source), rotations(len(spec.labels), permutations)
+        if spec.zero_shot:
+            views = [View(template, {spec.labels[i]: LETTERS[j] for j, i in enumerate(o)}, o) for o in orders]
+        else:  # a trained folder keeps each label's own token: a rotation only reorders {options}
+            views = [View(template, {spec.labels[i]: spec.verbalizers[i] for i in o}, sorted(o)) for o in orders]
     max_length = check_max_length(spec.model, tokenizer, spec.max_length, config)
     n = len(views[0].label_map)  # the options each prompt offers
     if spec.zero_shot:
@@ -105,7 +63,7 @@ def plan_scoring(spec, tokenizer, permutations=1, config=None):
         if n > fit:
             raise InputError(f"--labels: {n} labels, but this tokenizer writes only {fit} letters "
                              f"({LETTERS[0]}-{LETTERS[max(fit - 1, 0)]}) as single tokens, so at most {fit} labels fit")
-    answer_ids = []  # per view, each option's answer token in that view's order
+    answer_ids = []
     for view in views:
         options = options_block(view.label_map)
         answer_ids.append(answer_token_ids(tokenizer, view.template, view.label_map, options))
@@ -118,9 +76,8 @@ def plan_scoring(spec, tokenizer, permutations=1, config=None):
 
 
 def encode_views(tokenizer, plan, texts, answers=None, rows=None, source=""):
-    """Token ids of every text under every view (view-major), each one's answer position, and how many texts each
-    view cut to fit max_length. `answers[v][t]` is the answer filled in for text t under view v (training's gold
-    answers); without them any one, since the answer is masked when scored."""
+    """Token ids of every text under every view (view-major), their answer positions, and the texts each view cut.
+    `answers[v][t]` fills text t's answer under view v (training's gold); else any, as it is masked."""
     sequences, positions, cut_by_view = [], [], []
     for v, view in enumerate(plan.views):
         filled = answers[v] if answers is not None else [next(iter(view.label_map.values()))] * len(texts)
@@ -133,11 +90,10 @@ def encode_views(tokenizer, plan, texts, answers=None, rows=None, source=""):
 
 
 def check_abstention(threshold, abstain_label, labels=(), prefix="", multi_label=False):
-    """An InputError for a threshold that is not above 0 and at most 1, or an abstain label that is empty, comes
-    without a threshold, reads as one of the labels or comes with multi-label (where a text above no threshold
-    has the empty list). `prefix` is `--` for the command line's flags."""
+    """An InputError for a threshold not in (0, 1], or an abstain label that is empty, comes without a threshold,
+    reads as a label or comes with multi-label. `prefix` is `--` for the command line's flags."""
     if threshold is not None and (not isinstance(threshold, numbers.Real) or isinstance(threshold, bool)
-                                  or math.isnan(threshold) or not 0 < threshold <= 1):
+                                  or not 0 < threshold <= 1):  # NaN too
         raise InputError(f"{prefix}threshold {threshold} must be above 0 and at most 1 (a probability)")
     if abstain_label is None:
         return
@@ -155,18 +111,9 @@ def check_abstention(threshold, abstain_label, labels=(), prefix="", multi_label
 
 
 class MLMClassifier:
-    """A masked LM that labels texts with its MLM head, in one forward pass per text (and per rotation).
-
-    Build it with `from_pretrained`; call it on a text or a list of texts, or `stream` any iterable of them. A text
-    is a string, or, for a prompt that names columns ({premise}, {hypothesis}), a dict of them. `permutations`
-    (1 to the number of labels) scores each text under that many cyclic rotations of the label order and averages
-    each label's probability; `calibrate` divides by the probabilities of `content_free_text` (Zhao et al., 2021).
-    With `threshold`, a text whose top probability (after both) is below it gets the label `abstain_label` (None
-    unless given) instead; its probabilities are still there.
-
-    Multi-label (`multi_label=True` zero-shot, or a folder trained so), each label is a yes/no question of its own,
-    one forward pass per (text, label): a text's `labels` are those whose P(yes) (renormalised over yes and no,
-    calibrated per label if asked) reaches `threshold` (0.5 unless given, or the folder's).
+    """A masked LM that labels texts (strings, or dicts of a prompt's fields) with its MLM head. `permutations`
+    averages over rotations of the label order; `calibrate` divides by the probabilities of `content_free_text`;
+    below `threshold` a text gets `abstain_label`. Multi-label, `labels` are those whose P(yes) reaches `threshold`.
     """
 
     def __init__(self, spec, tokenizer, model, permutations=1, calibrate=False, content_free_text=CONTENT_FREE_TEXT,
@@ -180,12 +127,13 @@ class MLMClassifier:
         self.abstain_label = abstain_label
         self.permutations, self.calibrate, self.content_free_text = permutations, calibrate, content_free_text
         self.plan = plan or plan_scoring(spec, tokenizer, permutations, getattr(model, "config", None))
+        self.labels, self.multi_label, self.max_length = spec.labels, spec.multi_label, self.plan.max_length
         runtime = Runtime.resolve(device=str(next(model.parameters()).device), batch_tokens=batch_tokens,
                                   pad_to_multiple_of=pad_to_multiple_of, distributed=False)
         self.batch_tokens, self.pad_to_multiple_of = runtime.batch_tokens, runtime.pad_to_multiple_of
         self.mask_token_id, self.pad_token_id = tokenizer.mask_token_id, runtime.pad_id(tokenizer)
-        self.truncated = 0  # texts cut to fit max_length in the last call (in any view; stream: so far)
-        self.cut_by_view = [0] * len(self.plan.views)  # of those, how many in each view (in the last call)
+        self.truncated = 0  # texts cut to fit max_length in the last call (stream: so far)
+        self.cut_by_view = [0] * len(self.plan.views)
         self._content_free = None
 
     @classmethod
@@ -193,12 +141,7 @@ class MLMClassifier:
                         content_free_text=CONTENT_FREE_TEXT, device="auto", dtype="auto", attn_implementation="auto",
                         batch_tokens=None, pad_to_multiple_of=None, threshold=None, abstain_label=None,
                         multi_label=None):
-        """A trained folder (reads prompt.txt, label_map.json, classifier.json), or any masked LM zero-shot over
-        `labels`. Everything is checked before the weights load: bad labels, prompts or thresholds cost no time.
-
-        `multi_label` True judges each label on its own (zero-shot; a folder is multi-label when it was trained
-        so). `device` auto is the GPU when there is one; `dtype` auto is bfloat16 there and float32 on the CPU.
-        """
+        """A trained folder, or any masked LM zero-shot over `labels`; all is checked before the weights load."""
         spec = load_spec(model_name, labels, prompt, max_length, multi_label=multi_label)
         tokenizer = load_tokenizer(model_name)
         plan = plan_scoring(spec, tokenizer, permutations)
@@ -209,55 +152,34 @@ class MLMClassifier:
         return cls(spec, tokenizer, model, permutations, calibrate, content_free_text, batch_tokens,
                    pad_to_multiple_of, plan, threshold, abstain_label)
 
-    @property
-    def labels(self):
-        return self.spec.labels
-
-    @property
-    def multi_label(self):
-        return self.spec.multi_label
-
-    @property
-    def max_length(self):
-        return self.plan.max_length
-
-    def inputs(self, texts, first=0):
-        """The texts checked and stripped: strings, or dicts of the prompt's fields (splits.template_inputs);
-        errors name positions counted from `first`."""
-        return template_inputs(self.plan.template, texts, first)
-
     def encode(self, texts):
         """Token ids of every text under every view (view-major), [MASK] at the answer; texts cut to fit."""
-        sequences, positions, self.cut_by_view = encode_views(self.tokenizer, self.plan, self.inputs(texts))
+        sequences, positions, self.cut_by_view = encode_views(self.tokenizer, self.plan,
+                                                              template_inputs(self.plan.template, texts, 0))
         self.truncated = max(self.cut_by_view)
         return mask_answers(sequences, positions, self.mask_token_id)
 
     def view_probabilities(self, texts, shard=(0, 1), progress=False):
-        """For each text, its option probabilities under each view: a list (texts) of lists (views) of lists."""
-        sequences = self.encode(texts)
-        scores = score_sequences(self.model, sequences, self.mask_token_id, self.pad_token_id, self.plan.option_ids,
-                                 self.batch_tokens, self.pad_to_multiple_of, shard=shard, progress=progress)
+        """For each text, its option probabilities under each view."""
+        scores = score_sequences(self.model, self.encode(texts), self.mask_token_id, self.pad_token_id,
+                                 self.plan.option_ids, self.batch_tokens, self.pad_to_multiple_of, shard=shard,
+                                 progress=progress)
         if shard[1] > 1:  # each process scored a share: merge them (a process scoring texts of its own does not)
             scores = gather_scores(scores)
         n = len(scores) // len(self.plan.views)
         return [[slot_probabilities(scores[v * n + t], view.option_at_slot) for v, view in enumerate(self.plan.views)]
                 for t in range(n)]
 
-    @property
-    def content_free_input(self):
-        """The content-free text, in every field of a prompt that names columns."""
-        template = self.plan.template
-        return self.content_free_text if template.text_only else dict.fromkeys(template.fields, self.content_free_text)
-
     def content_free_probabilities(self):
-        """Each view's option probabilities for the content-free text (scored once, then kept)."""
+        """Each view's option probabilities for the content-free text, in every field (scored once, then kept)."""
         if self._content_free is None:
-            self._content_free = self.view_probabilities([self.content_free_input])[0]
+            template, text = self.plan.template, self.content_free_text
+            content_free = text if template.text_only else dict.fromkeys(template.fields, text)
+            self._content_free = self.view_probabilities([content_free])[0]
         return self._content_free
 
     def probabilities(self, texts, shard=(0, 1), progress=False):
-        """Each text's probability for each label: averaged over the rotations, calibrated first if asked.
-        Multi-label, each label's P(yes), calibrated by its own question's content-free answer if asked."""
+        """Each text's probability for each label (multi-label, its P(yes)), calibrated if asked."""
         content_free = self.content_free_probabilities() if self.calibrate else None
         per_text = self.view_probabilities(texts, shard, progress)
         if self.multi_label:  # view l is label l's question: [P(yes), P(no)]
@@ -267,8 +189,7 @@ class MLMClassifier:
         return [combine_views(views, content_free) for views in per_text]
 
     def result(self, probs):
-        """{"label", "probabilities"}, or multi-label {"labels", "probabilities"}: scoring.decide with this
-        classifier's threshold and abstain label."""
+        """{"label", "probabilities"}, or multi-label {"labels", "probabilities"} (scoring.decide)."""
         return decide(self.labels, probs, self.threshold, self.abstain_label, self.multi_label)
 
     def __call__(self, texts, progress=False):
@@ -278,9 +199,7 @@ class MLMClassifier:
         return results[0] if single else results
 
     def stream(self, texts, chunk_size=CHUNK_ROWS, progress=False):
-        """Yield the result of each text of any iterable (a list, a generator over a file), in order, as __call__
-        gives it: `chunk_size` texts are read, scored by length within the chunk, and yielded before the next are
-        read, so memory holds one chunk whatever the iterable's length. `truncated` counts the texts cut so far."""
+        """Yield each text's result, a chunk of `chunk_size` texts read, scored and yielded at a time."""
         if isinstance(texts, (str, dict)):
             raise TypeError("stream takes an iterable of texts; for one text, call the classifier on it (a dict of "
                             "the prompt's fields is one text too)")
@@ -295,7 +214,7 @@ class MLMClassifier:
         truncated = 0
         with tqdm(desc="classifying", unit=" texts", disable=not progress) as bar:
             for first, chunk in batches_of(texts, chunk_size):
-                scored = self.probabilities(self.inputs(chunk, first))
+                scored = self.probabilities(template_inputs(self.plan.template, chunk, first))
                 truncated += self.truncated
                 self.truncated = truncated
                 yield from (self.result(probs) for probs in scored)

@@ -1,8 +1,4 @@
-"""The command line: flags read from settings dataclasses, bad input as one `error:` line, Ctrl-C as one line.
-
-Every script's flags are the fields of its settings dataclasses (transformers' HfArgumentParser reads them, so a
-default is written once, beside its help), and every script runs its main() through `run_command`.
-"""
+"""The command line: flags are the fields of settings dataclasses; bad input ends as one `error:` line."""
 
 import os
 import signal
@@ -23,9 +19,8 @@ def on_interrupt(message):
 
 
 def run_command(main):
-    """Run a script's main(): bad input ends as one line, `error: ...`, and exit status 1, never a traceback; Ctrl-C
-    (or SIGTERM) ends as one line saying what was kept, and exit status 130. Outputs are written atomically, so an
-    interruption never leaves half a file."""
+    """Run a script's main(): bad input ends as `error: ...` and exit status 1, never a traceback; Ctrl-C (or
+    SIGTERM) as one line saying what was kept, and exit status 130."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` and schedulers end a run like Ctrl-C
     try:
         main()
@@ -41,9 +36,7 @@ def run_command(main):
 
 
 class ArgumentParser(HfArgumentParser):
-    """transformers' parser of settings dataclasses, every flag under both spellings (`--output_dir`,
-    `--output-dir`: the published scripts mixed them), each default shown in --help; a bad flag ends as any bad
-    input does, with one `error:` line and exit status 1."""
+    """A bad flag ends as any bad input does, with one `error:` line and exit status 1."""
 
     def error(self, message):
         sys.exit(f"error: {message} (see --help)")
@@ -55,8 +48,7 @@ def make_parser(doc, *settings):
 
 
 def parse(parser, argv=None):
-    """The settings dataclasses from the command line (`argv`, default sys.argv), each checked by its own
-    __post_init__; an unknown flag is one error line."""
+    """The settings dataclasses from `argv` (default sys.argv), each checked by its __post_init__."""
     *settings, rest = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -64,7 +56,7 @@ def parse(parser, argv=None):
 
 
 def check_positive(**flags):
-    """An InputError naming the first flag (given by its dest name) whose value is set but not above zero."""
+    """An InputError naming the first flag whose value is set but not above zero."""
     for name, value in flags.items():
         if value is not None and value <= 0:
             raise InputError(f"--{name} {value} must be a positive number")
@@ -77,8 +69,8 @@ class ScoringSettings:
                                                         "the CPU)")
     pad_to_multiple_of: int | None = HfArg(default=None, help="pad batch width to a multiple of this (unset: 64 on a "
                                                               "GPU, 8 on the CPU)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = HfArg(default="auto", help="auto: bfloat16 on a GPU, "
-                                                                                          "float32 on the CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = HfArg(
+        default="auto", help="auto: bfloat16 on a GPU, float32 on the CPU")
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = HfArg(
         default="auto", help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
     device: str = HfArg(default="auto", help="auto, cpu, cuda, cuda:1, ...")

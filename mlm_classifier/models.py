@@ -1,8 +1,5 @@
-"""Devices, dtypes, models and tokenizers, and torchrun: what loads and where it runs.
-
-Everything a user names (a hub model, a local folder) is checked before anything heavy loads, and a hub or
-folder that cannot serve it is one InputError. `load_tokenizer` makes [unused0] one token.
-"""
+"""Devices, dtypes, models and tokenizers, and torchrun. A model a user names is checked before anything heavy
+loads; a hub or folder that cannot serve it is one InputError."""
 
 import gc
 import os
@@ -28,8 +25,7 @@ def attention_for(attn_implementation, device, dtype):
 
 @dataclass
 class Runtime:
-    """Where and how a model scores: device, dtype, attention, the batch budget, and this process's share under
-    torchrun (`rank` of `world`); from `resolve`."""
+    """Where and how a model scores, and this process's share under torchrun (`rank` of `world`; `shard` is both)."""
     device: torch.device
     dtype: torch.dtype
     attn_implementation: str
@@ -38,14 +34,12 @@ class Runtime:
     rank: int = 0
     world: int = 1
     progress: bool = True
+    shard: tuple = (0, 1)
 
     @classmethod
     def resolve(cls, settings=None, distributed=True, **values):
-        """The runtime of ScoringSettings (or of keyword values named as its fields). `auto` device is this process's
-        GPU when there is one, else the CPU (a GPU asked for but absent is an InputError); `auto` dtype bfloat16 on a
-        GPU, float32 on the CPU; attention as attention_for; batches of 65,536 padded tokens, widths a multiple of 64
-        on a GPU, 8,192 and 8 on the CPU (odd widths are several times slower on GPUs; on the CPU, padding is pure
-        waste). Under torchrun (`distributed`) a process group starts: nccl on GPUs, gloo on the CPU."""
+        """The runtime of ScoringSettings (or keyword values named as its fields); under torchrun a process group
+        starts. Widths a multiple of 64 on a GPU (odd ones are slow there), 8 on the CPU (padding is pure waste)."""
         given = {**(vars(settings) if settings is not None else {}), **values}
         device, local_rank = given.get("device", "auto"), int(os.environ.get("LOCAL_RANK", "0"))
         if device == "auto":
@@ -72,15 +66,11 @@ class Runtime:
         return cls(device, dtype, attention_for(given.get("attn_implementation", "auto"), device, dtype),
                    given.get("batch_tokens") or (65536 if on_gpu else 8192),
                    given.get("pad_to_multiple_of") or (64 if on_gpu else 8), rank, world,
-                   rank == 0 and not given.get("no_progress"))
-
-    @property
-    def shard(self):
-        return self.rank, self.world
+                   rank == 0 and not given.get("no_progress"), (rank, world))
 
     @staticmethod
     def pad_id(tokenizer):
-        """The id batches are padded with: the tokenizer's pad token, else [MASK] (padding is masked out anyway)."""
+        """The tokenizer's pad token, else [MASK] (padding is masked out anyway)."""
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.mask_token_id
 
     def describe(self):
@@ -91,8 +81,6 @@ class Runtime:
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-
-
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spm.model",
                    "sentencepiece.bpe.model")
 
@@ -104,8 +92,8 @@ def looks_local(name):
 
 
 def check_model_source(name, flag="--model", weights=True):
-    """An InputError, before anything loads, for a local model folder that is missing or lacks a config,
-    a tokenizer or (with `weights`) weights. Hub ids are checked when they load (see load_pretrained)."""
+    """An InputError, before anything loads, for a local model folder that is missing or lacks a config, a tokenizer
+    or (with `weights`) weights. Hub ids are checked when they load (load_pretrained)."""
     if not looks_local(name):
         return
     if not os.path.isdir(name):
@@ -132,8 +120,7 @@ def load_pretrained(loader, name, flag="--model", **kwargs):
 
 
 def load_masked_lm(model_name, runtime):
-    """The model in eval mode, on the runtime's device, in its dtype (passed explicitly: transformers 5 otherwise
-    keeps the checkpoint's) and with its attention."""
+    """The model in eval mode, in the runtime's dtype (else transformers 5 keeps the checkpoint's) and attention."""
     from transformers import AutoModelForMaskedLM
 
     model = load_pretrained(AutoModelForMaskedLM, model_name, dtype=runtime.dtype,
@@ -149,13 +136,9 @@ def require_mask_token(tokenizer, model_name):
 
 
 def register_anchor(tokenizer, model_name):
-    """Make the tokenizer write [unused0] as one token, the vocabulary's own; returns its id.
-
-    ModernBERT's tokenizer has it as an added token. BERT's vocabulary has [unused0] as an ordinary entry that
-    its pre-tokenizer splits into `[`, `unused`, `##0`, `]`; it is registered here as a special added token with
-    the same id, so there is no new embedding (len(tokenizer) and the model are unchanged). It is not normalized,
-    so an uncased tokenizer's lowercasing cannot touch it. A tokenizer saved afterwards keeps it registered.
-    """
+    """Make the tokenizer write [unused0] as one token, the vocabulary's own; returns its id. BERT's pre-tokenizer
+    splits it into `[`, `unused`, `##0`, `]`: it is then registered as a special, unnormalized added token with the
+    same id, so there is no new embedding and lowercasing cannot touch it."""
     from tokenizers import AddedToken
 
     anchor_id = vocabulary_anchor_id(tokenizer, f"--model {model_name}")
@@ -172,8 +155,7 @@ def register_anchor(tokenizer, model_name):
 
 
 def load_tokenizer(model_name, fast=True):
-    """The model's tokenizer, with a mask token and [unused0] as one token (`register_anchor`); a fast one unless
-    `fast=False` (its offsets locate a text to cut)."""
+    """The model's tokenizer, with a mask token and [unused0] as one token; fast unless `fast=False`."""
     from transformers import AutoTokenizer
 
     tokenizer = load_pretrained(AutoTokenizer, model_name)
@@ -185,8 +167,7 @@ def load_tokenizer(model_name, fast=True):
 
 
 def max_positions(model_name, tokenizer, config=None):
-    """The most tokens one prompt may have: the model's positions (from `config`, else `model_name`'s config), or
-    the tokenizer's limit when smaller."""
+    """The most tokens one prompt may have: the model's positions or the tokenizer's limit (None if neither says)."""
     from transformers import AutoConfig
 
     config = config or load_pretrained(AutoConfig, model_name)
@@ -197,8 +178,7 @@ def max_positions(model_name, tokenizer, config=None):
 
 
 def check_max_length(model_name, tokenizer, max_length, config=None):
-    """The most tokens one prompt may have: `max_length` when given, else the model's positions (max_positions;
-    None when neither says). A `max_length` beyond the model's positions is an InputError."""
+    """`max_length` when given, else max_positions; one beyond the model's positions is an InputError."""
     positions = max_positions(model_name, tokenizer, config)
     if max_length and positions and max_length > positions:
         raise InputError(f"--max_length {max_length} is more than the {positions} positions of --model {model_name}")
@@ -206,9 +186,8 @@ def check_max_length(model_name, tokenizer, max_length, config=None):
 
 
 def end_distributed():
-    """Under torchrun, leave together and tidily: free what still holds the process group (train.py's DDP
-    wrapper), wait for every process, then close the group. Left to the interpreter's exit, or closed while
-    another process is still talking, gloo can hang or abort ("terminate called without an active exception")."""
+    """Under torchrun, free what still holds the process group (train.py's DDP wrapper), wait for every process,
+    then close the group: left to the interpreter's exit, gloo can hang or abort."""
     if torch.distributed.is_initialized():
         gc.collect()
         torch.distributed.barrier()

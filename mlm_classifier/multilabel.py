@@ -1,15 +1,6 @@
-"""Multi-label: every label judged on its own, by a yes/no question through the MLM head.
-
-A text may belong to any number of labels. For each (text, label) pair the prompt asks whether the label applies,
-with the options `- A: yes` and `- B: no`, and the MLM head answers at the [MASK] after [unused0], in the paper's
-style. P(yes) is renormalised over yes and no, and a text's labels are those with P(yes) >= a threshold (0.5 by
-default). The cost: one forward pass per (text, label) pair, as the NLI zero-shot pipeline's `multi_label=True`
-has, where a single-label question costs one pass per text.
-
-A multi-label template has `{text}`, the label asked about as `{label}` (once or more), and ends with
-`[unused0] {answer}`, where the answer letter goes. Per label it becomes an ordinary template of the core
-(`question_template`), so filling, cutting and scoring are the single-label path's own.
-"""
+"""Multi-label: per label, a yes/no question (`- A: yes`, `- B: no`) through the MLM head; a label applies when
+P(yes), renormalised over yes and no, reaches a threshold. Per label the template becomes an ordinary one
+(`question_template`), its `{label}` the label asked about and its `{answer}` the answer slot."""
 
 from .anchor import ANCHOR
 from .errors import InputError
@@ -25,22 +16,15 @@ OPTIONS = option_lines((letter, answer) for answer, letter in ANSWERS.items())  
 THRESHOLD = 0.5  # a label applies when P(yes) >= this
 
 
-def question_templates(prompt, names, source="the multi-label prompt"):
-    """The parsed question template of each name, in order: what every label of a multi-label classifier asks."""
-    return [parse_prompt(question_template(prompt, name), source) for name in names]
-
-
 def question_template(prompt, label):
-    """The single-answer template that asks about `label`: its name where `{label}` stands, and the answer slot
-    `{answer}` spelled `{label}`, as every template of the core spells it."""
+    """The single-answer template that asks about `label`, its answer slot `{answer}` spelled `{label}`."""
     if "{" in label or "}" in label:
         raise InputError(f"label {label!r}: braces in a label would read as a placeholder of the prompt")
     return prompt.replace("{label}", label).replace("{answer}", "{label}")
 
 
 def check_multi_label_prompt(prompt, source="the multi-label prompt"):
-    """The prompt, checked: one text placeholder, the label asked about as `{label}`, and `[unused0] {answer}` at
-    the very end; then the core's rules for the template it becomes."""
+    """The prompt, checked: a text placeholder, `{label}`, `[unused0] {answer}` at the end, then the core's rules."""
     prompt = prompt.rstrip()
     if prompt.count("{answer}") != 1 or not prompt.endswith("{answer}"):
         raise InputError(f"{source}: a multi-label prompt ends with `{ANCHOR} {{answer}}`, where the yes/no answer "
@@ -52,4 +36,3 @@ def check_multi_label_prompt(prompt, source="the multi-label prompt"):
         raise InputError(f"{source} has no {{text}} placeholder, where each example's text goes")
     parse_prompt(question_template(prompt, "label"), source)
     return prompt
-

@@ -1,10 +1,5 @@
-"""Prompt templates: the rules a template keeps, filling it, and cutting only the text to fit.
-
-A template holds `{text}` (or the published `{txt}`), or placeholders naming columns (`{premise}`,
-`{hypothesis}`), optionally `{options}`, and ends with `[unused0] {label}`: the answer token is the prompt's
-last token, right after the anchor the model was instruction-tuned on. Long texts are cut at the token level,
-the longest field first (see `kept_lengths`); the instruction, the options and the answer never are.
-"""
+"""Prompt templates: their rules (`parse_prompt`), filling them, and cutting only the text to fit. The answer
+token is a prompt's last, right after the [unused0] the model was instruction-tuned on."""
 
 import json
 import re
@@ -16,29 +11,40 @@ from .scoring import LETTERS, last_index
 
 TEXT_PLACEHOLDERS = ("{text}", "{txt}")  # {txt} is the published cookbook's spelling
 
-
-# The zero-shot template, in the style of the paper's MMLU prompt: instruction, the text, the options as
-# `- A: label` lines, an empty line, then the answer slot after [unused0].
 ZERO_SHOT_PROMPT = (
     "You will be given a text as well as a list of labels. "
     "Read the text carefully and select the right label from the list.\n"
     "TEXT:\n{text}\nLABELS:\n{options}\n\nANSWER:\nAnswer: [unused0] {label}"
 )
 
-
-# A placeholder is an identifier in braces. {text} (or the published {txt}) is the example's text, read from
-# --text_column; {options} becomes the option lines and {label} the answer; any other `{name}` names a column
-# of the rows, filled from each row (so a prompt can hold a premise and a hypothesis, or a title and a body).
-# A literal `{name}` is written doubled, `{{name}}`; braces around anything that is not an identifier (JSON,
-# `{0}`, `{ }`) are left as they are.
+# A placeholder is an identifier in braces: {text}/{txt}, {options}, {label}, or a column's name filled from each
+# row. `{{name}}` is a literal `{name}`; braces around anything else (JSON, `{0}`) are left as they are.
 PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 TEXT_FIELD = "text"  # the field {text} and {txt} fill; the API's key for it
 
 
-def template_parts(prompt):
-    """The pieces of a template, in order: ("literal", text, raw), ("field", name, raw), ("options", "", raw) and
-    ("label", "", raw), where `raw` is the piece as written (so that pieces joined give the prompt back). {text}
-    and {txt} are the field "text"; `{{name}}` is the literal `{name}`. No rules are checked here (parse_prompt)."""
+@dataclass(frozen=True)
+class Template:
+    """A checked template (from parse_prompt): `parts` are (kind, value, as written); `fields` are "text" for {text}
+    and a column's name for every other `{name}`, and `columns` the latter."""
+    prompt: str
+    parts: tuple
+    source: str
+    fields: tuple
+    columns: tuple
+    text_only: bool
+
+
+def placeholder_list(fields):
+    """`{premise} and {hypothesis}`: how messages name a template's fields."""
+    names = [f"{{{field}}}" for field in fields]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def parse_prompt(prompt, source="the prompt"):
+    """Check a prompt template and return it as a Template: either one `{text}` or placeholders naming columns, each
+    once; exactly one `{label}`, last, with `[unused0]` right before it (one space allowed)."""
+    prompt = prompt.rstrip()
     parts, position = [], 0
     for match in PLACEHOLDER.finditer(prompt):
         if match.start() > position:
@@ -53,57 +59,14 @@ def template_parts(prompt):
         position = match.end()
     if position < len(prompt):
         parts.append(("literal", prompt[position:], prompt[position:]))
-    return tuple(parts)
-
-
-@dataclass(frozen=True)
-class Template:
-    """A checked prompt template (from parse_prompt): its pieces and the fields each example fills.
-
-    `fields` are the template's placeholders in order: "text" for {text}/{txt} and a column's name for every
-    other `{name}`; `columns` are the latter, the columns a table must have beyond --text_column.
-    """
-    prompt: str
-    parts: tuple
-    source: str = "the prompt"
-
-    @property
-    def fields(self):
-        return tuple(value for kind, value, _ in self.parts if kind == "field")
-
-    @property
-    def columns(self):
-        return tuple(field for field in self.fields if field != TEXT_FIELD)
-
-    @property
-    def text_only(self):
-        return self.fields == (TEXT_FIELD,)
-
-
-def placeholder_list(fields):
-    """`{premise} and {hypothesis}`: how messages name a template's fields."""
-    names = [f"{{{field}}}" for field in fields]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def parse_prompt(prompt, source="the prompt"):
-    """Check a prompt template and return it as a Template.
-
-    The rules: at least one field, either `{text}` (or the published `{txt}`), once, or placeholders naming
-    columns (`{premise}`, `{title}`), each once; exactly one `{label}`, with `[unused0]` right before it (one
-    space allowed) and nothing but white space after it, because the answer token must be the last token, right
-    after the anchor the model was instruction-tuned on. `{options}` may appear anywhere. `{{name}}` is a literal
-    `{name}`; braces around anything that is not an identifier are left as they are.
-    """
-    prompt = prompt.rstrip()
-    parts = template_parts(prompt)
-    fields = [value for kind, value, _ in parts if kind == "field"]
-    n_text = fields.count(TEXT_FIELD)
+    fields = tuple(value for kind, value, _ in parts if kind == "field")
+    columns = tuple(field for field in fields if field != TEXT_FIELD)
+    n_text = len(fields) - len(columns)
     if n_text > 1 or not fields:
-        columns = " (or placeholders naming the columns that fill it, such as {premise} and {hypothesis})"
+        hint = " (or placeholders naming the columns that fill it, such as {premise} and {hypothesis})"
         raise InputError(f"{source} has {n_text} text placeholders; it needs exactly one {{text}} "
-                         f"(or the published {{txt}}) where each example's text goes{columns if not fields else ''}")
-    repeated = sorted({field for field in fields if field != TEXT_FIELD and fields.count(field) > 1})
+                         f"(or the published {{txt}}) where each example's text goes{hint if not fields else ''}")
+    repeated = sorted({field for field in columns if columns.count(field) > 1})
     if repeated:
         raise InputError(f"{source}: {placeholder_list(repeated)} appear(s) more than once; each column fills one "
                          "place (write a literal `{name}` as {{name}})")
@@ -120,12 +83,11 @@ def parse_prompt(prompt, source="the prompt"):
     if last[0] != "literal" or not (last[1].endswith(ANCHOR) or last[1].endswith(ANCHOR + " ")):
         raise InputError(f"{source}: {ANCHOR} must come right before {{label}} (one space allowed), "
                          f"as in `Answer: {ANCHOR} {{label}}`; found {before_label[-30:]!r} before {{label}}")
-    return Template(prompt, parts, source)
+    return Template(prompt, tuple(parts), source, fields, columns, fields == (TEXT_FIELD,))
 
 
 def template_columns(template, text_column, flag="--text_column"):
-    """{field: the column that fills it}: {text} is `text_column`, any other field the column of its name. A
-    column that would fill {text} and its own placeholder too is an InputError."""
+    """{field: the column that fills it}; a column that would fill {text} and its own placeholder is an InputError."""
     if TEXT_FIELD in template.fields and text_column in template.columns:
         raise InputError(f"{template.source} has both {{text}} ({flag} {text_column!r}) and {{{text_column}}}: one "
                          "column would fill two places; keep one of them")
@@ -133,11 +95,7 @@ def template_columns(template, text_column, flag="--text_column"):
 
 
 def fill_template(template, fields, verbalizer, options):
-    """The filled prompt and the character span of each field in it, in the template's order.
-
-    `fields` maps each of the template's fields to its text ("text" for {text}); a plain string fills a
-    template whose only field is {text}. `options` fills every {options} and `verbalizer` the {label}.
-    """
+    """The filled prompt and each field's character span; `fields` is a dict (or a string for {text} alone)."""
     if isinstance(fields, str):
         if not template.text_only:
             raise TypeError(f"{template.source} fills {placeholder_list(template.fields)}: give a dict of them, "
@@ -156,7 +114,7 @@ def fill_template(template, fields, verbalizer, options):
 
 def empty_fields(template):
     """Every field of `template` filled with the empty text: the prompt's fixed part."""
-    return {field: "" for field in template.fields}
+    return dict.fromkeys(template.fields, "")
 
 
 def option_lines(pairs):
@@ -169,19 +127,9 @@ def options_block(label_map):
     return option_lines((verbalizer, label) for label, verbalizer in label_map.items())
 
 
-def letter_suggestion(label_map):
-    """A letter label map to suggest when a verbalizer is not one token: letters are single tokens."""
-    letters = dict(zip(label_map, LETTERS))
-    return (f"try letters, e.g. --label_map with {json.dumps(letters)} and an {{options}} line "
-            "in the prompt so the model sees which letter means what")
-
-
 def answer_token_ids(tokenizer, template, label_map, options):
-    """For each label, in label map order, the id of the token right after [unused0] in its filled prompt.
-
-    That token is what training masks and teaches, so it must be exactly one token in context (` Business`
-    after `[unused0] ` is one token where `Business` alone might be another), and different for every label.
-    """
+    """For each label, the id of the token right after [unused0] in its filled prompt: what training teaches, so it
+    must be one token in context (` Business` after `[unused0] ` may differ from `Business`), and one per label."""
     anchor_id = vocabulary_anchor_id(tokenizer)
     ids = []
     for label, verbalizer in label_map.items():
@@ -195,17 +143,18 @@ def answer_token_ids(tokenizer, template, label_map, options):
         answer = [i for i, special in zip(encoded["input_ids"][start:], encoded["special_tokens_mask"][start:])
                   if not special]
         if len(answer) != 1:
+            letters = json.dumps(dict(zip(label_map, LETTERS)))
             raise InputError(
                 f"label {label!r}: its verbalizer {verbalizer!r} is {len(answer)} tokens after {ANCHOR} in the prompt "
-                f"{tokenizer.convert_ids_to_tokens(answer)}; the answer must be one token: "
-                f"{letter_suggestion(label_map)}")
+                f"{tokenizer.convert_ids_to_tokens(answer)}; the answer must be one token: try letters, e.g. "
+                f"--label_map with {letters} and an {{options}} line in the prompt so the model sees which letter "
+                "means what")
         ids.append(answer[0])
     for a, id_a in enumerate(ids):
-        for b in range(a):
-            if ids[b] == id_a:
-                labels = list(label_map)
-                raise InputError(f"labels {labels[b]!r} and {labels[a]!r} both answer with the token "
-                                 f"{tokenizer.convert_ids_to_tokens([id_a])[0]!r}; give them different verbalizers")
+        if id_a in ids[:a]:
+            labels = list(label_map)
+            raise InputError(f"labels {labels[ids.index(id_a)]!r} and {labels[a]!r} both answer with the token "
+                             f"{tokenizer.convert_ids_to_tokens([id_a])[0]!r}; give them different verbalizers")
     return ids
 
 
@@ -221,14 +170,9 @@ def check_fixed_length(tokenizer, template, label_map, options, max_length):
 
 
 def kept_lengths(lengths, excess):
-    """How many tokens each field keeps when `excess` tokens must go, by the rule: one token at a time, from the end
-    of the field that has the most tokens left, the earlier field in the prompt first among equals.
-
-    In closed form: the longest fields come down to a common level L (the largest L at which cutting every field to
-    L would remove at least `excess` tokens), the first ones of them in prompt order to L and the rest to L + 1,
-    so that exactly `excess` tokens go; fields already shorter than that keep every token. One field loses the tail
-    of its text, as before there were several.
-    """
+    """How many tokens each field keeps when `excess` tokens must go, one at a time from the end of the field with
+    the most left (the earlier field first among equals). In closed form: the longest fields come down to a common
+    level L, the first of them in prompt order to L and the rest to L + 1; shorter fields keep every token."""
     if excess <= 0:
         return list(lengths)
     if excess > sum(lengths):
@@ -249,15 +193,9 @@ def kept_lengths(lengths, excess):
 
 
 def encode_prompts(tokenizer, template, texts, verbalizers, options, max_length, rows=None, source=""):
-    """Token ids of the filled prompts, each one's answer position, and how many examples were cut.
-
-    Each of `texts` is a string (a {text} template) or a dict of the template's fields. Each prompt is tokenised whole,
-    so an example that fits gets exactly the ids a user's own tokenizer call gives. One that does not fit loses
-    tokens at the end of its fields, the longest field first (kept_lengths): the ids of the tokens overlapping a
-    field's text are cut, and the prompt's own ids around them are kept (decoding and re-tokenising could
-    overshoot). The prompt, options and answer are never cut. The answer position is the token right after the
-    last [unused0] (a text may contain one too).
-    """
+    """Token ids of the filled prompts, each one's answer position (after the last [unused0]), and how many were cut.
+    Each prompt is tokenised whole; one too long loses the ids of its fields' last tokens (kept_lengths), as
+    decoding and re-tokenising could overshoot."""
     anchor_id = tokenizer.convert_tokens_to_ids(ANCHOR)
     rows = rows if rows is not None else list(range(len(texts)))
     sequences, positions, n_cut = [], [], 0
@@ -276,8 +214,7 @@ def encode_prompts(tokenizer, template, texts, verbalizers, options, max_length,
 
 
 def cut_to_fit(ids, offsets, spans, max_length, where):
-    """`ids` without the tokens that kept_lengths drops from the end of each field (character spans `spans`), so
-    that `max_length` tokens are left; an InputError naming `where` when the prompt alone is longer than that."""
+    """`ids` less the tokens kept_lengths drops from each field (character spans `spans`), `max_length` left."""
     claimed, field_tokens = set(), []
     for t0, t1 in spans:
         # Special tokens have the empty offset (0, 0) and never overlap a field; an empty field has no tokens.
@@ -296,10 +233,5 @@ def cut_to_fit(ids, offsets, spans, max_length, where):
 
 
 def mask_answers(sequences, positions, mask_token_id):
-    """Copies of the sequences with the answer token at each position replaced by [MASK]: what is scored."""
-    masked = []
-    for ids, position in zip(sequences, positions):
-        ids = list(ids)
-        ids[position] = mask_token_id
-        masked.append(ids)
-    return masked
+    """Copies of the sequences with [MASK] at each answer position: what is scored."""
+    return [[*ids[:position], mask_token_id, *ids[position + 1:]] for ids, position in zip(sequences, positions)]

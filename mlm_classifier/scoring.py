@@ -1,12 +1,6 @@
-"""The idea: a masked LM's MLM head, read at the last [MASK], answers over a few option tokens.
-
-A sequence ends with `Answer: [unused0] [MASK]`; the MLM head's softmax over the whole vocabulary at that [MASK],
-summed over each option's token ids (a letter's `A` and ` A`, or a label's one answer token), scores the options
-(Clavié, Cooper, Warner, 2025). `head_logits` is the step that reads them: the encoder runs over every position,
-the head (its vocabulary projection is most of its cost) only at the rows read. `score_sequences` batches sequences
-by length under a token budget. Bias controls: the options' order rotated, content-free calibration (Zhao et al.,
-2021).
-"""
+"""The method: a prompt ends with `Answer: [unused0] [MASK]`, and the MLM head's softmax over the whole vocabulary
+at that [MASK], summed over each option's token ids, scores the options (Clavié, Cooper, Warner, 2025).
+`head_logits` reads them: the encoder at every position, the head at [MASK] only."""
 
 import itertools
 import string
@@ -19,23 +13,16 @@ from .errors import InputError
 LETTERS = string.ascii_uppercase  # option letters, A to Z; a tokenizer may have fewer as single tokens
 
 
-# -----------------------------------------------------------------------------
-# Answer tokens
-
-def single_token_id(tokenizer, spelling, what="option spelling"):
-    """The id of `spelling` if the tokenizer writes it as exactly one token, else an InputError."""
-    ids = tokenizer(spelling, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        raise InputError(f"{what} {spelling!r} is {len(ids)} tokens {tokenizer.convert_ids_to_tokens(ids)} in this "
-                         "tokenizer; scoring reads one token per option")
-    return ids[0]
-
-
 def letter_token_ids(tokenizer, letters):
-    """For each letter, the distinct ids of its spellings `A` and ` A` (both single tokens): the published eval.py
-    scores a letter by the summed probability of both, and so do we."""
-    return [sorted({single_token_id(tokenizer, spelling) for spelling in (letter, " " + letter)})
-            for letter in letters]
+    """For each letter, the distinct ids of its spellings `A` and ` A`, each one token: the published eval.py scores
+    a letter by the summed probability of both, and so do we."""
+    ids = {s: tokenizer(s, add_special_tokens=False)["input_ids"] for letter in letters for s in (letter, " " + letter)}
+    for spelling, pieces in ids.items():
+        if len(pieces) != 1:
+            raise InputError(f"option spelling {spelling!r} is {len(pieces)} tokens "
+                             f"{tokenizer.convert_ids_to_tokens(pieces)} in this tokenizer; scoring reads one token "
+                             "per option")
+    return [sorted({ids[letter][0], ids[" " + letter][0]}) for letter in letters]
 
 
 def letters_that_fit(tokenizer):
@@ -51,20 +38,15 @@ def last_index(ids, token_id):
     return len(ids) - 1 - ids[::-1].index(token_id)
 
 
-# -----------------------------------------------------------------------------
-# Batches
-
 def padded_width(length, pad_to_multiple_of):
-    """`length` rounded up to a multiple of `pad_to_multiple_of`: the width a batch is padded to."""
     return -(-length // pad_to_multiple_of) * pad_to_multiple_of
 
 
 def length_sorted_batches(lengths, batch_tokens, pad_to_multiple_of):
-    """Indices grouped into batches of similar length whose padded size (rows x width) fits `batch_tokens`; longest
-    first, so that a batch too big for memory fails at once. A sequence longer than the budget is a batch alone."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    """Indices in batches of similar length whose padded size (rows x width) fits `batch_tokens`; longest first, so
+    that a batch too big for memory fails at once. A sequence longer than the budget is a batch alone."""
     batches, current, width = [], [], 0
-    for i in order:
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         if current and (len(current) + 1) * width > batch_tokens:
             batches.append(current)
             current = []
@@ -75,8 +57,7 @@ def length_sorted_batches(lengths, batch_tokens, pad_to_multiple_of):
 
 
 def pad_batch(sequences, pad_token_id, pad_to_multiple_of):
-    """Right-pad token id lists into `input_ids` and `attention_mask` tensors, the width a multiple of
-    `pad_to_multiple_of`. One array is built from all the ids at once (a tensor per row cost 0.5 s over MMLU)."""
+    """`input_ids` and `attention_mask`, right-padded, built at once (a tensor per row cost 0.5 s over MMLU)."""
     lengths = torch.tensor([len(ids) for ids in sequences])
     width = padded_width(int(lengths.max()), pad_to_multiple_of)
     attention_mask = (torch.arange(width) < lengths[:, None]).long()
@@ -85,9 +66,6 @@ def pad_batch(sequences, pad_token_id, pad_to_multiple_of):
     input_ids[attention_mask.bool()] = torch.from_numpy(flat)
     return input_ids, attention_mask
 
-
-# -----------------------------------------------------------------------------
-# The MLM head at [MASK]
 
 def _deberta_head(model, hidden):
     # DeBERTa (v1 and v2) has two heads, and its forward picks one by `model.legacy`
@@ -113,12 +91,9 @@ MLM_HEADS = {
 
 
 def head_logits(model, input_ids, attention_mask, where, call=None):
-    """MLM logits over the vocabulary at the positions `where` selects (a boolean mask over (batch, length), or a
-    pair (rows, positions)), shape (selected, vocab), in row-major order.
-
-    `call` is the model wrapped by DistributedDataParallel: its forward must run through the wrapper for the gradients
-    to be synchronised, so there the same two steps run inside it, the rows picked by a hook on the encoder's output.
-    """
+    """MLM logits at the positions `where` selects (a boolean mask, or a pair (rows, positions)), (selected, vocab).
+    `call` is the model wrapped by DistributedDataParallel: the forward must run through it for the gradients to be
+    synchronised, so there the rows are picked by a hook on the encoder's output."""
     head = MLM_HEADS.get(type(model).__name__)
     if head is None:
         return (call or model)(input_ids=input_ids, attention_mask=attention_mask).logits[where]
@@ -138,26 +113,14 @@ def head_logits(model, input_ids, attention_mask, where, call=None):
 
 
 @torch.no_grad()
-def option_log_probs(model, input_ids, attention_mask, positions, option_ids):
-    """log P(option) at one position per row: per option, the log of the summed probabilities of its ids, from the
-    softmax over the whole vocabulary (as published), in float32 whatever the model's dtype."""
-    rows = torch.arange(len(positions), device=input_ids.device)
-    log_probs = head_logits(model, input_ids, attention_mask, (rows, positions)).float().log_softmax(dim=-1)
-    return torch.stack([log_probs[:, ids].logsumexp(dim=-1) for ids in option_ids], dim=1)
-
-
 def score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, batch_tokens,
                     pad_to_multiple_of=64, shard=(0, 1), progress=False):
-    """Score token id lists (each holding a [MASK]) over the options; returns {index: [log P per option]}.
-
-    Each sequence is read at its last [MASK]. Batches are length-sorted and bounded by `batch_tokens`; with
-    `shard=(rank, world)` this process scores every world-th batch only (models.gather_scores merges the shares).
-    """
+    """{index: log P of each option} at each sequence's last [MASK] (the log of its ids' summed probabilities over
+    the whole vocabulary, as published); with `shard=(rank, world)`, of every world-th batch only (gather_scores)."""
     from tqdm import tqdm
 
     device = next(model.parameters()).device
-    batches = length_sorted_batches([len(s) for s in sequences], batch_tokens, pad_to_multiple_of)
-    mine = batches[shard[0]::shard[1]]
+    mine = length_sorted_batches([len(s) for s in sequences], batch_tokens, pad_to_multiple_of)[shard[0]::shard[1]]
     option_ids = [torch.tensor(ids, device=device) for ids in option_ids]
     # On a GPU nothing below waits for the GPU until the end: inputs go from pinned memory without blocking and the
     # scores stay on the device, so padding the next batch overlaps the current batch's forward pass.
@@ -168,13 +131,12 @@ def score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, b
         positions = torch.tensor([last_index(sequences[i], mask_token_id) for i in batch])
         input_ids, attention_mask, positions = (t.pin_memory().to(device, non_blocking=True) if pinned else t.to(device)
                                                 for t in (input_ids, attention_mask, positions))
-        parts.append(option_log_probs(model, input_ids, attention_mask, positions, option_ids))
+        rows = torch.arange(len(batch), device=device)
+        log_probs = head_logits(model, input_ids, attention_mask, (rows, positions)).float().log_softmax(dim=-1)
+        parts.append(torch.stack([log_probs[:, ids].logsumexp(dim=-1) for ids in option_ids], dim=1))
     values = torch.cat(parts).cpu().tolist() if parts else []
     return dict(zip(itertools.chain.from_iterable(mine), values))
 
-
-# -----------------------------------------------------------------------------
-# From scores to answers, and the bias controls
 
 def first_max(values):
     """Index of the largest value; a tie goes to the earliest, as Python's max over A, B, C, D in the published eval."""
@@ -182,8 +144,7 @@ def first_max(values):
 
 
 def slot_probabilities(slot_log_probs, option_at_slot=None):
-    """The options' probabilities, in their own order, from one prompt's log P over its slots, renormalised over the
-    slots: slot j (a letter, or an answer token) stands for option `option_at_slot[j]` (default: option j)."""
+    """The options' probabilities from one prompt's log P over its slots, slot j standing for `option_at_slot[j]`."""
     option_at_slot = range(len(slot_log_probs)) if option_at_slot is None else option_at_slot
     probs = torch.tensor(slot_log_probs[: len(option_at_slot)], dtype=torch.float64).softmax(dim=0).tolist()
     out = [0.0] * len(option_at_slot)
@@ -193,8 +154,7 @@ def slot_probabilities(slot_log_probs, option_at_slot=None):
 
 
 def rotations(n, k):
-    """The first `k` cyclic rotations of n options: in rotation r, position j shows option (j + r) % n. With k == n
-    every option is shown once at every position (under every letter)."""
+    """The first `k` cyclic rotations of n options: in rotation r, position j shows option (j + r) % n."""
     if not 1 <= k <= n:
         raise InputError(f"--permutations {k} must be between 1 and the number of options ({n})")
     return [[(j + r) % n for j in range(n)] for r in range(k)]
@@ -214,9 +174,8 @@ def combine_views(view_probs, content_free=None):
 
 
 def decide(labels, probs, threshold=None, abstain_label=None, multi_label=False):
-    """A text's result from its labels' probabilities: {"label": the likeliest (ties to the earlier label), or
-    `abstain_label` (None unless given) when the top probability is below `threshold`, "probabilities"}; multi-label,
-    {"labels": those whose P(yes) reaches `threshold`, in label order, "probabilities": each label's P(yes)}."""
+    """A text's result: {"label": the likeliest (ties to the earlier), or `abstain_label` when the top probability is
+    below `threshold`, "probabilities"}; multi-label, {"labels": those whose P(yes) reaches `threshold`, ...}."""
     probabilities = dict(zip(labels, probs))
     if multi_label:
         return {"labels": [label for label, p in probabilities.items() if p >= threshold],
