@@ -119,8 +119,7 @@ def read_jsonl(path, source=None):
 
 
 def jsonl_records(lines, source, keep=lambda row: True):
-    """(row, line, record) for each non-blank of the lines of a JSONL file; a row that `keep` refuses is not parsed
-    (its record is None)."""
+    """(row, line, record) for each non-blank of a JSONL file's lines; a row `keep` refuses is not parsed (None)."""
     row = 0
     for line, text in enumerate(lines, start=1):
         if text.strip():
@@ -202,7 +201,7 @@ def read_json_records(path, source):
         except json.JSONDecodeError as e:
             if e.msg != "Extra data":  # more than one value: JSON lines under a .json name
                 raise InputError(f"{source}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    return [record for _, _, record in read_jsonl(path, source)]
+    return [record for _, _, record in jsonl_records(text.split("\n"), source)]
 
 
 def records_to_columns(records, source, first_row=0, columns=None):
@@ -215,8 +214,7 @@ def records_to_columns(records, source, first_row=0, columns=None):
 
 
 def load_hub_dataset(name, instead, *args, flag=None, **kwargs):
-    """`datasets.load_dataset(name, *args, **kwargs)`; a hub that cannot serve it is one InputError naming the
-    dataset (by `flag` when a flag gave it) and what to give `instead`."""
+    """`datasets.load_dataset(...)`, or an InputError naming the dataset (by `flag`) and what to give `instead`."""
     from datasets import load_dataset
 
     try:

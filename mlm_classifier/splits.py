@@ -1,9 +1,9 @@
-"""A table's texts, labels and ids, with the row each came from so that every error can name it: the rules a
-value keeps to become one (a missing or empty text is never classified as "None", "nan" or ""), the rules of
-MLMClassifier's texts, and a training run's splits, from files or the hub, held out, sampled.
+"""A table's texts, labels and ids, with each one's row for errors to name, by rules that never classify a missing
+or empty text as "None", "nan" or ""; MLMClassifier's texts by the same rules; a training run's splits.
 """
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from .data import load_hub_dataset, read_table
@@ -26,24 +26,17 @@ class Split:
 
     def empty_fields(self):
         """{field: number of rows where it is empty}, for the fields empty somewhere (dict texts only)."""
-        counts = {}
-        for text in self.texts:
-            if isinstance(text, dict):
-                for field, value in text.items():
-                    if not value:
-                        counts[field] = counts.get(field, 0) + 1
-        return counts
+        return dict(Counter(field for text in self.texts if isinstance(text, dict)
+                            for field, value in text.items() if not value))
 
     def select(self, indices):
         """The split restricted to `indices` (positions in this split)."""
-        def subset(values):
-            return None if values is None else [values[i] for i in indices]
-        return Split(self.source, subset(self.texts), subset(self.labels), subset(self.rows), subset(self.ids))
+        parts = (None if v is None else [v[i] for i in indices] for v in (self.texts, self.labels, self.rows, self.ids))
+        return Split(self.source, *parts)
 
 
 def text_value(value):
-    """(text, None) for a value that is a text, stripped, or (None, why not: "missing", "empty", ...); bytes must be
-    UTF-8; numbers are their digits."""
+    """(stripped text, None), or (None, why not: "missing", "empty", ...); bytes must be UTF-8, numbers are digits."""
     if value is None or (isinstance(value, float) and value != value):
         return None, "missing"
     if isinstance(value, bytes):
@@ -63,8 +56,7 @@ def text_value(value):
 
 
 def id_value(value):
-    """An id as the output records it: as the input has it when JSON can hold it, a date or time as its ISO 8601
-    text, bytes as UTF-8 text, anything else as its str()."""
+    """An id as the output records it: as it is where JSON can hold it, else as text (a date in ISO 8601)."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
@@ -75,16 +67,14 @@ def id_value(value):
 
 
 def some_rows(rows, total=None):
-    """`row 3` or `rows 3, 8, 9, 14, 20 and 7 more`: how an error names the rows at fault, `total` of them where
-    `rows` holds only the first (a file read a chunk at a time)."""
+    """`row 3` or `rows 3, 8, 9, 14, 20 and 7 more`, of `total` rows where `rows` holds only the first."""
     total = len(rows) if total is None else total
     named = ", ".join(str(r) for r in rows[:5])
     return f"row {named}" if total == 1 else f"rows {named}{f' and {total - 5} more' if total > 5 else ''}"
 
 
 def without_text_error(source, fields, rows, total=None):
-    """The InputError for `rows` without a text (the first five are enough; `total` in all), for {field: column}:
-    they lack the {text} column's text, or, for a template without {text}, a text in any of its columns."""
+    """The InputError for `rows` (the first five are enough) of `total` without a text, for {field: column}."""
     total = len(rows) if total is None else total
     lacks = (f"no text in column {fields[TEXT_FIELD]!r}" if TEXT_FIELD in fields
              else f"every one of the columns {', '.join(repr(c) for c in fields.values())} empty")
@@ -94,9 +84,8 @@ def without_text_error(source, fields, rows, total=None):
 
 
 def row_fields(values, fields):
-    """The rule of every row and API input, for {field: raw value}: ({field: stripped text}, None), or (None, (field,
-    problem)). {text} must be a text; another field may be missing or empty (its text is then ""), but not every one
-    (field None, problem "every field empty")."""
+    """({field: stripped text}, None) or (None, (field, problem)) for a row's or an input's {field: value}: {text}
+    must be a text; another field may be missing or empty (""), but not every one (None, "every field empty")."""
     texts = {}
     for field in fields:
         text, problem = text_value(values.get(field))

@@ -1,11 +1,10 @@
-"""A table read a chunk of rows at a time (pandas' chunked CSV reader, JSON lines a line at a time, pyarrow's batch
-reader; a .json array read whole, then handed out in chunks), each cell as data.read_table reads it, and checked
-in one such pass by every rule of read_table and splits.take_columns, with the same errors in the same order.
+"""A table read a chunk of rows at a time, each cell as data.read_table reads it, and checked in one such pass by
+every rule of read_table and splits.take_columns, with the same errors in the same order.
 """
 
 import codecs
 import itertools
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .data import (check_table_file, check_unique_columns, csv_header, jsonl_records, read_json_records, reading_errors,
                    records_to_columns)
@@ -16,13 +15,9 @@ from .splits import take_columns, without_text_error
 CHUNK_ROWS = 10000  # rows per chunk: memory holds one chunk's texts, token ids and records
 
 
-@dataclass
-class Chunk:
-    """Rows `first_row` to `first_row + size - 1` of a table (rows count from 0, as the output's `row`)."""
-    index: int
-    first_row: int
-    size: int
-    table: dict | None  # {column: values} of the wanted columns, None where absent; None for a chunk passed over
+# Rows `first_row` on (counted from 0, as the output's `row`); `table` is {column: values} of the wanted columns, or
+# None for a chunk passed over.
+Chunk = namedtuple("Chunk", "index first_row size table")
 
 
 class TableChunks:
@@ -36,8 +31,7 @@ class TableChunks:
         self.columns = None
 
     def chunks(self, keep=None):
-        """The Chunks in order; one whose index `keep(index)` refuses comes with table None, read only as far as its
-        format needs to find where the next chunk starts (a JSON line is then not even parsed)."""
+        """The Chunks in order; one that `keep(index)` refuses has table None, and is read only as far as need be."""
         read = {".csv": self._csv, ".parquet": self._parquet, ".jsonl": self._jsonl, ".json": self._json}
         with reading_errors(self.source, self.extension):
             yield from read[self.extension](keep or (lambda index: True))
@@ -114,21 +108,14 @@ class TableChunks:
                 yield Chunk(index, first_row, len(part), self._records_table(part, first_row) if keep(index) else None)
 
 
-@dataclass
-class InputSummary:
-    """What the checking pass found: rows in all, each chunk's rows, rows without a text, chunks."""
-    rows: int
-    chunk_sizes: list
-    without_text: int
-    chunks: int
+InputSummary = namedtuple("InputSummary", "rows chunk_sizes without_text chunks")  # what check_input found
 
 
 def check_input(path, flag, text_column, id_column=None, allow_empty=False, chunk_rows=CHUNK_ROWS, fields=None,
                 fields_source="the prompt"):
-    """Every rule of data.read_table and splits.take_columns, in one pass over the file that holds one chunk, with
-    errors in a whole-file read's order: the file's own where met; a missing column (csv and parquet at the first
-    chunk, so that a typo costs no pass; json and jsonl at the end); the first row whose text or id breaks a rule;
-    the rows without a text, over the whole file; an input without rows."""
+    """Every rule of read_table and take_columns in one pass holding one chunk, errors in a whole-file read's order:
+    the file's own; a missing column (csv and parquet at the first chunk, so that a typo costs no pass); the first
+    row whose text or id breaks a rule; the rows without a text, over the whole file; no rows."""
     fields = {TEXT_FIELD: text_column} if fields is None else dict(fields)
     options = dict(fields=fields, fields_source=fields_source, id_column=id_column)
 
