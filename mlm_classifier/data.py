@@ -1,22 +1,19 @@
-"""Reading what users bring and writing what we produce: text files, label lists and maps, tables, records, and
-the rules every output keeps (atomic writes, never over an input, never over a result made otherwise).
-
-Text files may carry a byte-order mark; tables are csv, json, jsonl or parquet files read as {column: values}
-(splits.py turns them into texts and labels). Outputs are written atomically, so no reader ever sees half a file.
+"""Reading what users bring (text files, label lists and maps, tables as {column: values}) and writing what we
+produce, by the rules every output keeps: atomic writes, never over an input or a result made with other settings.
 """
 
 import contextlib
+import csv
+import io
 import json
 import os
+from collections import Counter
 
 from .errors import InputError
 
-TABLE_FORMATS = (".csv", ".json", ".jsonl", ".parquet")  # what read_table reads
-
 
 def read_text(path, source=None):
-    """A whole UTF-8 text file, without the byte-order mark that Notepad and Excel write; a missing file or one that
-    is not UTF-8 is an InputError naming `source` or the path. Line ends are kept as they are (see read_prompt)."""
+    """A whole UTF-8 text file, less the byte-order mark Notepad and Excel write; errors name `source` or the path."""
     source = source or path
     if not os.path.isfile(path):
         raise InputError(f"{source}: no such file")
@@ -30,16 +27,24 @@ def read_text(path, source=None):
 
 
 def read_prompt(path, flag=""):
-    """A prompt template from a file, CRLF line ends made LF (a Windows editor's prompt must tokenize as the same
-    prompt), trailing white space stripped; errors name `flag` and the path."""
+    """A prompt file, CRLF made LF (a Windows editor's prompt must tokenize as the same prompt), right-stripped."""
     return read_text(path, f"{flag} {path}".lstrip()).replace("\r\n", "\n").rstrip()
 
 
 def read_label_map(path, flag=""):
     """A `{raw label: verbalizer}` map from a JSON file, in the file's order; errors name `flag` and the path."""
     source = f"{flag} {path}".lstrip()
+
+    def unique_keys(pairs):  # json.loads would keep the last of a key given twice, silently
+        seen = {}
+        for key, value in pairs:
+            if key in seen:
+                raise InputError(f"{source}: the key {key!r} is given more than once")
+            seen[key] = value
+        return seen
+
     try:
-        label_map = json.loads(read_text(path, source), object_pairs_hook=lambda pairs: unique_keys(pairs, source))
+        label_map = json.loads(read_text(path, source), object_pairs_hook=unique_keys)
     except json.JSONDecodeError as e:
         raise InputError(f"{source}: not valid JSON ({e.msg}, line {e.lineno})") from None
     if not isinstance(label_map, dict) or not label_map:
@@ -53,9 +58,8 @@ def read_label_map(path, flag=""):
 
 
 def parse_labels(value, least=2):
-    """A label list from a comma list (`"World,Sports"`) or a file with one label per line (blank lines skipped),
-    of at least `least` labels. A value that looks like a path (a folder separator, or a file extension, and no
-    comma) must be a file."""
+    """A label list from a comma list (`"World,Sports"`) or a file with one label per line (blank lines skipped).
+    A value that looks like a path (a folder separator, or a file extension, and no comma) must be a file."""
     if os.path.isfile(value):
         source = f"--labels {value}"
         labels = [line.strip() for line in read_text(value, source).split("\n") if line.strip()]
@@ -69,9 +73,8 @@ def parse_labels(value, least=2):
 
 
 def check_labels_list(labels, source="labels", least=2):
-    """An InputError for fewer than `least` labels (two to choose between; multi-label, one yes/no question is
-    enough), an empty one, one given twice, or two that differ only by case or surrounding spaces (`World`,
-    `world `): the model and a reader take those for one label."""
+    """An InputError for fewer than `least` labels, an empty one, one given twice, or two that differ only by case
+    or surrounding spaces (`World`, `world `): the model and a reader take those for one label."""
     if isinstance(labels, str):
         raise InputError(f"{source}: {labels!r} is one string; give a list of labels, e.g. {labels.split(',')!r}")
     labels = list(labels)
@@ -93,19 +96,8 @@ def check_labels_list(labels, source="labels", least=2):
         seen[key] = label
 
 
-def unique_keys(pairs, source):
-    """A JSON object's dict, refusing a key given twice (json.loads would keep the last one silently)."""
-    seen = {}
-    for key, value in pairs:
-        if key in seen:
-            raise InputError(f"{source}: the key {key!r} is given more than once")
-        seen[key] = value
-    return seen
-
-
 def write_atomic(path, text, sync=False):
-    """Write text to `path` through a temporary file and a rename, so no reader ever sees half a file; an interrupted
-    write leaves the old file and no temporary one. `sync` waits until the text is on disk before the rename."""
+    """Write `path` through a temporary file and a rename, so no reader sees half a file; `sync`: on disk first."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
@@ -121,28 +113,26 @@ def write_atomic(path, text, sync=False):
 
 
 def read_jsonl(path, source=None):
-    """[(row, line, record)] for each non-blank line of a JSONL file: `row` counts records from 0, `line` is 1-based.
-
-    Errors start with `source` (default: the path), e.g. "--input data.jsonl", and name the row and line.
-    """
+    """[(row, line, record)] for each non-blank line of a JSONL file: `row` counts records from 0, `line` from 1."""
     source = source or path
-    records = []
-    for line, text in enumerate(read_text(path, source).split("\n"), start=1):  # not splitlines: JSON may hold U+2028
+    return list(jsonl_records(read_text(path, source).split("\n"), source))  # not splitlines: JSON may hold U+2028
+
+
+def jsonl_records(lines, source, keep=lambda row: True):
+    """(row, line, record) for each non-blank of a JSONL file's lines; a row `keep` refuses is not parsed (None)."""
+    row = 0
+    for line, text in enumerate(lines, start=1):
         if text.strip():
             try:
-                records.append((len(records), line, json.loads(text)))
+                record = json.loads(text) if keep(row) else None
             except json.JSONDecodeError as e:
-                raise InputError(f"{source}: {row_and_line(len(records), line)}: not valid JSON ({e.msg})") from None
-    return records
+                raise InputError(f"{source}: {row_and_line(row, line)}: not valid JSON ({e.msg})") from None
+            yield row, line, record
+            row += 1
 
 
 def read_table(path, flag):
-    """A csv, json, jsonl or parquet file as {column: list of values}, every cell as the file has it.
-
-    CSV cells are read as text (an empty cell is ""); a .json file holds a list of objects (or JSON lines); a
-    .jsonl file one object per line. A byte-order mark and CRLF line ends are fine. A file that cannot be read, or
-    whose header names a column twice, is an InputError naming it.
-    """
+    """A csv, json (a list of objects, or JSON lines), jsonl or parquet file as {column: list of values}."""
     source = f"{flag} {path}"
     extension = check_table_file(path, flag)
     with reading_errors(source, extension):
@@ -164,8 +154,7 @@ def read_table(path, flag):
 
 @contextlib.contextmanager
 def reading_errors(source, extension):
-    """Any error of reading a table, as one InputError naming `source`: pandas' and pyarrow's many error types
-    carry messages a user can act on, but not the file's name."""
+    """Any error of reading a table as one InputError naming `source`: pandas' and pyarrow's messages do not."""
     try:
         yield
     except InputError:
@@ -177,11 +166,10 @@ def reading_errors(source, extension):
 
 
 def check_table_file(path, flag):
-    """The extension of a table file that read_table can read (lower case), or an InputError naming `flag` and the
-    path: an unknown format, no such file, or an empty one."""
+    """The lower-case extension of a table file that read_table can read, or an InputError."""
     source = f"{flag} {path}"
     extension = os.path.splitext(path)[1].lower()
-    if extension not in TABLE_FORMATS:
+    if extension not in (".csv", ".json", ".jsonl", ".parquet"):
         raise InputError(f"{source}: unknown format {extension!r}; use .csv, .json, .jsonl or .parquet")
     if not os.path.isfile(path):
         raise InputError(f"{source}: no such file")
@@ -191,15 +179,12 @@ def check_table_file(path, flag):
 
 
 def csv_header(path):
-    """The first record of a CSV file: its column names as written."""
-    import csv
-
+    """A CSV file's column names as written (pandas renames a repeated one)."""
     with open(path, encoding="utf-8-sig", newline="") as f:
         return next(csv.reader(f), [])
 
 
 def check_unique_columns(names, source):
-    """An InputError naming each column that a table's header gives more than once (a reader would pick one)."""
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise InputError(f"{source}: the header names {', '.join(repr(r) for r in repeated)} more than once; "
@@ -216,25 +201,20 @@ def read_json_records(path, source):
         except json.JSONDecodeError as e:
             if e.msg != "Extra data":  # more than one value: JSON lines under a .json name
                 raise InputError(f"{source}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    return [record for _, _, record in read_jsonl(path, source)]
+    return [record for _, _, record in jsonl_records(text.split("\n"), source)]
 
 
-def records_to_columns(records, source):
-    """{column: values} from a list of JSON objects; a key absent from a record gives None there."""
-    columns = {}
-    for row, record in enumerate(records):
+def records_to_columns(records, source, first_row=0, columns=None):
+    """{column: values} of JSON objects (None where one lacks the key), for every key or only `columns`."""
+    for row, record in enumerate(records, start=first_row):
         if not isinstance(record, dict):
             raise InputError(f"{source}: row {row} is {type(record).__name__}, not a JSON object")
-        for key in record:
-            columns.setdefault(key, [None] * row)
-        for key, values in columns.items():
-            values.append(record.get(key))
-    return columns
+    keys = dict.fromkeys(key for record in records for key in record) if columns is None else columns
+    return {key: [record.get(key) for record in records] for key in keys}
 
 
 def load_hub_dataset(name, instead, *args, flag=None, **kwargs):
-    """`datasets.load_dataset(name, *args, **kwargs)`; a hub that cannot serve it (no connection, no such dataset
-    or split) is one InputError that names the dataset (by `flag` when a flag gave it) and what to give `instead`."""
+    """`datasets.load_dataset(...)`, or an InputError naming the dataset (by `flag`) and what to give `instead`."""
     from datasets import load_dataset
 
     try:
@@ -246,8 +226,6 @@ def load_hub_dataset(name, instead, *args, flag=None, **kwargs):
 
 def accuracy_table(correct, groups):
     """{group: {accuracy, n}} for parallel lists of booleans and group names, sorted by name."""
-    from collections import Counter
-
     totals, hits = Counter(groups), Counter(g for g, ok in zip(groups, correct) if ok)
     return {g: {"accuracy": hits[g] / totals[g], "n": totals[g]} for g in sorted(totals)}
 
@@ -256,8 +234,8 @@ NO_ID = object()  # a record without an id column (None is a missing id, kept as
 
 
 def prediction_record(row, text, result, row_id=NO_ID, multi_label=False):
-    """One record of a predictions file: row, (id), text, then the result (scoring.decide: `label`, or multi-label
-    `labels`, and every label's probability, rounded to 6 digits); a row without a text (result None) has them null."""
+    """One record of a predictions file: row, (id), text, then the result (scoring.decide's), probabilities rounded
+    to 6 digits; a row without a text (result None) has them null."""
     record = {"row": row} if row_id is NO_ID else {"row": row, "id": row_id}
     if result is None:
         return {**record, "text": text, "labels" if multi_label else "label": None, "probabilities": None}
@@ -270,15 +248,8 @@ def records_to_jsonl(records):
 
 
 def records_to_csv(records, class_names, header=True):
-    """CSV of prediction records: row, (id), text, label (multi-label: labels), then one `p_<label>` column per
-    label; null is empty, and a list (multi-label's labels) or a dict (a text of several fields) is its JSON.
-    Without `header`, only the records' rows: what follows the first chunk of an output written a chunk at a time."""
-    import csv
-    import io
-
-    def cell(value):
-        return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
-
+    """CSV of prediction records, a `p_<label>` column per label; null is empty, a list or dict its JSON. Without
+    `header`, only the rows: what follows the first chunk of an output written a chunk at a time."""
     out = io.StringIO()
     head = [k for k in records[0] if k != "probabilities"] if records else ["row", "text", "label"]
     writer = csv.writer(out)
@@ -286,12 +257,10 @@ def records_to_csv(records, class_names, header=True):
         writer.writerow(head + [f"p_{label}" for label in class_names])
     for r in records:
         probabilities = r["probabilities"] or {}
-        writer.writerow([cell(r[k]) for k in head] + [probabilities.get(label) for label in class_names])
+        cells = [json.dumps(r[k], ensure_ascii=False) if isinstance(r[k], (list, dict)) else r[k] for k in head]
+        writer.writerow(cells + [probabilities.get(label) for label in class_names])
     return out.getvalue()
 
-
-# -----------------------------------------------------------------------------
-# Messages and the rules of outputs
 
 def say(*parts):
     """Print from the first process only, so that torchrun does not repeat every line."""
@@ -306,8 +275,7 @@ def error_reason(error):
 
 
 def row_and_line(row, line=None):
-    """How errors name a record: `row N`, counted from 0 as `row` in predictions.jsonl, and `(line L)`, the file's
-    1-based line where the record starts, when the file has lines and that line is known."""
+    """How errors name a record: `row N` (from 0, as predictions.jsonl's `row`) and its file's `(line L)` if known."""
     return f"row {row}" if line is None else f"row {row} (line {line})"
 
 
@@ -318,7 +286,7 @@ def short(value, width=40):
 
 
 def recorded_settings(path):
-    """The settings a result recorded in its JSON file (its "settings"), or None when they cannot be read."""
+    """The "settings" a result recorded in its JSON file, or None when they cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
             recorded = json.load(f)
@@ -328,9 +296,8 @@ def recorded_settings(path):
 
 
 def check_same_settings(recorded, wanted, what, remedy, show=lambda key, value: short(value)):
-    """An InputError when a result was made with settings other than `wanted`, naming each difference as
-    `key 'old' (now 'new')`: no script replaces or resumes a result made otherwise. `what` says how the result was
-    made ("run.json was written"), `remedy` what to do; `show(key, value)` writes a value."""
+    """An InputError naming each difference (`key 'old' (now 'new')`) when a result was made with settings other
+    than `wanted`: no script replaces or resumes a result made otherwise."""
     if recorded == wanted:
         return
     if not isinstance(recorded, dict):
@@ -359,8 +326,7 @@ def check_output_path(path, flag, folder=False):
 
 def check_spares_inputs(outputs, inputs):
     """An InputError, before any work, when a file about to be written is one of the run's inputs, under any spelling
-    (`./x.csv`, an absolute path, a link), or a file that already exists inside an input folder (a model folder's
-    own predictions.jsonl, say). `outputs` and `inputs` are (flag, path) pairs; a path may be None."""
+    (`./x.csv`, an absolute path, a link), or a file already inside an input folder. Both are (flag, path) pairs."""
     for out_flag, out in outputs:
         target = os.path.realpath(out)
         for in_flag, path in inputs:

@@ -1,12 +1,9 @@
-"""An output written as it goes, resumable, owned by one run at a time.
+"""An output written as it goes, resumable, owned by one run at a time (`<output>.lock`).
 
-Each process appends its chunks' records to `<output>.partial` (`<output>.partial.rank<k>` under torchrun, process k
-taking chunks k, k + world, ...) and records beside it, in `<partial>.progress.json`, how far it got: the chunks and
-rows done, the byte length after each chunk, the counts so far and the settings. The records are on disk before the
-progress record counts them, so a resume cuts off whatever a kill left after the last chunk counted, and nothing is
-lost or written twice. Only a finished run turns the partials into the output (one process's file renamed, or every
-process's chunks joined in input order), so a file at the output's name is always complete. `<output>.lock` says
-which run owns the output: a second run is refused while the first is alive; a lock left by a killed run is not.
+Each process appends its chunks' records to `<output>.partial` (`.partial.rank<k>` under torchrun, process k taking
+chunks k, k + world, ...), and only then counts them in `<partial>.progress.json` (chunks, rows, the byte length after
+each chunk, counts, settings): a resume cuts whatever a kill left after the last chunk counted, so nothing is lost or
+written twice. Only a finished run makes the output from the partials, so a file at its name is always complete.
 """
 
 import contextlib
@@ -26,13 +23,11 @@ def progress_path(path):
     return path + ".progress.json"
 
 
-def settings_path(output):
-    """`<output>.settings.json`, named after the whole output name: `preds.csv` and `preds.jsonl` keep one each."""
+def settings_path(output):  # after the whole output name: `preds.csv` and `preds.jsonl` keep one each
     return output + ".settings.json"
 
 
 def partial_paths(output, world):
-    """Where each process appends its chunks' records."""
     return [output + ".partial"] if world == 1 else [f"{output}.partial.rank{k}" for k in range(world)]
 
 
@@ -53,41 +48,36 @@ def shown(key, value):
 
 @contextlib.contextmanager
 def owned(output, first_process=True):
-    """`output` owned by this run while the block runs (by its first process under torchrun): lock, then unlock."""
-    path = lock(output) if first_process else None
+    """`output` owned by this run (by its first process under torchrun) while the block runs: `<output>.lock`, made
+    exclusively with this process's host and id. A live run's lock is refused; a killed run's is taken over."""
+    path = output + ".lock"
+    if first_process:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        for _ in range(2):
+            try:
+                with open(path, "x", encoding="utf-8") as f:
+                    f.write(f"{socket.gethostname()} {os.getpid()}\n")
+                break
+            except FileExistsError:
+                host, _, pid = open(path, encoding="utf-8").read().strip().partition(" ")
+                if host == socket.gethostname() and pid.isdigit() and not alive(int(pid)):
+                    os.remove(path)  # left by a run that was killed: it owns nothing any more
+                    continue
+                raise InputError(f"--output {output}: another run (process {pid} on {host}) is writing it, as {path} "
+                                 "says; wait for it to finish, or, if no such run is left, delete that file") from None
+            except OSError as e:
+                raise InputError(f"--output {output}: cannot be written ({error_reason(e)})") from None
+        else:
+            raise InputError(f"--output {output}: {path} keeps coming back; another run is starting on it")
     try:
         yield
     finally:
-        if path:
+        if first_process:
             os.remove(path)
 
 
-def lock(output):
-    """Own `output` for this run: `<output>.lock`, created exclusively with this process's host and id. Another
-    live run's lock is an InputError naming it; a lock whose process is gone (killed) is taken over."""
-    path = output + ".lock"
-    mine = f"{socket.gethostname()} {os.getpid()}\n"
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    for _ in range(2):
-        try:
-            with open(path, "x", encoding="utf-8") as f:
-                f.write(mine)
-            return path
-        except FileExistsError:
-            host, _, pid = open(path, encoding="utf-8").read().strip().partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not alive(int(pid)):
-                os.remove(path)  # left by a run that was killed: it owns nothing any more
-                continue
-            raise InputError(f"--output {output}: another run (process {pid} on {host}) is writing it, as {path} "
-                             "says; wait for it to finish, or, if no such run is left, delete that file") from None
-        except OSError as e:
-            raise InputError(f"--output {output}: cannot be written ({error_reason(e)})") from None
-    raise InputError(f"--output {output}: {path} keeps coming back; another run is starting on it")
-
-
 def alive(pid):
-    """Whether process `pid` runs: it exists and is no zombie (a killed process whose parent died too may linger as
-    one where nothing reaps it)."""
+    """Whether process `pid` runs: it exists and is no zombie (a killed process may linger as one)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -112,9 +102,8 @@ class Partial:
         return self.progress["ends"][-1] if self.progress["ends"] else 0
 
     def load(self):
-        """The progress record, checked against itself and the partial file: one this code did not write, or that
-        does not add up with the partial (edited, truncated), is an InputError; a torn tail after the last chunk it
-        counts (a kill mid-write) is cut off when the run carries on."""
+        """The progress record, refused when this code did not write it or it does not add up with the partial
+        (edited, truncated); a torn tail after the last chunk it counts is cut when the run carries on."""
         record, fix = progress_path(self.path), f"delete {self.path} and {progress_path(self.path)} to start over"
         try:
             with open(record, encoding="utf-8") as f:
@@ -130,40 +119,25 @@ class Partial:
                 or not isinstance(progress.get("totals"), dict) or "settings" not in progress):
             raise InputError(f"--resume: {record} is not a progress record this script wrote, or was changed; {fix}")
         self.progress = progress
-        actual = os.path.getsize(self.path) if os.path.exists(self.path) else 0
-        if actual < self.size or self.size and not self.ends_a_record():
+        whole = (os.path.getsize(self.path) if os.path.exists(self.path) else 0) >= self.size
+        if whole and self.size:
+            with open(self.path, "rb") as f:
+                f.seek(self.size - 1)
+                whole = f.read(1) == b"\n"
+        if not whole:
             raise InputError(f"--resume: {self.path} does not hold the {self.size} bytes of whole records its "
                              f"progress record counts: it was changed; {fix}")
         return progress
 
-    def ends_a_record(self):
-        with open(self.path, "rb") as f:
-            f.seek(self.size - 1)
-            return f.read(1) == b"\n"
-
-    def start(self, settings, views):
-        self.progress = {"settings": settings, "chunks": 0, "rows": 0, "ends": [],
-                         "totals": {**json.loads(json.dumps(TOTALS)), "cut_by_view": [0] * views}}
-        self.save()  # first: a partial file never exists without its record
-        open(self.path, "wb").close()
-
-    def reopen(self):
-        """Carry on where the progress record ends, cutting a torn tail."""
-        if os.path.getsize(self.path) > self.size:
-            with open(self.path, "r+b") as f:
-                f.truncate(self.size)
-
     def append(self, data, rows, output):
-        """The chunk's records, on disk, then counted; a write that fails (a full disk) is an InputError saying what
-        is kept and how to carry on."""
+        """The chunk's records, on disk, then counted; a failed write (a full disk) is cut off and refused."""
         try:
             with open(self.path, "ab") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:
-            with open(self.path, "r+b") as f:  # what the failed write left after the last whole chunk goes
-                f.truncate(self.size)
+            os.truncate(self.path, self.size)
             raise InputError(f"--output {output}: writing {self.path} failed ({error_reason(e)}); the "
                              f"{self.progress['rows']} rows before it are kept there: make room, then run the same "
                              "command with --resume") from None
@@ -192,15 +166,14 @@ def holds_rows(path):
 
 
 def open_partials(output, world, settings, resume):
-    """(this run's Partials, one per process, each loaded where it carries on; the empty partials of a run stopped
-    before its first chunk, to remove). Refused: a partial holding rows without `resume`; `resume` with other
-    settings (each difference named); `resume` where a finished run left nothing to carry on from."""
+    """(this run's Partials, one per process, loaded where they carry on; the empty partials of a run stopped before
+    its first chunk). Refused: rows left without `resume`; `resume` with other settings, or after a finished run."""
     folder, name = os.path.split(output)
     pattern = re.compile(re.escape(name) + r"\.partial(\.rank\d+)?")
     found = sorted(os.path.join(folder, n) for n in os.listdir(folder or ".") if pattern.fullmatch(n)) \
         if os.path.isdir(folder or ".") else []
-    kept = [path for path in found if holds_rows(path)]
-    partials = [Partial(path) for path in partial_paths(output, world)]
+    kept = {path: Partial(path) for path in found if holds_rows(path)}
+    partials = [kept.get(path) or Partial(path) for path in partial_paths(output, world)]
     if kept and not resume:
         raise InputError(f"--output {output}: a run that did not finish left its rows in {', '.join(kept)}; add "
                          f"--resume to carry on from there, or delete {output}.partial* to start over")
@@ -211,19 +184,15 @@ def open_partials(output, world, settings, resume):
         if resume:
             say(f"note: --resume: no rows of an earlier run in {partials[0].path}; starting from the first row")
         return partials, found
-    for path in kept:
-        check_same_settings(Partial(path).load()["settings"], settings, f"--resume: {path} was written",
+    for path, part in kept.items():
+        check_same_settings(part.load()["settings"], settings, f"--resume: {path} was written",
                             f"Resume with the settings it was started with, or delete {output}.partial* to start "
                             "over", shown)
-    for partial in partials:
-        if partial.path in kept:
-            partial.load()
     return partials, [path for path in found if path not in kept]
 
 
 def check_rows(partials, chunk_sizes):
-    """An InputError when the rows a progress record counts are not those of the input's chunks it says it did
-    (process k's chunks are k, k + world, ...)."""
+    """An InputError when the rows a progress record counts are not those of the input's chunks it says it did."""
     for rank, part in enumerate(partials):
         if part.progress:
             mine = range(rank, len(chunk_sizes), len(partials))[:part.progress["chunks"]]
@@ -236,20 +205,24 @@ def check_rows(partials, chunk_sizes):
 
 
 def begin(partials, empty, rank, settings, views):
-    """This process's Partial, started afresh or carried on; the first process removes the empty partials of a run
-    stopped before its first chunk."""
+    """This process's Partial, started afresh or carried on (a torn tail cut); the first process removes `empty`."""
     if rank == 0:
         for path in set(empty) - {part.path for part in partials}:
             Partial(path).remove()
     mine = partials[rank]
-    mine.start(settings, views) if mine.progress is None else mine.reopen()
+    if mine.progress is None:
+        mine.progress = {"settings": settings, "chunks": 0, "rows": 0, "ends": [],
+                         "totals": {**TOTALS, "counts": {}, "cut_by_view": [0] * views}}
+        mine.save()  # first: a partial file never exists without its record
+        open(mine.path, "wb").close()
+    elif os.path.getsize(mine.path) > mine.size:
+        os.truncate(mine.path, mine.size)
     return mine
 
 
 def finish(output, partials, chunks, settings):
-    """The output and its settings file from the partials (one process's renamed, or every process's joined chunk by
-    chunk in input order: chunk c is process c % world's). Both are complete on disk before either replaces what
-    was there, so the old pair stays whole until the new one is; then the partials go."""
+    """The output and its settings file from the partials (one renamed, or all joined in input order: chunk c is
+    process c % world's), both whole on disk before either replaces the old pair; then the partials go."""
     world, finished = len(partials), partials[0].path
     if world > 1:
         files, finished = [open(part.path, "rb") for part in partials], f"{output}.tmp{os.getpid()}"
@@ -276,14 +249,12 @@ def finish(output, partials, chunks, settings):
 
 def merged_totals(partials):
     """The counts of every process's chunks, added up."""
-    totals = {**json.loads(json.dumps(TOTALS)), "cut_by_view": None}
+    totals = {**TOTALS, "counts": {}}
     for partial in partials:
         part = partial.progress["totals"]
         for label, n in part["counts"].items():
             totals["counts"][label] = totals["counts"].get(label, 0) + n
         for key in ("null", "without_text", "abstained", "none"):
             totals[key] += part.get(key, 0)
-        cut = part["cut_by_view"]
-        totals["cut_by_view"] = cut if totals["cut_by_view"] is None else [a + b for a, b in
-                                                                            zip(totals["cut_by_view"], cut)]
+    totals["cut_by_view"] = [sum(cut) for cut in zip(*(p.progress["totals"]["cut_by_view"] for p in partials))]
     return totals

@@ -1,11 +1,9 @@
-"""Splits: one split's texts (and labels, ids) with the row each came from, so that every error can name the row.
-
-Here are the rules a table's values must keep to become texts, labels and ids (a missing or empty text is never
-classified as "None", "nan" or ""), the rules of the texts MLMClassifier is given, and the splits of a training run:
-from files or the hub, held out, sampled.
+"""A table's texts, labels and ids, with each one's row for errors to name, by rules that never classify a missing
+or empty text as "None", "nan" or ""; MLMClassifier's texts by the same rules; a training run's splits.
 """
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from .data import load_hub_dataset, read_table
@@ -15,11 +13,8 @@ from .prompts import TEXT_FIELD, placeholder_list
 
 @dataclass
 class Split:
-    """One split's texts and raw labels (strings; None for texts to label), and each one's row in `source`.
-
-    Each text is a string for a {text} template, or a dict {field: text} for a template that names columns
-    ("text" is {text}'s key); a row without any text, kept for classify.py's --allow_empty_texts, is None.
-    """
+    """One split's texts (a string for a {text} template, else a dict {field: text}; None for a row without any text,
+    kept for --allow_empty_texts), raw labels (None for texts to label) and each one's row in `source`."""
     source: str
     texts: list
     labels: list | None
@@ -30,25 +25,18 @@ class Split:
         return len(self.texts)
 
     def empty_fields(self):
-        """{field: number of rows where it is empty}, for the fields that are empty somewhere (dict texts only)."""
-        counts = {}
-        for text in self.texts:
-            if isinstance(text, dict):
-                for field, value in text.items():
-                    if not value:
-                        counts[field] = counts.get(field, 0) + 1
-        return counts
+        """{field: number of rows where it is empty}, for the fields empty somewhere (dict texts only)."""
+        return dict(Counter(field for text in self.texts if isinstance(text, dict)
+                            for field, value in text.items() if not value))
 
     def select(self, indices):
         """The split restricted to `indices` (positions in this split)."""
-        def subset(values):
-            return None if values is None else [values[i] for i in indices]
-        return Split(self.source, subset(self.texts), subset(self.labels), subset(self.rows), subset(self.ids))
+        parts = (None if v is None else [v[i] for i in indices] for v in (self.texts, self.labels, self.rows, self.ids))
+        return Split(self.source, *parts)
 
 
 def text_value(value):
-    """(text, None) for a value that is a text, stripped, or (None, why not): missing (None or NaN) and empty texts
-    are never classified as the strings "None", "nan" or ""; bytes must be UTF-8; numbers are their digits."""
+    """(stripped text, None), or (None, why not: "missing", "empty", ...); bytes must be UTF-8, numbers are digits."""
     if value is None or (isinstance(value, float) and value != value):
         return None, "missing"
     if isinstance(value, bytes):
@@ -68,8 +56,7 @@ def text_value(value):
 
 
 def id_value(value):
-    """An id as the output records it: as the input has it when JSON can hold it (text, number, true/false, null;
-    an empty id stays ""), a date or time as its ISO 8601 text, bytes as UTF-8 text, anything else as its str()."""
+    """An id as the output records it: as it is where JSON can hold it, else as text (a date in ISO 8601)."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
@@ -79,31 +66,26 @@ def id_value(value):
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def some_rows(rows, shown=5, total=None):
-    """`row 3` or `rows 3, 8, 9, 14, 20 and 7 more`: how an error names the rows at fault. `total` is how many there
-    are when `rows` holds only the first of them (a file read a chunk at a time)."""
+def some_rows(rows, total=None):
+    """`row 3` or `rows 3, 8, 9, 14, 20 and 7 more`, of `total` rows where `rows` holds only the first."""
     total = len(rows) if total is None else total
-    named = ", ".join(str(r) for r in rows[:shown])
-    more = f" and {total - shown} more" if total > shown else ""
-    return f"row {named}" if total == 1 else f"rows {named}{more}"
+    named = ", ".join(str(r) for r in rows[:5])
+    return f"row {named}" if total == 1 else f"rows {named}{f' and {total - 5} more' if total > 5 else ''}"
 
 
-def without_text_error(source, text_column, rows, total=None, what=None):
-    """The InputError for rows without a text: `rows` (the first five are enough), `total` of them in all; `what`
-    says what they lack (default: a text in `text_column`)."""
+def without_text_error(source, fields, rows, total=None):
+    """The InputError for `rows` (the first five are enough) of `total` without a text, for {field: column}."""
     total = len(rows) if total is None else total
-    verb = "has" if total == 1 else "have"
+    lacks = (f"no text in column {fields[TEXT_FIELD]!r}" if TEXT_FIELD in fields
+             else f"every one of the columns {', '.join(repr(c) for c in fields.values())} empty")
     count = f" ({total} rows)" if total > 1 else ""
-    what = what or f"no text in column {text_column!r}"
-    return InputError(f"{source}: {some_rows(rows, total=total)} {verb} {what}{count}: "
+    return InputError(f"{source}: {some_rows(rows, total)} {'has' if total == 1 else 'have'} {lacks}{count}: "
                       "a missing, empty or white-space text")
 
 
 def row_fields(values, fields):
-    """The rule every row and every API input keeps, for `values` {field: raw value} of a template's `fields`:
-    ({field: stripped text}, None), or (None, (field, problem)). {text} ("text") must be a text; any other field may
-    be missing or empty (its text is then ""), but not every field of the row (field None, problem "every field
-    empty"); a value that is no text (text_value's problem) is refused."""
+    """({field: stripped text}, None) or (None, (field, problem)) for a row's or an input's {field: value}: {text}
+    must be a text; another field may be missing or empty (""), but not every one (None, "every field empty")."""
     texts = {}
     for field in fields:
         text, problem = text_value(values.get(field))
@@ -117,13 +99,8 @@ def row_fields(values, fields):
 
 def take_columns(table, source, text_column, label_column=None, id_column=None, allow_empty=False, first_row=0,
                  fields=None, fields_source="the prompt"):
-    """The Split in `table`'s text (and label, id) columns, rows counted from `first_row`; texts are stripped.
-
-    Without `fields`, each text is the string in `text_column`; with `fields` ({field: column}, from
-    prompts.template_columns) a dict {field: text}, by row_fields' rules. A row without a text (missing, empty or white
-    space) is an InputError naming the rows at fault, or, with `allow_empty`, kept with the text None (classify.py
-    labels it null). A row without a label, and a column the table lacks, are InputErrors.
-    """
+    """The Split in `table`'s text (or `fields`' {field: column}, by row_fields' rules), label and id columns, rows
+    counted from `first_row`. A row without a text is an InputError, or with `allow_empty` kept as None."""
     fields = {TEXT_FIELD: text_column} if fields is None else dict(fields)
     columns = [(column, "--text_column" if field == TEXT_FIELD else f"{{{field}}}") for field, column in fields.items()]
     for column, flag in columns + [(label_column, "--label_column"), (id_column, "--id_column")]:
@@ -140,7 +117,7 @@ def take_columns(table, source, text_column, label_column=None, id_column=None, 
             without_text.append(row)
         texts.append(text if text is None or len(fields) > 1 or TEXT_FIELD not in fields else text[TEXT_FIELD])
     if without_text and not allow_empty:
-        raise without_text_error(source, text_column, without_text, what=lacking(fields))
+        raise without_text_error(source, fields, without_text)
     labels = None
     if label_column is not None:
         labels = [None if text_value(label)[1] in ("missing", "empty") else str(label) for label in table[label_column]]
@@ -152,19 +129,9 @@ def take_columns(table, source, text_column, label_column=None, id_column=None, 
     return Split(source, texts, labels, list(range(first_row, first_row + len(texts))), ids)
 
 
-def lacking(fields):
-    """What a row without a text lacks, for {field: column}: the {text} column's text, or (a template without
-    {text}) a text in any of its columns."""
-    if TEXT_FIELD in fields:
-        return f"no text in column {fields[TEXT_FIELD]!r}"
-    return f"every one of the columns {', '.join(repr(c) for c in fields.values())} empty"
-
-
 def template_inputs(template, inputs, first=0):
-    """What MLMClassifier scores, checked by the rows' rules (row_fields): one input or a list of them, each a string
-    (a template whose only field is {text}) or a dict holding each of the template's fields, stripped. Errors name
-    the position (counted from `first`, where these inputs continue a stream): a TypeError for the wrong kind, a
-    ValueError for a missing or empty {text}, or an input whose every field is empty."""
+    """What MLMClassifier scores, by row_fields' rules: one input or a list, each a string (a {text}-only template) or
+    a dict of the template's fields. Errors (TypeError, ValueError) name the position, counted from `first`."""
     if isinstance(inputs, (str, dict)):
         inputs = [inputs]
     try:
@@ -204,11 +171,11 @@ def template_inputs(template, inputs, first=0):
     return checked
 
 
-def label_lists(values, separator, source, column, first_row=0):
-    """Each row's labels as a list of strings: a list cell as it is (JSON, parquet), a string split at `separator`
-    (parts stripped, empty ones dropped, so an empty cell is "none of these"). A missing cell is an InputError."""
+def label_lists(values, separator, source, column):
+    """Each row's labels as a list of strings: a list cell as it is, a string split at `separator` (an empty cell is
+    "none of these"). A missing cell is an InputError."""
     lists = []
-    for row, value in enumerate(values, start=first_row):
+    for row, value in enumerate(values):
         if value is None or (isinstance(value, float) and value != value):
             raise InputError(f"{source}: row {row} has no label in column {column!r} (an empty list, [] or an empty "
                              "cell, says that none applies)")
@@ -234,43 +201,17 @@ def check_labels(split, label_map, label_map_source):
                          f"The map has {', '.join(repr(k) for k in label_map)}")
 
 
-def subsample(split, max_samples, seed):
-    """At most `max_samples` rows, drawn by a seeded shuffle, kept in file order."""
-    if not max_samples or max_samples >= len(split):
-        return split
+def shuffled(split, seed):
     order = list(range(len(split)))
     random.Random(seed).shuffle(order)
-    return split.select(sorted(order[:max_samples]))
-
-
-def hold_out(split, fraction, seed):
-    """(train, validation): a seeded `fraction` of the rows held out for validation.
-
-    An InputError when that leaves no training rows, or fewer validation rows than the training rows have
-    labels (accuracy on such a slice cannot choose a checkpoint).
-    """
-    order = list(range(len(split)))
-    random.Random(seed).shuffle(order)
-    n_validation = max(1, round(fraction * len(split)))
-    n_labels = len({label for labels in split.labels for label in (labels if isinstance(labels, list) else [labels])})
-    if n_validation >= len(split):
-        raise InputError(f"--validation_fraction {fraction} of {len(split)} training rows leaves no rows to train on")
-    if n_validation < n_labels:
-        raise InputError(f"--validation_fraction {fraction} holds out {n_validation} of {len(split)} rows, fewer than "
-                         f"the {n_labels} labels; raise it, or give --validation_file")
-    return split.select(sorted(order[n_validation:])), split.select(sorted(order[:n_validation]))
+    return order
 
 
 def load_splits(dataset, train_file, validation_file, test_file, predict_file, text_column, label_column,
                 validation_fraction, max_train_samples, max_eval_samples, seed, label_separator=None, fields=None,
                 fields_source="the prompt"):
-    """{"train", "validation", "test", "predict"} -> Split (absent ones left out), from files or the hub.
-
-    The hub dataset (its train and test splits) is used when there is no --train_file; a --test_file
-    replaces the hub's test split. Nothing is held out of the training rows unless `validation_fraction`.
-    With `label_separator` (multi-label), each row's labels are a list (multilabel.label_lists).
-    `fields` ({field: column}, from template_columns) reads each row's fields as take_columns does.
-    """
+    """{"train", "validation", "test", "predict"} -> Split (absent ones left out), from files, or without a
+    --train_file the hub's train and test splits. With `label_separator` (multi-label) each row's labels are a list."""
     tables = {}
     if train_file is None:
         hub = load_hub_dataset(dataset, "give local files with --train_file (and --validation_file, --test_file)",
@@ -295,10 +236,19 @@ def load_splits(dataset, train_file, validation_file, test_file, predict_file, t
     for split in splits.values():
         if not len(split):
             raise InputError(f"{split.source}: no rows")
-    if validation_fraction:
-        splits["train"], splits["validation"] = hold_out(splits["train"], validation_fraction, seed)
-    splits["train"] = subsample(splits["train"], max_train_samples, seed)
-    for name in ("validation", "test"):
-        if name in splits:
-            splits[name] = subsample(splits[name], max_eval_samples, seed)
+    train = splits["train"]
+    if validation_fraction:  # too few rows held out to tell every label apart cannot choose a checkpoint
+        order, n = shuffled(train, seed), max(1, round(validation_fraction * len(train)))
+        n_labels = len({label for labels in train.labels
+                        for label in (labels if isinstance(labels, list) else [labels])})
+        if n >= len(train):
+            raise InputError(f"--validation_fraction {validation_fraction} of {len(train)} training rows leaves no "
+                             "rows to train on")
+        if n < n_labels:
+            raise InputError(f"--validation_fraction {validation_fraction} holds out {n} of {len(train)} rows, fewer "
+                             f"than the {n_labels} labels; raise it, or give --validation_file")
+        splits["train"], splits["validation"] = train.select(sorted(order[n:])), train.select(sorted(order[:n]))
+    for name, most in (("train", max_train_samples), ("validation", max_eval_samples), ("test", max_eval_samples)):
+        if name in splits and most and most < len(splits[name]):  # drawn by a seeded shuffle, kept in file order
+            splits[name] = splits[name].select(sorted(shuffled(splits[name], seed)[:most]))
     return splits

@@ -1,59 +1,42 @@
-"""Streaming input: a table read a chunk of rows at a time and checked in one pass; any iterable in chunks.
-
-`TableChunks` reads a csv, jsonl or parquet file `chunk_rows` rows at a time (pandas' chunked CSV reader, JSON
-lines a line at a time, pyarrow's batch reader), each cell as data.read_table reads it; a .json file (one JSON
-array) is read whole, then handed out in chunks. `check_input` runs every rule of read_table and
-splits.take_columns over a whole file in one such pass, holding one chunk, and says the same errors in the same
-order as a whole-file read would; `batches_of` cuts any iterable into chunks.
+"""A table read a chunk of rows at a time, each cell as data.read_table reads it, and checked in one such pass by
+every rule of read_table and splits.take_columns, with the same errors in the same order.
 """
 
 import codecs
 import itertools
-import json
-from dataclasses import dataclass
+from collections import namedtuple
 
-from .data import check_table_file, check_unique_columns, csv_header, read_json_records, reading_errors, row_and_line
+from .data import (check_table_file, check_unique_columns, csv_header, jsonl_records, read_json_records, reading_errors,
+                   records_to_columns)
 from .errors import InputError
 from .prompts import TEXT_FIELD
-from .splits import lacking, take_columns, without_text_error
+from .splits import take_columns, without_text_error
 
 CHUNK_ROWS = 10000  # rows per chunk: memory holds one chunk's texts, token ids and records
 
 
-@dataclass
-class Chunk:
-    """Rows `first_row` to `first_row + size - 1` of a table (rows count from 0, as the output's `row`)."""
-    index: int
-    first_row: int
-    size: int
-    table: dict | None  # {column: values} of the wanted columns, None where absent; None for a chunk passed over
+# Rows `first_row` on (counted from 0, as the output's `row`); `table` is {column: values} of the wanted columns, or
+# None for a chunk passed over.
+Chunk = namedtuple("Chunk", "index first_row size table")
 
 
 class TableChunks:
     """A table file's rows, `chunk_rows` at a time, with the columns `wanted` (a column a row lacks is None there).
-
-    `columns` are the file's columns: for csv and parquet the header's, known once the first chunk is read; for
-    json and jsonl the keys of the records read so far, in the order first seen (read_table's columns at the end).
-    Errors are InputErrors naming `flag` and the path, and the row (and line) where there is one.
-    """
+    `columns` are the file's: the header's once the first chunk is read, or the keys of the JSON records so far."""
 
     def __init__(self, path, flag, chunk_rows=CHUNK_ROWS, wanted=()):
         self.path, self.chunk_rows, self.source = path, chunk_rows, f"{flag} {path}"
         self.wanted = [column for column in wanted if column is not None]
         self.extension = check_table_file(path, flag)
         self.columns = None
-        self.header_columns = self.extension in (".csv", ".parquet")
-
-    def __iter__(self):
-        return self.chunks()
 
     def chunks(self, keep=None):
-        """The Chunks in order; one whose index `keep(index)` refuses comes with table None, read only as far as its
-        format needs to find where the next chunk starts (a JSON line is then not even parsed)."""
-        formats = {".csv": self._csv, ".parquet": self._parquet, ".jsonl": self._jsonl, ".json": self._json}
-        read = formats[self.extension]
+        """The Chunks in order; one that `keep(index)` refuses has table None, and is read only as far as need be."""
+        read = {".csv": self._csv, ".parquet": self._parquet, ".jsonl": self._jsonl, ".json": self._json}
         with reading_errors(self.source, self.extension):
-            yield from read(keep or (lambda index: True))
+            yield from read[self.extension](keep or (lambda index: True))
+
+    __iter__ = chunks
 
     def _csv(self, keep):
         import pandas
@@ -92,28 +75,21 @@ class TableChunks:
             pyarrow.default_memory_pool().release_unused()
 
     def _records_table(self, records, first_row):
-        """{column: values} of the wanted columns of JSON records; the keys join `columns`."""
-        for row, record in enumerate(records, start=first_row):
-            if not isinstance(record, dict):
-                raise InputError(f"{self.source}: row {row} is {type(record).__name__}, not a JSON object")
-            self._keys.update(dict.fromkeys(record))
-        self.columns = list(self._keys)
-        return {c: [record.get(c) for record in records] for c in self.wanted}
+        """The wanted columns of JSON records, whose keys join `columns`."""
+        table = records_to_columns(records, self.source, first_row, self.wanted)
+        self.columns = list(dict.fromkeys([*self.columns, *(key for record in records for key in record)]))
+        return table
 
     def _json(self, keep):
-        records, self._keys = read_json_records(self.path, self.source), {}
-        self.columns = []
+        records, self.columns = read_json_records(self.path, self.source), []
         for index, first_row in enumerate(range(0, len(records), self.chunk_rows)):
             part = records[first_row:first_row + self.chunk_rows]
             yield Chunk(index, first_row, len(part), self._records_table(part, first_row) if keep(index) else None)
 
     def _jsonl(self, keep):
-        """As data.read_jsonl: records are the non-blank lines, split at \\n only (JSON may hold U+2028); `row` counts
-        records from 0 and `line` is 1-based; a byte-order mark is dropped; a byte that is not UTF-8 names its line."""
-        self._keys, self.columns = {}, []
-        index = first_row = offset = 0
-        parsed, size = [], 0
-        with open(self.path, "rb") as f:
+        """As data.read_jsonl, with its errors, a line at a time; the lines of a chunk passed over are not parsed."""
+        def lines(f):
+            offset = 0
             for line, raw in enumerate(f, start=1):
                 if line == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[len(codecs.BOM_UTF8):]
@@ -123,78 +99,54 @@ class TableChunks:
                     raise InputError(f"{self.source}: not UTF-8 text (line {line}, byte {offset + e.start}); "
                                      "save it as UTF-8") from None
                 offset += len(raw)
-                if not text.strip():
-                    continue
-                if keep(index):
-                    try:
-                        parsed.append(json.loads(text))
-                    except json.JSONDecodeError as e:
-                        raise InputError(f"{self.source}: {row_and_line(first_row + size, line)}: "
-                                         f"not valid JSON ({e.msg})") from None
-                size += 1
-                if size == self.chunk_rows:
-                    yield Chunk(index, first_row, size, self._records_table(parsed, first_row) if keep(index) else None)
-                    index, first_row, parsed, size = index + 1, first_row + size, [], 0
-        if size:
-            yield Chunk(index, first_row, size, self._records_table(parsed, first_row) if keep(index) else None)
+                yield text
+
+        self.columns = []
+        with open(self.path, "rb") as f:
+            rows = jsonl_records(lines(f), self.source, lambda row: keep(row // self.chunk_rows))
+            for index, (first_row, part) in enumerate(batches_of((record for _, _, record in rows), self.chunk_rows)):
+                yield Chunk(index, first_row, len(part), self._records_table(part, first_row) if keep(index) else None)
 
 
-@dataclass
-class InputSummary:
-    """What the checking pass found: rows in all, each chunk's rows, and rows without a text (--allow_empty_texts)."""
-    rows: int
-    chunk_sizes: list
-    without_text: int
-
-    @property
-    def chunks(self):
-        return len(self.chunk_sizes)
+InputSummary = namedtuple("InputSummary", "rows chunk_sizes without_text chunks")  # what check_input found
 
 
 def check_input(path, flag, text_column, id_column=None, allow_empty=False, chunk_rows=CHUNK_ROWS, fields=None,
                 fields_source="the prompt"):
-    """Every rule of data.read_table and splits.take_columns, in one pass over the file that holds one chunk.
-
-    Errors come in the order a whole-file read gives them: the file's own (unreadable, a bad JSON line, a record
-    that is no object) where they are met; then a missing column (for json and jsonl the columns are known only
-    at the end; csv and parquet are checked at the first chunk, so that a typo costs no pass); then the first row
-    whose text or id breaks a rule; then the rows without a text, named and counted over the whole file; then
-    an input without rows. Messages start with `path`, as take_columns' do, or with `flag` and the path.
-    `fields` ({field: column}, from prompts.template_columns) are the columns a prompt fills, as take_columns has.
-    """
+    """Every rule of read_table and take_columns in one pass holding one chunk, errors in a whole-file read's order:
+    the file's own; a missing column (csv and parquet at the first chunk, so that a typo costs no pass); the first
+    row whose text or id breaks a rule; the rows without a text, over the whole file; no rows."""
     fields = {TEXT_FIELD: text_column} if fields is None else dict(fields)
-    columns = dict(fields=fields, fields_source=fields_source, id_column=id_column)
+    options = dict(fields=fields, fields_source=fields_source, id_column=id_column)
+
+    def check_columns(columns):  # take_columns' error for a column the file lacks
+        take_columns({column: [] for column in columns}, path, text_column, **options)
+
     table = TableChunks(path, flag, chunk_rows, [*fields.values(), id_column])
     sizes, without, first_without, first_error = [], 0, [], None
     for chunk in table:
-        if not sizes and table.header_columns:
-            check_columns(table.columns, path, text_column, **columns)
+        if not sizes and table.extension in (".csv", ".parquet"):
+            check_columns(table.columns)
         sizes.append(chunk.size)
         if first_error is not None:
             continue  # read on all the same: a bad line further on is reported first, as a whole-file read does
         try:
             split = take_columns(chunk.table, path, text_column, allow_empty=True, first_row=chunk.first_row,
-                                 **columns)
+                                 **options)
         except InputError as e:
             first_error = e
             continue
         missing = [row for row, text in zip(split.rows, split.texts) if text is None]
         without += len(missing)
         first_without += missing[:5 - len(first_without)]
-    check_columns(table.columns or [], path, text_column, **columns)
+    check_columns(table.columns or [])
     if first_error is not None:
         raise first_error
     if without and not allow_empty:
-        raise without_text_error(path, text_column, first_without, without, what=lacking(fields))
+        raise without_text_error(path, fields, first_without, without)
     if not sizes:
         raise InputError(f"{flag} {path}: no rows")
-    return InputSummary(sum(sizes), sizes, without)
-
-
-def check_columns(columns, source, text_column, id_column=None, fields=None, fields_source="the prompt"):
-    """take_columns' InputError for a column (text, id, or a prompt's field) that `columns` lacks."""
-    take_columns({column: [] for column in columns}, source, text_column, id_column=id_column, fields=fields,
-                 fields_source=fields_source)
+    return InputSummary(sum(sizes), sizes, without, len(sizes))
 
 
 def batches_of(iterable, size):
@@ -206,4 +158,3 @@ def batches_of(iterable, size):
             return
         yield first, part
         first += len(part)
-
