@@ -1,20 +1,7 @@
 """Multiple choice through a masked language model's MLM head, zero- or few-shot: MMLU and MMLU-Pro.
 
-The method of *It's All in The [MASK]* (Clavié, Cooper, Warner, 2025): the prompt ends with
-`Answer: [unused0] [MASK]`, and the model's logits at the last [MASK] pick the answer letter. Each letter scores
-the summed probability of its single-token spellings `A` and ` A`, exactly as the published eval.py does, so our
-predictions equal its predictions; we get there much faster by batching length-sorted prompts and running the MLM
-head only on the [MASK] rows (mlm_classifier/scoring.py).
-
-    python eval.py                                  # ModernBERT-Large-Instruct on the MMLU test set (hub)
-    python eval.py --data_dir ~/mmlu                # the same from the original MMLU CSV files
-    python eval.py --task mmlu_pro --data_dir DIR   # MMLU-Pro from DIR/test.jsonl
-    python eval.py --permutations 4                 # each question under 4 rotations of its choices
-    python eval.py --data_dir ~/mmlu --num_fewshot 5   # each after the first 5 dev questions, solved
-    torchrun --nproc_per_node 2 eval.py ...         # one shard of the questions per process
-
-Read top to bottom: the flags, the settings that define a result, then main: questions, prompts, scores, files.
-What is MMLU's own (the template, the files, subjects and categories) is mlm_classifier/mmlu.py.
+The prompt ends with `Answer: [unused0] [MASK]`; each letter scores the summed probability of its spellings `A`
+and ` A` there, as the published eval.py does, batched. Usage and method: docs/eval.md.
 """
 
 import hashlib
@@ -65,23 +52,15 @@ class EvalSettings:
         check_positive(limit=self.limit, sample=self.sample, permutations=self.permutations)
         if self.limit and self.sample:
             raise InputError("give --limit (the first N questions) or --sample (N drawn across subjects), not both")
-        mmlu.check_fewshot(self.task, self.split, self.num_fewshot)
-
-    @property
-    def subject_list(self):
-        return [s.strip() for s in self.subjects.split(",") if s.strip()]
-
-    def result_settings(self):
-        """What defines a run's result, recorded in results.json: a run never replaces results made otherwise."""
-        return {"task": self.task, "split": self.split, "model": self.model, "data": self.data_dir or "hub",
-                "subjects": sorted(set(self.subject_list)) or "all", "limit": self.limit, "sample": self.sample,
-                "seed": self.seed if self.sample else None, "num_fewshot": self.num_fewshot,
-                "permutations": self.permutations}
+        if self.num_fewshot < 0:
+            raise InputError(f"--num_fewshot {self.num_fewshot} must be 0 (zero-shot) or more")
+        if self.num_fewshot and self.split == mmlu.FEWSHOT_SPLIT[self.task]:
+            raise InputError(f"--num_fewshot {self.num_fewshot}: the solved examples come from the {self.split} split, "
+                             f"which --split {self.split} scores; the examples would be the questions themselves")
 
 
 def default_output_dir(settings):
-    """results/<task>_<split>_<model name>, then each setting that changes the result, so that a 5-shot run or one
-    over other subjects lands beside the zero-shot one instead of over it."""
+    """results/<task>_<split>_<model name>, then each setting that changes the result (_5shot, _perm4, ...)."""
     name = f"{settings['task']}_{settings['split']}_{os.path.basename(settings['model'].rstrip('/'))}"
     name += f"_{settings['num_fewshot']}shot" * bool(settings["num_fewshot"])
     name += f"_perm{settings['permutations']}" * (settings["permutations"] > 1)
@@ -100,9 +79,14 @@ def build_parser():
 
 def main(argv=None):
     args, scoring = parse(build_parser(), argv)
-    settings = args.result_settings()
+    subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
+    # What defines the result, recorded in results.json: a run never replaces results made otherwise.
+    settings = {"task": args.task, "split": args.split, "model": args.model, "data": args.data_dir or "hub",
+                "subjects": sorted(set(subjects)) or "all", "limit": args.limit, "sample": args.sample,
+                "seed": args.seed if args.sample else None, "num_fewshot": args.num_fewshot,
+                "permutations": args.permutations}
 
-    # 1. Where the results go, checked before anything is read: never over an input, nor over results made otherwise.
+    # 1. Where the results go, checked before anything is read: never over an input, nor over other results.
     output_dir = args.output_dir or default_output_dir(settings)
     check_output_path(output_dir, "--output_dir", folder=True)
     results_path = os.path.join(output_dir, "results.json")
@@ -115,10 +99,9 @@ def main(argv=None):
     runtime = Runtime.resolve(scoring)
 
     # 2. Questions and their solved examples, validated before anything heavy is loaded; then their token ids.
-    questions = mmlu.load_questions(args.task, args.data_dir, args.split, args.subject_list, args.limit, args.sample,
-                                    args.seed)
-    examples = mmlu.load_fewshot_examples(args.task, args.data_dir, [q["subject"] for q in questions],
-                                          args.num_fewshot)
+    questions = mmlu.load_questions(args.task, args.data_dir, args.split, subjects, args.limit, args.sample, args.seed)
+    examples = (mmlu.load_fewshot_examples(args.task, args.data_dir, [q["subject"] for q in questions],
+                                           args.num_fewshot) if args.num_fewshot else None)
     tokenizer = load_tokenizer(args.model, fast=False)
     option_ids = letter_token_ids(tokenizer, LETTERS[:max(len(q["choices"]) for q in questions)])
     start = time.perf_counter()
@@ -147,7 +130,12 @@ def main(argv=None):
         os.makedirs(output_dir, exist_ok=True)
         write_atomic(results_path, json.dumps(results, indent=2) + "\n")
         write_atomic(os.path.join(output_dir, "predictions.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
-        print(mmlu.format_table(results))
+        print(f"{'category':<28}{'n':>7}{'accuracy':>10}")  # accuracy per category, then overall micro and macro
+        for name, cat in results["categories"].items():
+            print(f"{name:<28}{cat['n']:>7}{100 * cat['accuracy']:>9.2f}%")
+        print(f"{'overall (micro)':<28}{results['n']:>7}{100 * results['accuracy']:>9.2f}%"
+              f"  ± {100 * results['accuracy_stderr']:.2f}")
+        print(f"{'overall (macro, subjects)':<28}{'':>7}{100 * results['macro_accuracy']:>9.2f}%")
         print(f"{len(questions)} questions in {seconds:.1f} s ({results['questions_per_second']:.1f}/s) on "
               f"{runtime.device}, {results['dtype']}, {runtime.attn_implementation}; wrote {output_dir}/")
     end_distributed()

@@ -1,27 +1,8 @@
 """lm-evaluation-harness backend `mlm_head`: a masked LM's MLM head answers a task's one-token requests at [MASK].
 
-The harness asks a model for `loglikelihood(context, continuation)`; a multiple-choice task sends one request per
-choice, e.g. (`...Answer:`, ` A`) ... (`...Answer:`, ` D`). This backend scores the context once with the answer
-slot ` [unused0] [MASK]` appended (ANSWER_SLOT; the tokenizer's own mask token, RoBERTa's `<mask>`): [unused0] is
-the anchor ModernBERT-Large-Instruct was instruction-tuned to put the answer right after, so `Answer:` + the slot
-is the paper's `Answer: [unused0] [MASK]`. Each continuation's log-probability is read from the MLM head's softmax
-over the whole vocabulary at that [MASK]: a letter (` A` or `A`) as the log of the summed probabilities of its
-spellings `A` and ` A`, exactly as eval.py scores letters; any other continuation must be one token, read alone.
-Every request of a run goes through one `score_sequences` call: each distinct context is one sequence (one
-forward pass however many choices ask about it), batched by length under the token budget of `models.Runtime`.
-What the MLM head cannot answer faithfully (a continuation of several tokens, `loglikelihood_rolling`,
-`generate_until`) is one InputError that names the task and says why.
-
-    import lm_eval, mlm_classifier.harness as harness            # importing registers `mlm_head`
-    from lm_eval.tasks import TaskManager
-    results = lm_eval.simple_evaluate(model="mlm_head", model_args="pretrained=answerdotai/ModernBERT-Large-Instruct",
-                                      tasks=["mmlu_mask"], task_manager=TaskManager(include_path=harness.TASKS))
-
-    python -m mlm_classifier.harness --tasks mmlu_mask --model_args pretrained=answerdotai/ModernBERT-Large-Instruct
-
-The command is the harness's own CLI (`lm-eval run`'s flags) with `mlm_head` registered, `--model mlm_head` and
-`--include_path TASKS` (the paper's MMLU task, `mmlu_mask`) added when not given: lm-eval 0.4 has no entry point
-through which a package could register a model with its own `lm-eval` command.
+Each distinct context is scored once with ` [unused0] [MASK]` appended (`...Answer:` and the slot are the paper's
+prompt); what an MLM head cannot answer faithfully is an InputError naming the task. `python -m mlm_classifier.harness`
+is `lm-eval run` with `mlm_head` registered (lm-eval 0.4 has no entry point for that). Usage: docs/harness.md.
 """
 
 import logging
@@ -52,28 +33,18 @@ TASKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lm_eval_tasks"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "flash_attention_2", "eager")
 
-log = logging.getLogger(__name__)
-
 
 def with_answer_slot(context, mask_token):
-    """The text the MLM head reads for a request: the context, then ` [unused0] <mask>`.
-
-    The slot's leading space is left out when the context is empty or already ends in white space, and the
-    anchor when the context already ends with it, so that the prompt holds exactly one `[unused0] <mask>`.
-    """
+    """The context, then ` [unused0] <mask>`: no space after an empty context or white space, and no second
+    anchor after one."""
     space = "" if not context or context[-1].isspace() else " "
-    if context.rstrip().endswith(ANCHOR):
-        return context + space + mask_token
-    return context + space + ANSWER_SLOT.lstrip().format(mask=mask_token)
+    return context + space + (mask_token if context.rstrip().endswith(ANCHOR)
+                              else ANSWER_SLOT.lstrip().format(mask=mask_token))
 
 
 def answer_ids(tokenizer, continuation):
-    """The vocabulary ids whose probabilities, summed at [MASK], score `continuation`.
-
-    An ASCII letter or digit, with or without white space around it (` A`, `A`), is scored by its spellings `A`
-    and ` A` (those the tokenizer writes as one token), as eval.py scores letters. Anything else must be one
-    token as the tokenizer writes it alone. Otherwise an InputError saying what the continuation is in tokens.
-    """
+    """The vocabulary ids whose probabilities, summed at [MASK], score `continuation`: an ASCII letter or digit
+    (` A`, `A`) by its one-token spellings `A` and ` A`, as eval.py scores letters; anything else must be one token."""
     word = continuation.strip()
     if len(word) == 1 and word.isascii() and word.isalnum():
         ids = sorted({ids[0] for ids in (tokenizer(spelling, add_special_tokens=False)["input_ids"]
@@ -90,15 +61,9 @@ def answer_ids(tokenizer, continuation):
 
 
 class MLMHeadLM(LM):
-    """A masked LM's MLM head as an lm-evaluation-harness model (registered as `mlm_head`).
-
-    Model arguments (`--model_args key=value,...`): `pretrained`, a hub name or local folder (or, from Python,
-    a loaded masked LM, with `tokenizer`); `tokenizer` (default: pretrained's); `device` (auto: the GPU when
-    there is one), `dtype` (auto: bfloat16 on a GPU, float32 on the CPU), `attn_implementation`,
-    `batch_tokens` (padded tokens per batch: 65,536 on a GPU, 8,192 on the CPU) and `pad_to_multiple_of`, as
-    eval.py takes them; `progress` (a progress bar, default True). The harness's `batch_size` and
-    `max_batch_size` are accepted and unused: batches are bounded by tokens, not rows.
-    """
+    """`--model_args`: `pretrained` (a hub name or folder; from Python, a loaded masked LM with its `tokenizer`),
+    `tokenizer`, and device, dtype, attn_implementation, batch_tokens and pad_to_multiple_of as eval.py takes them;
+    `progress`. The harness's `batch_size` and `max_batch_size` are unused: batches are bounded by tokens."""
 
     def __init__(self, pretrained="answerdotai/ModernBERT-Large-Instruct", tokenizer=None, device=None, dtype="auto",
                  attn_implementation="auto", batch_tokens=None, pad_to_multiple_of=None, progress=True,
@@ -122,22 +87,21 @@ class MLMHeadLM(LM):
             check_model_source(pretrained, flag="pretrained")
             if isinstance(tokenizer, str):
                 check_model_source(tokenizer, flag="tokenizer", weights=False)
-            self.model_name = pretrained
+            self.model_name, config = pretrained, None
             runtime = Runtime.resolve(device=device or "auto", dtype=dtype, attn_implementation=attn_implementation,
                                       batch_tokens=batch_tokens, pad_to_multiple_of=pad_to_multiple_of,
                                       distributed=False)
             self.tokenizer = self._tokenizer(tokenizer if tokenizer is not None else pretrained)
             self.model = load_masked_lm(pretrained, runtime)
-            self.max_positions = max_positions(pretrained, self.tokenizer)
         else:  # a loaded model, from Python
             if tokenizer is None:
                 raise InputError(f"{MODEL_NAME}: a loaded model needs its tokenizer (tokenizer=...)")
-            self.model = pretrained.eval()
-            self.model_name = getattr(pretrained.config, "name_or_path", type(pretrained).__name__)
+            self.model, config = pretrained.eval(), pretrained.config
+            self.model_name = getattr(config, "name_or_path", type(pretrained).__name__)
             runtime = Runtime.resolve(device=str(next(pretrained.parameters()).device), batch_tokens=batch_tokens,
                                       pad_to_multiple_of=pad_to_multiple_of, distributed=False)
             self.tokenizer = self._tokenizer(tokenizer)
-            self.max_positions = max_positions(self.model_name, self.tokenizer, pretrained.config)
+        self.max_positions = max_positions(self.model_name, self.tokenizer, config)
         self._device = runtime.device
         self.batch_tokens, self.pad_to_multiple_of = runtime.batch_tokens, runtime.pad_to_multiple_of
         self.mask_token_id = self.tokenizer.mask_token_id
@@ -157,7 +121,7 @@ class MLMHeadLM(LM):
         return cls(**{**extra, **arg_dict})
 
     def _tokenizer(self, tokenizer):
-        """A tokenizer by name (loaded with [unused0] as one token), or a loaded one, checked the same way."""
+        """By name (loaded with [unused0] as one token), or a loaded one, checked the same way."""
         if isinstance(tokenizer, str):
             return load_tokenizer(tokenizer, fast=False)
         name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
@@ -173,16 +137,9 @@ class MLMHeadLM(LM):
         raise InputError(f"--apply_chat_template: {MODEL_NAME} has no chat template; a masked LM reads the task's "
                          "prompt as it is, ending in the answer slot")
 
-    # -------------------------------------------------------------------------
-    # The harness's three request types
-
     def loglikelihood(self, requests, disable_tqdm=False):
-        """(log P(continuation), is_greedy) per request, from one batched scoring of the distinct contexts.
-
-        is_greedy says whether the likeliest vocabulary token at [MASK] is one of the continuation's ids: the token
-        the model would write there. The harness's accuracy is the argmax over a question's choices, so a tie goes
-        to the first choice, as in eval.py.
-        """
+        """(log P(continuation), is_greedy: the likeliest token at [MASK] is one of the continuation's) per request,
+        from one batched scoring of the distinct contexts."""
         prompt_index, option_index, plan, first_request = {}, {}, [], {}
         for request in requests:
             context, continuation = request.args[0], request.args[1]
@@ -205,8 +162,9 @@ class MLMHeadLM(LM):
                                  f"{self.max_positions} positions (fewer few-shot examples would fit)")
         scores, greedy = self.score_prompts(sequences, options, progress=self.progress and not disable_tqdm)
         if greedy is None:
-            log.warning("%s: the likeliest token at [MASK] is not visible for %s; is_greedy says whether the "
-                        "continuation is the likeliest of its context's choices", MODEL_NAME, type(self.model).__name__)
+            logging.getLogger(__name__).warning(
+                "%s: the likeliest token at [MASK] is not visible for %s; is_greedy says whether the continuation is "
+                "the likeliest of its context's choices", MODEL_NAME, type(self.model).__name__)
             best = {}
             for p, o in plan:
                 best[p] = max(best.get(p, float("-inf")), scores[p][o])
@@ -219,14 +177,9 @@ class MLMHeadLM(LM):
         return results
 
     def score_prompts(self, sequences, options, progress=False):
-        """({sequence: [log P per option]}, {sequence: likeliest vocabulary id at its [MASK]} or None): one
-        score_sequences call over all the sequences, length-sorted under the token budget.
-
-        The likeliest ids come from a forward hook on the vocabulary projection, which sees the logits the MLM head
-        computes at each batch's [MASK] rows (or at every position, for an architecture the core runs in full), in
-        the order of length_sorted_batches, which score_sequences follows. None where the model has no
-        projection module to watch (or it was not called once per batch).
-        """
+        """({sequence: [log P per option]}, {sequence: likeliest id at its [MASK]} or None), in one score_sequences
+        call. The likeliest ids come from a hook on the vocabulary projection, called once per batch in the order of
+        length_sorted_batches (at the [MASK] rows, or at every position); None where there is no such module."""
         projection = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
         captured = []
         handle = (projection.register_forward_hook(lambda module, args, output: captured.append(output.argmax(-1)))
@@ -251,36 +204,29 @@ class MLMHeadLM(LM):
         return scores, greedy
 
     def loglikelihood_rolling(self, requests, disable_tqdm=False):
-        raise InputError(f"task {_task_of(requests)}: loglikelihood_rolling (the likelihood of a whole text, for "
-                         "perplexity) cannot be answered faithfully by an MLM head, which scores one token at "
-                         f"[MASK]; the {MODEL_NAME} backend answers multiple-choice and one-token loglikelihood tasks")
+        raise _unfaithful(requests, "loglikelihood_rolling (the likelihood of a whole text, for perplexity)",
+                          "scores one token at [MASK]")
 
     def generate_until(self, requests, disable_tqdm=False):
-        raise InputError(f"task {_task_of(requests)}: generate_until (free generation) cannot be answered faithfully "
-                         f"by an MLM head, which fills one [MASK] with one token; the {MODEL_NAME} backend answers "
-                         "multiple-choice and one-token loglikelihood tasks")
+        raise _unfaithful(requests, "generate_until (free generation)", "fills one [MASK] with one token")
 
 
-def _task_of(requests):
-    """The task name of the first request, for an error line."""
-    return requests[0].task_name if requests else "?"
+def _unfaithful(requests, request_type, what_it_does):
+    return InputError(f"task {requests[0].task_name if requests else '?'}: {request_type} cannot be answered "
+                      f"faithfully by an MLM head, which {what_it_does}; the {MODEL_NAME} backend answers "
+                      "multiple-choice and one-token loglikelihood tasks")
 
 
-def register():
-    """Register `mlm_head` with the harness (done on import; repeating it is harmless). The harness's own models are
-    indexed first: it indexes them only while its registry is empty, so registering ours first would hide them."""
-    import lm_eval.models  # noqa: F401  (lazy placeholders: nothing heavy loads)
-    from lm_eval.api.registry import model_registry
+# Registered on import. The harness indexes its own models only while its registry is empty: they are indexed first
+# (lazy placeholders: nothing heavy loads), or registering ours would hide them.
+import lm_eval.models  # noqa: E402, F401
+from lm_eval.api.registry import model_registry  # noqa: E402
 
-    if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target="mlm_classifier.harness:MLMHeadLM")
-
-
-register()
+if MODEL_NAME not in model_registry:
+    model_registry.register(MODEL_NAME, target="mlm_classifier.harness:MLMHeadLM")
 
 
 def cli_args(argv):
-    """The harness CLI's arguments with `--model mlm_head` and `--include_path TASKS` added where not given."""
     argv = list(argv)
     if not argv or argv == ["run"] or any(a in ("-h", "--help") for a in argv):
         return argv
@@ -297,7 +243,6 @@ def cli_args(argv):
 
 
 def main(argv=None):
-    """lm-eval's command line with `mlm_head` registered; bad input is one `error:` line and exit status 1."""
     from lm_eval.__main__ import cli_evaluate
 
     def evaluate():

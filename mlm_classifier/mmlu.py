@@ -1,9 +1,7 @@
 """MMLU and MMLU-Pro: the paper's prompt, the questions from the hub or local files, and their results.
 
-Every question is a dict with `subject` (MMLU-Pro: its category), `row`, `question`, `choices` and `gold` (a letter).
-The original MMLU CSVs (`DIR/<split>/<subject>_<split>.csv`) and MMLU-Pro's JSONL are read and checked row by row;
-eval.py and the lm-evaluation-harness tasks (lm_eval_tasks/mmlu_mask) read them through this one reader. The prompt is
-the paper's, character for character, ending `Answer: [unused0] [MASK]`; few-shot examples come first, solved.
+A question is a dict with `subject` (MMLU-Pro: its category), `row`, `question`, `choices` and `gold` (a letter).
+eval.py and the harness tasks (lm_eval_tasks/mmlu_mask) read the original CSVs through this one checked reader.
 """
 
 import csv
@@ -22,85 +20,50 @@ from .splits import some_rows
 
 MAX_CHOICES = 10  # MMLU-Pro's questions have up to 10 options, A to J
 
-# The paper's MMLU template, character for character: the instruction, then the question's block. The
-# question is stripped, each choice line ends with a newline, then comes an empty line. [unused0] anchors
-# the answer slot: the model was trained to put the answer token right after it.
-INSTRUCTION = (
-    "You will be given a question as well as a list of options. "
-    "Read the question carefully and select the right answer from the list.\n"
-)
-# Few-shot: solved examples come first, each a block like the question's ending in its gold letter after
-# [unused0], with an empty line between blocks; the instruction is given once. With none, this is the
-# zero-shot prompt above. The examples are the first k of the subject's dev split (MMLU; the convention
-# of the MMLU authors and of lm-evaluation-harness) or of the category's validation split (MMLU-Pro).
+# The paper's template, character for character (build_prompt): this instruction once, then each question's block
+# from `QUESTION:` to `Answer: [unused0] [MASK]`, solved examples first; [unused0] anchors the answer slot.
+INSTRUCTION = ("You will be given a question as well as a list of options. "
+               "Read the question carefully and select the right answer from the list.\n")
 BLOCK_SEPARATOR = "\n\n"
+# Where the examples come from: the first k of the subject's dev split (MMLU, as the MMLU authors and
+# lm-evaluation-harness do) or of the category's validation split (MMLU-Pro).
 FEWSHOT_SPLIT = {"mmlu": "dev", "mmlu_pro": "validation"}
 
-# Subject -> category, the standard mapping of the MMLU authors (hendrycks/test categories.py), with
-# their "other (business, health, misc.)" shortened to "other".
-_SUBCATEGORY_TO_CATEGORY = {
-    "physics": "STEM", "chemistry": "STEM", "biology": "STEM", "computer science": "STEM",
-    "math": "STEM", "engineering": "STEM",
-    "history": "humanities", "philosophy": "humanities", "law": "humanities",
-    "politics": "social sciences", "culture": "social sciences", "economics": "social sciences",
-    "geography": "social sciences", "psychology": "social sciences",
-    "other": "other", "business": "other", "health": "other",
-}
-_SUBJECT_TO_SUBCATEGORY = {
-    "abstract_algebra": "math", "anatomy": "health", "astronomy": "physics",
-    "business_ethics": "business", "clinical_knowledge": "health", "college_biology": "biology",
-    "college_chemistry": "chemistry", "college_computer_science": "computer science",
-    "college_mathematics": "math", "college_medicine": "health", "college_physics": "physics",
-    "computer_security": "computer science", "conceptual_physics": "physics",
-    "econometrics": "economics", "electrical_engineering": "engineering",
-    "elementary_mathematics": "math", "formal_logic": "philosophy", "global_facts": "other",
-    "high_school_biology": "biology", "high_school_chemistry": "chemistry",
-    "high_school_computer_science": "computer science", "high_school_european_history": "history",
-    "high_school_geography": "geography", "high_school_government_and_politics": "politics",
-    "high_school_macroeconomics": "economics", "high_school_mathematics": "math",
-    "high_school_microeconomics": "economics", "high_school_physics": "physics",
-    "high_school_psychology": "psychology", "high_school_statistics": "math",
-    "high_school_us_history": "history", "high_school_world_history": "history",
-    "human_aging": "health", "human_sexuality": "culture", "international_law": "law",
-    "jurisprudence": "law", "logical_fallacies": "philosophy", "machine_learning": "computer science",
-    "management": "business", "marketing": "business", "medical_genetics": "health",
-    "miscellaneous": "other", "moral_disputes": "philosophy", "moral_scenarios": "philosophy",
-    "nutrition": "health", "philosophy": "philosophy", "prehistory": "history",
-    "professional_accounting": "other", "professional_law": "law",
-    "professional_medicine": "health", "professional_psychology": "psychology",
-    "public_relations": "politics", "security_studies": "politics", "sociology": "culture",
-    "us_foreign_policy": "politics", "virology": "health", "world_religions": "philosophy",
-}
-MMLU_SUBJECTS = sorted(_SUBJECT_TO_SUBCATEGORY)
-MMLU_CATEGORY = {s: _SUBCATEGORY_TO_CATEGORY[c] for s, c in _SUBJECT_TO_SUBCATEGORY.items()}
+# Subject -> category: the MMLU authors' (hendrycks/test categories.py), "other (business, health, misc.)" as "other".
+MMLU_CATEGORY = {subject: category for category, subjects in {
+    "STEM": """abstract_algebra astronomy college_biology college_chemistry college_computer_science
+        college_mathematics college_physics computer_security conceptual_physics electrical_engineering
+        elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science
+        high_school_mathematics high_school_physics high_school_statistics machine_learning""",
+    "humanities": """formal_logic high_school_european_history high_school_us_history high_school_world_history
+        international_law jurisprudence logical_fallacies moral_disputes moral_scenarios philosophy prehistory
+        professional_law world_religions""",
+    "social sciences": """econometrics high_school_geography high_school_government_and_politics
+        high_school_macroeconomics high_school_microeconomics high_school_psychology human_sexuality
+        professional_psychology public_relations security_studies sociology us_foreign_policy""",
+    "other": """anatomy business_ethics clinical_knowledge college_medicine global_facts human_aging management
+        marketing medical_genetics miscellaneous nutrition professional_accounting professional_medicine virology""",
+}.items() for subject in subjects.split()}
+MMLU_SUBJECTS = sorted(MMLU_CATEGORY)
 
-# --split name -> (folder, file suffix) in the original MMLU archive.
-MMLU_SPLIT_FILES = {"test": ("test", "test"), "validation": ("val", "val"), "dev": ("dev", "dev")}
-
-
-# -----------------------------------------------------------------------------
-# Questions: each is a dict with subject, row, question, choices and gold (a letter).
+# --split name -> the folder and file suffix in the original MMLU archive.
+MMLU_SPLIT_FILES = {"test": "test", "validation": "val", "dev": "dev"}
 
 
 def read_mmlu_csv(path, subject):
-    """Read one original MMLU CSV (headerless `question,A,B,C,D,answer`) into question dicts.
-
-    `row` counts CSV records from 0, not physical lines: many questions span several lines. Errors name
-    the file, the row and the line where that record starts.
-    """
-    questions = []
+    """One original MMLU CSV (headerless `question,A,B,C,D,answer`) as questions. `row` counts records, not lines
+    (a question may span several); errors name the line where the record starts."""
+    questions, line = [], 1
     reader = csv.reader(io.StringIO(read_text(path), newline=""))
-    line = 1
     for row, record in enumerate(reader):
-        where = f"{path}: {row_and_line(row, line)}"
-        line = reader.line_num + 1  # where the next record starts
         if len(record) != 6:
-            raise InputError(f"{where}: expected 6 fields (question, A, B, C, D, answer), found {len(record)}")
-        answer = record[5].strip()
-        if answer not in ("A", "B", "C", "D"):
-            raise InputError(f"{where}: answer {record[5]!r} is not one of A, B, C, D")
+            raise InputError(f"{path}: {row_and_line(row, line)}: expected 6 fields (question, A, B, C, D, answer), "
+                             f"found {len(record)}")
+        if record[5].strip() not in ("A", "B", "C", "D"):
+            raise InputError(f"{path}: {row_and_line(row, line)}: answer {record[5]!r} is not one of A, B, C, D")
         questions.append({"subject": subject, "row": row, "question": record[0], "choices": record[1:5],
-                          "gold": answer})
+                          "gold": record[5].strip()})
+        line = reader.line_num + 1
     if not questions:
         raise InputError(f"{path}: no questions (the file is empty); give the subject's questions, or leave it out "
                          "of --subjects")
@@ -108,30 +71,14 @@ def read_mmlu_csv(path, subject):
 
 
 def mmlu_paths(data_dir, split, subject):
-    """Where one subject's CSV of a split may be: `DIR/<split>/<subject>_<split>.csv`, else `DIR/<subject>_<split>.csv`
+    """Where a subject's CSV may be: `DIR/<split>/<subject>_<split>.csv`, else `DIR/<subject>_<split>.csv`
     (`subject` may be a glob pattern)."""
-    folder, suffix = MMLU_SPLIT_FILES[split]
-    name = f"{subject}_{suffix}.csv"
-    return [os.path.join(data_dir, folder, name), os.path.join(data_dir, name)]
-
-
-def find_mmlu_files(data_dir, split):
-    """Map subject -> CSV path for one split, from `DIR/<split>/<subject>_<split>.csv` or `DIR/*_<split>.csv`."""
-    if not os.path.isdir(data_dir):
-        raise InputError(f"--data_dir {data_dir}: no such folder")
-    folder, suffix = MMLU_SPLIT_FILES[split]
-    for pattern in mmlu_paths(data_dir, split, "*"):
-        paths = sorted(glob.glob(pattern))
-        if paths:
-            return {os.path.basename(p)[: -len(f"_{suffix}.csv")]: p for p in paths}
-    raise InputError(
-        f"--data_dir {data_dir}: no MMLU {split} files found "
-        f"(looked for {folder}/*_{suffix}.csv and *_{suffix}.csv)"
-    )
+    name = f"{subject}_{MMLU_SPLIT_FILES[split]}.csv"
+    return [os.path.join(data_dir, MMLU_SPLIT_FILES[split], name), os.path.join(data_dir, name)]
 
 
 def select_subjects(available, wanted, what="subject"):
-    """Return the wanted names (all of `available` when `wanted` is empty), checking each exists."""
+    """The wanted names (all of `available` when none), each checked."""
     if not wanted:
         return sorted(available)
     unknown = [s for s in wanted if s not in available]
@@ -142,34 +89,33 @@ def select_subjects(available, wanted, what="subject"):
 
 def load_mmlu_local(data_dir, split, subjects):
     """Questions from the original MMLU CSV layout, subjects in alphabetical order (as the hub's `all`)."""
-    files = find_mmlu_files(data_dir, split)
-    questions = []
-    for subject in select_subjects(files, subjects):
-        questions += read_mmlu_csv(files[subject], subject)
-    return questions
+    if not os.path.isdir(data_dir):
+        raise InputError(f"--data_dir {data_dir}: no such folder")
+    folder = MMLU_SPLIT_FILES[split]
+    for pattern in mmlu_paths(data_dir, split, "*"):
+        files = {os.path.basename(p)[: -len(f"_{folder}.csv")]: p for p in sorted(glob.glob(pattern))}
+        if files:
+            return [q for subject in select_subjects(files, subjects) for q in read_mmlu_csv(files[subject], subject)]
+    raise InputError(f"--data_dir {data_dir}: no MMLU {split} files found "
+                     f"(looked for {folder}/*_{folder}.csv and *_{folder}.csv)")
 
 
 def load_mmlu_hub(split, subjects):
     """Questions from the hub's `cais/mmlu`, config `all`; `row` counts within each subject."""
     wanted = select_subjects(MMLU_SUBJECTS, subjects)
-    rows_seen = Counter()
-    questions = []
+    rows_seen, questions = Counter(), []
     for example in load_hub_dataset("cais/mmlu", "give local files with --data_dir", "all", split=split):
         subject = example["subject"]
-        row = rows_seen[subject]
         rows_seen[subject] += 1
         if subject in wanted:
-            questions.append({"subject": subject, "row": row, "question": example["question"],
+            questions.append({"subject": subject, "row": rows_seen[subject] - 1, "question": example["question"],
                               "choices": list(example["choices"]), "gold": LETTERS[example["answer"]]})
     return questions
 
 
 def read_mmlu_pro_jsonl(path):
-    """Read MMLU-Pro records (`question`, `options`, `answer` and/or `answer_index`, `category`), each checked.
-
-    `answer` must be exactly one of the question's letters and `answer_index` an integer (not a bool or a
-    float) in range; when both are given and disagree, `answer_index` wins and a warning counts such rows.
-    """
+    """MMLU-Pro records (`question`, `options`, `answer` and/or `answer_index`, `category`), each checked; where
+    `answer` and `answer_index` disagree, `answer_index` wins and a note counts such rows."""
     questions, disagreements = [], []
     for row, line, record in read_jsonl(path):
         where = f"{path}: {row_and_line(row, line)}"
@@ -187,8 +133,7 @@ def read_mmlu_pro_jsonl(path):
         if not all(isinstance(option, str) for option in options):
             raise InputError(f"{where}: every option must be a string, found {options!r:.80}")
         valid = LETTERS[: len(options)]
-        from_letter = record.get("answer")
-        from_index = record.get("answer_index")
+        from_letter, from_index = record.get("answer"), record.get("answer_index")
         if from_letter is None and from_index is None:
             raise InputError(f"{where}: needs `answer` or `answer_index`")
         if from_letter is not None and not (isinstance(from_letter, str) and len(from_letter) == 1
@@ -196,11 +141,9 @@ def read_mmlu_pro_jsonl(path):
             raise InputError(f"{where}: answer {from_letter!r} is not one letter of {', '.join(valid)}")
         if from_index is not None and not (type(from_index) is int and 0 <= from_index < len(options)):
             raise InputError(f"{where}: answer_index {from_index!r} is not an integer in 0..{len(options) - 1}")
-        gold = from_letter
-        if from_index is not None:
-            gold = valid[from_index]
-            if from_letter is not None and from_letter != gold:
-                disagreements.append(row)
+        gold = from_letter if from_index is None else valid[from_index]
+        if from_letter is not None and from_letter != gold:
+            disagreements.append(row)
         questions.append({"subject": record["category"], "row": row, "question": record["question"],
                           "choices": options, "gold": gold, "question_id": record.get("question_id")})
     if disagreements:
@@ -210,33 +153,25 @@ def read_mmlu_pro_jsonl(path):
 
 
 def load_mmlu_pro_hub(split):
-    """Every MMLU-Pro question of one split of the hub's `TIGER-Lab/MMLU-Pro`, its category as its subject."""
+    """Every question of one split of the hub's `TIGER-Lab/MMLU-Pro`, its category as its subject."""
     return [{"subject": ex["category"], "row": row, "question": ex["question"], "choices": list(ex["options"]),
              "gold": LETTERS[ex["answer_index"]], "question_id": ex["question_id"]}
             for row, ex in enumerate(load_hub_dataset("TIGER-Lab/MMLU-Pro", "give local files with --data_dir",
                                                       split=split))]
 
 
-def load_mmlu_pro(data_dir, split, subjects):
-    """MMLU-Pro questions from `DIR/<split>.jsonl` (or a .jsonl path), else the hub's `TIGER-Lab/MMLU-Pro`."""
-    if data_dir:
-        path = data_dir if data_dir.endswith(".jsonl") else os.path.join(data_dir, f"{split}.jsonl")
-        if not os.path.exists(path):
-            raise InputError(f"--data_dir {data_dir}: {path} does not exist")
-        questions = read_mmlu_pro_jsonl(path)
-    else:
-        questions = load_mmlu_pro_hub(split)
-    wanted = set(select_subjects({q["subject"] for q in questions}, subjects, what="category"))
-    return [q for q in questions if q["subject"] in wanted]
-
-
 def load_questions(task, data_dir, split, subjects, limit, sample=None, seed=0):
-    """All questions for a run, validated, filtered by subject, then cut to the first `limit` (the first subjects in
+    """A run's questions, checked and filtered by subject, then cut to the first `limit` (the first subjects in
     alphabetical order) or to a seeded `sample` across every subject, kept in their order."""
     if task == "mmlu":
         questions = load_mmlu_local(data_dir, split, subjects) if data_dir else load_mmlu_hub(split, subjects)
-    else:
-        questions = load_mmlu_pro(data_dir, "validation" if split == "validation" else split, subjects)
+    else:  # MMLU-Pro: DIR/<split>.jsonl (or a .jsonl path), else the hub's; filtered by category
+        path = data_dir and (data_dir if data_dir.endswith(".jsonl") else os.path.join(data_dir, f"{split}.jsonl"))
+        if path and not os.path.exists(path):
+            raise InputError(f"--data_dir {data_dir}: {path} does not exist")
+        questions = read_mmlu_pro_jsonl(path) if path else load_mmlu_pro_hub(split)
+        wanted = set(select_subjects({q["subject"] for q in questions}, subjects, what="category"))
+        questions = [q for q in questions if q["subject"] in wanted]
     if sample and sample < len(questions):
         questions = [questions[i] for i in sorted(random.Random(seed).sample(range(len(questions)), sample))]
     questions = questions[:limit] if limit else questions
@@ -245,100 +180,54 @@ def load_questions(task, data_dir, split, subjects, limit, sample=None, seed=0):
     return questions
 
 
-def check_fewshot(task, split, num_fewshot):
-    """An InputError for a negative --num_fewshot, or for few-shot on the split the examples come from."""
-    if num_fewshot < 0:
-        raise InputError(f"--num_fewshot {num_fewshot} must be 0 (zero-shot) or more")
-    if num_fewshot and split == FEWSHOT_SPLIT[task]:
-        raise InputError(f"--num_fewshot {num_fewshot}: the solved examples come from the {split} split, which "
-                         f"--split {split} scores; the examples would be the questions themselves")
-
-
 def load_fewshot_examples(task, data_dir, subjects, num_fewshot):
-    """{subject: its first `num_fewshot` questions of the few-shot split, with their gold letters} for each of
-    `subjects` (repeats are fine: the questions' own); None zero-shot.
-
-    The split is MMLU's dev (`DIR/dev/<subject>_dev.csv`, or the hub's `cais/mmlu` dev) or MMLU-Pro's
-    validation (`DIR/validation.jsonl`, or the hub's), taking examples of the same category. A subject
-    without a file, or with fewer questions than asked, is an InputError naming it.
-    """
-    if not num_fewshot:
-        return None
+    """{subject: its first `num_fewshot` questions of the few-shot split (FEWSHOT_SPLIT), solved} for each of
+    `subjects` (repeats are fine); a subject without a file or with too few questions is an InputError."""
     subjects = list(dict.fromkeys(subjects))
     flag, split = f"--num_fewshot {num_fewshot}", FEWSHOT_SPLIT[task]
     if task == "mmlu" and data_dir:
-        pool, where = {}, {}
+        questions, where = [], {}
         for subject in subjects:
             paths = mmlu_paths(data_dir, split, subject)
             found = [path for path in paths if os.path.isfile(path)]
             if not found:
                 raise InputError(f"{flag}: no {split} file for subject {subject} (looked for {' and '.join(paths)})")
-            pool[subject], where[subject] = read_mmlu_csv(found[0], subject), found[0]
+            questions += read_mmlu_csv(found[0], subject)
+            where[subject] = found[0]
     elif task == "mmlu":
-        pool = group_by_subject(load_mmlu_hub(split, subjects))
-        where = dict.fromkeys(subjects, f"cais/mmlu's {split} split")
+        questions, where = load_mmlu_hub(split, subjects), dict.fromkeys(subjects, f"cais/mmlu's {split} split")
     elif data_dir:
         path = os.path.join(os.path.dirname(data_dir) if data_dir.endswith(".jsonl") else data_dir, f"{split}.jsonl")
         if not os.path.isfile(path):
             named = (f"category {subjects[0]}" if len(subjects) == 1 else f"categories {', '.join(subjects)}"
                      if len(subjects) <= 3 else f"the {len(subjects)} categories scored")
             raise InputError(f"{flag}: no {split} file for {named} (looked for {path})")
-        pool, where = group_by_subject(read_mmlu_pro_jsonl(path)), dict.fromkeys(subjects, path)
+        questions, where = read_mmlu_pro_jsonl(path), dict.fromkeys(subjects, path)
     else:
-        pool = group_by_subject(load_mmlu_pro_hub(split))
-        where = dict.fromkeys(subjects, f"TIGER-Lab/MMLU-Pro's {split} split")
+        questions, where = load_mmlu_pro_hub(split), dict.fromkeys(subjects, f"TIGER-Lab/MMLU-Pro's {split} split")
+    pool = {subject: [q for q in questions if q["subject"] == subject] for subject in subjects}
     what = "subject" if task == "mmlu" else "category"
     for subject in subjects:
-        n = len(pool.get(subject, []))
+        n = len(pool[subject])
         if n < num_fewshot:
             raise InputError(f"{flag}: {what} {subject} has only {n} questions in {where[subject]}")
     return {subject: pool[subject][:num_fewshot] for subject in subjects}
 
 
-def group_by_subject(questions):
-    """{subject: its questions, in their order}."""
-    groups = {}
-    for q in questions:
-        groups.setdefault(q["subject"], []).append(q)
-    return groups
-
-
-def category_of(task, subject):
-    """MMLU's four categories; MMLU-Pro's questions carry their category as their subject."""
-    return MMLU_CATEGORY.get(subject, "other") if task == "mmlu" else subject
-
-
-# -----------------------------------------------------------------------------
-# Prompts and token ids
-
-
-def question_block(question, choices, answer="[MASK]"):
-    """One question in the paper's template, from `QUESTION:` to `Answer: [unused0] <answer>`: a solved example's
-    gold letter, or the tokenizer's mask token (RoBERTa's is `<mask>`) where the model answers."""
-    lines = option_lines(zip(LETTERS, choices))
-    return "QUESTION:\n" + question.strip() + "\nCHOICES:\n" + lines + "\n\nANSWER:\nAnswer: [unused0] " + answer
-
-
 def build_prompt(question, choices, examples=(), mask_token="[MASK]"):
-    """The paper's multiple-choice prompt, ending in `Answer: [unused0] [MASK]` (the tokenizer's `mask_token`).
-
-    `examples` (question dicts with `question`, `choices` and `gold`) come first, each solved with its gold
-    letter; without them this is the paper's zero-shot prompt.
-    """
-    blocks = [question_block(e["question"], e["choices"], e["gold"]) for e in examples]
-    return INSTRUCTION + BLOCK_SEPARATOR.join(blocks + [question_block(question, choices, mask_token)])
+    """The paper's prompt, ending in `Answer: [unused0] <mask_token>` (RoBERTa's is `<mask>`), after `examples`
+    (questions with their `gold`) solved; without them the paper's zero-shot prompt."""
+    blocks = [(e["question"], e["choices"], e["gold"]) for e in examples] + [(question, choices, mask_token)]
+    return INSTRUCTION + BLOCK_SEPARATOR.join(
+        f"QUESTION:\n{text.strip()}\nCHOICES:\n{option_lines(zip(LETTERS, options))}\n\nANSWER:\nAnswer: [unused0] "
+        f"{answer}" for text, options, answer in blocks)
 
 
 def encode_questions(tokenizer, questions, max_positions=None, permutations=1, examples=None):
-    """Token ids of every question's prompt, under `permutations` cyclic rotations of its choices.
-
-    Returns (sequences, views, shots): views[k] = (question index, order), where order[j] is the choice
-    shown under the j-th letter; shots[i] is how many solved examples question i's prompts hold. A question
-    with fewer choices than `permutations` is scored under all of its rotations. `examples` maps each
-    subject to its solved examples (few-shot), shown as they are in every rotation. A prompt longer than the
-    model's positions drops examples from the end, for all rotations of its question, until they fit; one
-    too long even without examples is an InputError.
-    """
+    """(sequences, views, shots): each question's prompt ids under `permutations` cyclic rotations of its choices (all,
+    with fewer choices); views[k] = (question index, order), order[j] the choice under letter j; shots[i] how many
+    solved examples (`examples[subject]`, never rotated) question i's prompts hold: a prompt too long for the model
+    drops them from the end, for all its rotations; one too long even without them is an InputError."""
     views = [(i, order) for i, q in enumerate(questions)
              for order in rotations(len(q["choices"]), min(permutations, len(q["choices"])))]
     shots = [len(examples[q["subject"]]) if examples else 0 for q in questions]
@@ -353,10 +242,9 @@ def encode_questions(tokenizer, questions, max_positions=None, permutations=1, e
             i = views[k][0]
             if max_positions and len(ids) > max_positions:
                 if shots[i] == 0:
-                    q = questions[i]
                     without = " even without examples" if examples else ""
-                    raise InputError(f"{q['subject']} row {q['row']}: the prompt is {len(ids)} tokens, more than the "
-                                     f"model's {max_positions} positions{without}")
+                    raise InputError(f"{questions[i]['subject']} row {questions[i]['row']}: the prompt is {len(ids)} "
+                                     f"tokens, more than the model's {max_positions} positions{without}")
                 too_long.add(i)
         for i in too_long:
             shots[i] -= 1
@@ -371,62 +259,32 @@ def encode_questions(tokenizer, questions, max_positions=None, permutations=1, e
 def prompt_stats(sequences, shots, num_fewshot):
     """results.json's record of the prompts: mean tokens per prompt, and how few-shot fitted the model."""
     return {"num_fewshot": num_fewshot, "prompt_tokens": round(sum(map(len, sequences)) / len(sequences), 1),
-            "fewshot_mean": round(sum(shots) / len(shots), 3),
-            "fewshot_reduced": sum(n < num_fewshot for n in shots)}
-
-
-# -----------------------------------------------------------------------------
-# Results
-
-
-def summarize(questions, predictions, task):
-    """The metrics of results.json from questions (with `subject`, `gold`) and predicted letters."""
-    correct = [q["gold"] == p for q, p in zip(questions, predictions)]
-    n = len(correct)
-    accuracy = sum(correct) / n
-    subjects = accuracy_table(correct, [q["subject"] for q in questions])
-    return {
-        "accuracy": accuracy,
-        "accuracy_stderr": math.sqrt(accuracy * (1 - accuracy) / n),
-        "macro_accuracy": sum(s["accuracy"] for s in subjects.values()) / len(subjects),
-        "n": n,
-        "categories": accuracy_table(correct, [category_of(task, q["subject"]) for q in questions]),
-        "subjects": subjects,
-        "predicted_letters": dict(sorted(Counter(predictions).items())),
-        "gold_letters": dict(sorted(Counter(q["gold"] for q in questions).items())),
-    }
-
-
-def format_table(results):
-    """The console summary: accuracy per category, then overall micro and macro."""
-    lines = [f"{'category':<28}{'n':>7}{'accuracy':>10}"]
-    for name, cat in results["categories"].items():
-        lines.append(f"{name:<28}{cat['n']:>7}{100 * cat['accuracy']:>9.2f}%")
-    lines.append(f"{'overall (micro)':<28}{results['n']:>7}{100 * results['accuracy']:>9.2f}%"
-                 f"  ± {100 * results['accuracy_stderr']:.2f}")
-    lines.append(f"{'overall (macro, subjects)':<28}{'':>7}{100 * results['macro_accuracy']:>9.2f}%")
-    return "\n".join(lines)
+            "fewshot_mean": round(sum(shots) / len(shots), 3), "fewshot_reduced": sum(n < num_fewshot for n in shots)}
 
 
 def results_and_records(questions, scores, views, task, shots=None):
-    """Predicted letters, results.json's metrics and predictions.jsonl's records from the letter scores.
-
-    Each choice's probability is averaged over the question's views (rotations); ties go to the earlier
-    letter, as in the published eval. With `shots` (few-shot), each record says how many examples it had.
-    """
+    """results.json's metrics and predictions.jsonl's records from the letter scores: each choice's probability is
+    averaged over the question's views, ties go to the earlier letter (as in the published eval); with `shots`
+    (few-shot) each record says how many examples it had."""
     per_question = [[] for _ in questions]
     for k, (i, order) in enumerate(views):
         per_question[i].append(slot_probabilities(scores[k], order))
-    records, predictions = [], []
+    records = []
     for i, (q, view_probs) in enumerate(zip(questions, per_question)):
         probs = combine_views(view_probs)
-        pred = LETTERS[first_max(probs)]
-        record = {"subject": q["subject"], "row": q["row"], "gold": q["gold"], "pred": pred,
+        record = {"subject": q["subject"], "row": q["row"], "gold": q["gold"], "pred": LETTERS[first_max(probs)],
                   "probs": {letter: round(p, 6) for letter, p in zip(LETTERS, probs)}}
         if q.get("question_id") is not None:
             record["question_id"] = q["question_id"]
         if shots is not None:
             record["fewshot"] = shots[i]
         records.append(record)
-        predictions.append(pred)
-    return summarize(questions, predictions, task), records
+    correct = [r["pred"] == r["gold"] for r in records]
+    accuracy = sum(correct) / len(correct)
+    subjects = accuracy_table(correct, [q["subject"] for q in questions])
+    categories = [MMLU_CATEGORY.get(q["subject"], "other") if task == "mmlu" else q["subject"] for q in questions]
+    return {"accuracy": accuracy, "accuracy_stderr": math.sqrt(accuracy * (1 - accuracy) / len(correct)),
+            "macro_accuracy": sum(s["accuracy"] for s in subjects.values()) / len(subjects), "n": len(correct),
+            "categories": accuracy_table(correct, categories), "subjects": subjects,
+            "predicted_letters": dict(sorted(Counter(r["pred"] for r in records).items())),
+            "gold_letters": dict(sorted(Counter(q["gold"] for q in questions).items()))}, records

@@ -175,7 +175,7 @@ def test_flat_layout_validation_split_and_subject_filter(tmp_path):
     questions = mmlu.load_questions("mmlu", str(tmp_path), "validation", ["virology"], limit=None)
     assert [(q["subject"], q["gold"]) for q in questions] == [("virology", "A")] * 2
     with pytest.raises(core.InputError, match="no MMLU test files"):
-        mmlu.find_mmlu_files(str(tmp_path), "test")
+        mmlu.load_mmlu_local(str(tmp_path), "test", [])
 
 
 def test_bad_csv_stops_before_the_model_is_loaded(tiny_model_dir, tmp_path):
@@ -291,13 +291,13 @@ def test_fewshot_errors_name_the_subject(tmp_path):
     with pytest.raises(core.InputError, match=rf"--num_fewshot 3: subject virology has only 2 questions in {missing}"):
         mmlu.load_fewshot_examples("mmlu", root, ["astronomy", "virology"], 3)
     with pytest.raises(core.InputError, match="--num_fewshot -1 must be 0"):
-        mmlu.check_fewshot("mmlu", "test", -1)
+        eval.EvalSettings(task="mmlu", split="test", num_fewshot=-1)
     with pytest.raises(core.InputError, match="--num_fewshot 5: the solved examples come from the dev split"):
-        mmlu.check_fewshot("mmlu", "dev", 5)
+        eval.EvalSettings(task="mmlu", split="dev", num_fewshot=5)
     with pytest.raises(core.InputError, match="come from the validation split"):
-        mmlu.check_fewshot("mmlu_pro", "validation", 1)
-    mmlu.check_fewshot("mmlu", "dev", 0)  # zero-shot may score dev
-    mmlu.check_fewshot("mmlu", "validation", 5)  # MMLU's val split is not where the examples come from
+        eval.EvalSettings(task="mmlu_pro", split="validation", num_fewshot=1)
+    eval.EvalSettings(task="mmlu", split="dev", num_fewshot=0)  # zero-shot may score dev
+    eval.EvalSettings(task="mmlu", split="validation", num_fewshot=5)  # MMLU's val split is not where they come from
 
 
 def test_fewshot_missing_dev_file_stops_before_the_model_is_loaded(tiny_model_dir, tmp_path):
@@ -362,11 +362,12 @@ def test_mmlu_pro_answer_beyond_the_options_is_an_error(tmp_path):
 
 
 def test_summary_arithmetic():
-    questions = [{"subject": s, "gold": g} for s, g in
+    questions = [{"subject": s, "row": 0, "gold": g} for s, g in
                  [("anatomy", "A"), ("anatomy", "B"), ("anatomy", "C"), ("anatomy", "D"), ("virology", "A"),
                   ("formal_logic", "B"), ("formal_logic", "C"), ("formal_logic", "D")]]
     predictions = ["A", "B", "A", "A", "A", "B", "D", "D"]
-    results = mmlu.summarize(questions, predictions, "mmlu")
+    scores = [[0.0 if letter == p else -30.0 for letter in "ABCD"] for p in predictions]  # each picks its prediction
+    results = mmlu.results_and_records(questions, scores, [(i, [0, 1, 2, 3]) for i in range(8)], "mmlu")[0]
     assert results["accuracy"] == 5 / 8
     assert results["accuracy_stderr"] == pytest.approx((5 / 8 * 3 / 8 / 8) ** 0.5)
     assert results["subjects"]["anatomy"] == {"accuracy": 0.5, "n": 4}
