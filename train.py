@@ -103,8 +103,7 @@ def main(argv=None):
     on_interrupt(f"interrupted: no model saved; any checkpoint-<step>/ saved so far is under {settings.output_dir}, "
                  "from which the same command with --resume_from_checkpoint last carries on")
 
-    # 1. The prompt (a bad one fails before the data loads), the label map and the rows, each checked; {text} is
-    #    --text_column, and any other placeholder names a column that every file must have.
+    # 1. The prompt (a bad one fails before the data loads), the label map and the rows, each checked.
     prompt = (read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file
               else MULTI_LABEL_PROMPT if args.multi_label else AG_NEWS_PROMPT)
     prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else "the default prompt"
@@ -117,8 +116,7 @@ def main(argv=None):
                          columns, prompt_source)
     label_map_source = f"--label_map {args.label_map}" if args.label_map else "the default AG News label map"
 
-    # 2. Token ids (the answer tokens and the prompt's length checked against the tokenizer); then train, evaluate
-    #    and save. mc.fit loads transformers' Trainer, seconds to import, only now that every check has passed.
+    # 2. Token ids, then train, evaluate and save: mc.fit imports Trainer (seconds) once every check has passed.
     data = prepare(settings.model, prompt, prompt_source, label_map, label_map_source, splits, settings.max_length,
                    args.multi_label)
     metrics = mc.fit(data, settings)

@@ -99,19 +99,18 @@ def whole_run_loss(log_history, resumed_step, since_resume, global_step):
     weighted by the steps each covers, joined with `since_resume`, the mean over the steps since."""
     if not resumed_step:
         return since_resume
-    covered, total, previous = 0, 0.0, 0
+    total, covered = 0.0, 0
     for entry in log_history:
         if "loss" in entry and entry.get("step", 0) <= resumed_step:
-            total += entry["loss"] * (entry["step"] - previous)
-            covered, previous = entry["step"], entry["step"]
+            total += entry["loss"] * (entry["step"] - covered)
+            covered = entry["step"]
     if not covered:
         return since_resume
     return (total + since_resume * (global_step - resumed_step)) / (covered + global_step - resumed_step)
 
 
 def remove_checkpoints(output_dir, keep=()):
-    """Remove the `checkpoint-<step>/` folders under `output_dir` (optimizer state the saved model does not need),
-    except the run's inputs in `keep`; returns the names removed."""
+    """Remove the checkpoint-<step>/ folders (optimizer state) under `output_dir` but those in `keep`; their names."""
     kept = {os.path.realpath(path) for path in keep if path}
     names = sorted(name for name in os.listdir(output_dir)
                    if checkpoint_step(name) is not None and os.path.isdir(os.path.join(output_dir, name))

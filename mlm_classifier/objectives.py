@@ -18,9 +18,8 @@ def atp_example(ids, answer_position, mask_token_id):
 
 
 def mlm_example(ids, special_token_ids, mask_token_id, mlm_probability=0.3, dummy=False, generator=None):
-    """Standard MLM, or dummy MLM (targets the [MASK] id), over one token id list; returns (input_ids, labels).
-    Every chosen token becomes [MASK] (not transformers' 80/10/10), and at least one is chosen, so that every example
-    has a target."""
+    """Standard MLM, or dummy MLM (targets the [MASK] id), over one token id list: every chosen token becomes [MASK]
+    (not transformers' 80/10/10), and at least one is chosen so that every example has a target."""
     ids_t = torch.tensor(ids)
     candidates = ~torch.isin(ids_t, torch.tensor(sorted(special_token_ids), dtype=ids_t.dtype))
     chosen = (torch.rand(len(ids), generator=generator) < mlm_probability) & candidates

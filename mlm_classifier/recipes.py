@@ -87,8 +87,7 @@ def instructions_prompt(instruction, content, question, options):
             "** Answer **\nAnswer: [unused0] {label}")
 
 
-# -----------------------------------------------------------------------------
-# The published prompts (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character
+# The published prompts (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character.
 
 # train.py's AG News prompt, trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
 AG_NEWS_PROMPT = (
@@ -130,10 +129,8 @@ NEWSGROUPS = [  # label index = position (alphabetical, as sklearn and SetFit nu
     ("talk.politics.misc", "General political discussion and debate"),
     ("talk.religion.misc", "General religious discussion across faiths"),
 ]
-# The published sweep's template (`newsgroup_template`), the setting of the paper's Table 3, character for character:
-# four spaces after `** Instructions **`, the stripped post, then one `A: alt.atheism, <description>` line per
-# newsgroup. The option lines are written in here because their format is not train.py's `{options}`
-# (`- A: alt.atheism`); only the post and the answer vary.
+# The published sweep's template (`newsgroup_template`), Table 3's setting: its `A: alt.atheism, <description>` option
+# lines are written in, as their format is not `{options}`' (`- A: alt.atheism`); only the post and the answer vary.
 NEWSGROUPS_PROMPT = (
     "** Instructions **    \n"
     "Given a short post from an online forum, determine which newsgroup category it belongs to.\n"
@@ -146,8 +143,7 @@ NEWSGROUPS_PROMPT = (
     "Answer: [unused0] {label}"
 )
 
-# -----------------------------------------------------------------------------
-# Ours, in the published layout, answering with letters (the cookbook: "this is how we perform most tasks")
+# Ours, in the published layout, answering with letters (the cookbook: "this is how we perform most tasks").
 
 MNLI_LABELS = ("entailment", "neutral", "contradiction")  # nyu-mll/glue mnli's class ids 0, 1, 2
 MNLI_PROMPT = instructions_prompt(
@@ -224,22 +220,17 @@ PAPER_AVERAGE = {"mlm": 84.67, "cls": 84.39}  # Table 3's averages over all seve
 
 
 def recipe_row(recipe, record, where):
-    """One row {column: text, ..., "label_text": label name} from a record in the hub's layout, checked: a JSON
-    object whose text columns are strings (an empty one is fine) and whose label is one of the recipe's."""
+    """A checked row {column: text, ..., "label_text": label name} from a record in the hub's layout."""
     if not isinstance(record, dict):
         raise InputError(f"{where}: a {type(record).__name__}, not a JSON object")
-    row = {}
     for column in recipe.columns:
-        value = record.get(column)
-        if not isinstance(value, str):
-            raise InputError(f"{where}: `{column}` is {value!r:.40}, not a string")
-        row[column] = value
+        if not isinstance(record.get(column), str):
+            raise InputError(f"{where}: `{column}` is {record.get(column)!r:.40}, not a string")
     label = recipe.label_name(record.get(recipe.label_column))
     if label is None:
         raise InputError(f"{where}: `{recipe.label_column}` {record.get(recipe.label_column)!r} is not one of "
                          f"{recipe.describe_labels()}")
-    row[LABEL_KEY] = label
-    return row
+    return {**{column: record[column] for column in recipe.columns}, LABEL_KEY: label}
 
 
 def table_rows(recipe, table, where):
@@ -299,8 +290,7 @@ def load_rows(recipe, data_dir=None, strip_headers=False, flag="--data_dir"):
 
 
 def recipe_fields(template, recipe):
-    """{field: column} for a template used with `recipe`: {text} is its text column, and every other placeholder
-    must name one of its columns; an InputError naming both otherwise."""
+    """{field: column} for a template used with `recipe`; an InputError when a placeholder names no column."""
     fields = {}
     for field in template.fields:
         column = recipe.text_column if field == "text" else field

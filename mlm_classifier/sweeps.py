@@ -48,8 +48,7 @@ def check_tasks(settings, tasks, single):
 
 
 def task_data(settings, recipe, plan, heads):
-    """A task's rows sampled, then prepared for the heads the pending runs need: (mlm data or None, (tokenizer,
-    datasets) or None)."""
+    """A task's sampled rows, prepared for `heads`: (mlm data or None, (tokenizer, datasets) or None)."""
     from datasets import Dataset
     from transformers import AutoTokenizer
 
@@ -82,9 +81,8 @@ def run_sweep(settings, tasks, single=False):
     on_interrupt(f"interrupted: the finished runs are kept under {settings.output_dir} (each its metrics.json); the "
                  "same command carries on with the runs left")
 
-    # 1. The grid, and the runs already finished with these settings, for every task before any data or model loads,
-    #    so that a stale run anywhere stops the sweep at once; then each prompt with an MLM run to do must leave room
-    #    for text and answer in single tokens, found now rather than when the sweep reaches its task hours later.
+    # 1. Before any data loads, the finished runs of every task (a stale one stops the sweep at once), and each
+    #    prompt with an MLM run to do (room for text, single-token answers), not when its task comes hours later.
     runs = make_grid(settings.heads, settings.learning_rates, settings.cls_learning_rates, settings.epochs,
                      settings.seeds)
     recorded = {r.name: {head: settings.run_settings(head, plans[r.name][0], r, plans[r.name][2])
@@ -110,8 +108,7 @@ def run_sweep(settings, tasks, single=False):
     sources = {r.name: plans[r.name][1] for r in tasks}
     notes = {r.name: text_note(r, plans[r.name][2], settings.strip_headers) for r in tasks}
 
-    # 2. Task by task: the data (sampled and tokenized once per head), then the runs, each from its base model and
-    #    scored once at its end (no checkpoints: epochs stay a dimension of the grid); metrics.json marks a run done.
+    # 2. Task by task: the data, then each run from its base model, scored once at its end (no checkpoints).
     for recipe in [r for r in tasks if pending[r.name]]:
         prompt, source, _, out = plans[recipe.name]
         todo, minutes = pending[recipe.name], []

@@ -121,8 +121,7 @@ def samples(rows, settings):
 
 
 def to_splits(rows_by_split, template, recipe):
-    """{name: Split} from {name: rows}, each text stripped (as the published templates strip the post): a string per
-    row for a {text} template, else a dict of its fields."""
+    """{name: Split} from {name: rows}, each text stripped (as the published templates strip the post)."""
     fields = recipe_fields(template, recipe)
 
     def text(row):
@@ -317,8 +316,7 @@ def table_rows(tasks, runs, finished):
 
 
 def write_table(output_dir, tasks, runs, finished, settings, prompts):
-    """table3.csv and table3.md in `output_dir`, atomically, once a run has finished: the runs that validation
-    selected beside the paper's figures, the prompts, and the models when they are not the paper's."""
+    """table3.csv and table3.md in `output_dir`: the runs that validation selected beside the paper's figures."""
     rows = table_rows(tasks, runs, finished)
     if not rows:
         return

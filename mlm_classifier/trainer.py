@@ -29,11 +29,9 @@ MODEL_CARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_car
 
 
 class TokenBudgetBatchSampler:
-    """Training batches of similar lengths: at most `max_examples` examples and `max_tokens` padded tokens each.
-
-    As group_by_length does, a seeded shuffle is cut into pools of 50 batches, each sorted by length. The grouping is
-    drawn once, so that every epoch has the same number of steps (Trainer plans its schedule on it); each epoch
-    visits the batches in a new order, the biggest first, so that a batch too big for memory fails at once."""
+    """Training batches of similar lengths: at most `max_examples` examples and `max_tokens` padded tokens each, drawn
+    once so that every epoch has the same steps (Trainer plans on it); each epoch visits them in a new order, the
+    biggest first, so that a batch too big for memory fails at once."""
 
     def __init__(self, lengths, max_examples, max_tokens, pad_to_multiple_of, seed=0):
         order = list(range(len(lengths)))
@@ -63,8 +61,7 @@ class TokenBudgetBatchSampler:
 
 
 def training_arguments(settings, validating, bf16=None, best_metric="accuracy", **overrides):
-    """TrainingArguments for our settings (an InputError if they clash); bf16 by default where the GPU supports it.
-    With a validation set, the best checkpoint is chosen on `best_metric`."""
+    """TrainingArguments for our settings (an InputError if they clash); bf16 by default where the GPU has it."""
     if bf16 is None:
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     eval_strategy = settings.eval_strategy if settings.eval_strategy != "auto" else ("steps" if validating else "no")
@@ -98,8 +95,7 @@ class ATPTrainer(Trainer):
     def __init__(self, *args, batch_sampler, scoring, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_sampler, self.scoring = batch_sampler, scoring
-        # Our loss takes num_items_in_batch whatever the model's forward accepts, so Trainer must count it for
-        # every architecture; it then leaves the loss unscaled for gradient accumulation (it is already exact).
+        # Trainer must count num_items_in_batch for every architecture, and not rescale our (exact) loss.
         self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -114,16 +110,14 @@ class ATPTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def get_train_dataloader(self):
-        # Our own DataLoader keeps every feature the collator needs (answer_position included) and our batch
-        # sampler; accelerate shards its batches across processes under torchrun.
+        # Our batch sampler, and every feature the collator needs; accelerate shards the batches under torchrun.
         loader = DataLoader(self.train_dataset, batch_sampler=self.batch_sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers,
                             pin_memory=self.args.dataloader_pin_memory and self.args.device.type == "cuda")
         return self.accelerator.prepare(loader)
 
     def score(self, sequences):
-        """log P(each answer token) per sequence, in eval mode under the training's autocast; under torchrun each
-        process scores a share and gets all the scores."""
+        """log P(each answer token) per sequence, in eval mode; under torchrun each process scores a share, gets all."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
@@ -145,9 +139,11 @@ class ATPTrainer(Trainer):
         return logged
 
 
-def build_trainer(data, settings):
-    """An ATPTrainer for `settings` on prepared data: the model as it is (no new head, so the saved folder is a plain
-    masked LM, for fill-mask too), float32 master weights with bf16 autocast on a GPU."""
+def fit(data, settings):
+    """Train `settings.model` on prepared data (training.prepare), evaluate, and save to `settings.output_dir`;
+    returns metrics.json's dict. The model gets no new head, so the saved folder is a plain masked LM (fill-mask too);
+    float32 master weights with bf16 autocast on a GPU; with a validation set, the best checkpoint is reloaded."""
+    import transformers
     from transformers import AutoModelForMaskedLM
 
     training_args = training_arguments(settings, "validation" in data.splits,
@@ -184,15 +180,6 @@ def build_trainer(data, settings):
         f"{settings.mlm_proportion:.0%} MLM, {settings.dummy_mlm_proportion:.0%} dummy MLM; {len(batch_sampler)} "
         f"batches per epoch per {training_args.world_size} process(es); {'bf16' if training_args.bf16 else 'float32'}, "
         f"{attn_implementation}")
-    return trainer
-
-
-def fit(data, settings):
-    """Train `settings.model` on prepared data (training.prepare), evaluate, and save to `settings.output_dir`;
-    returns metrics.json's dict. With a validation set, Trainer reloads the best checkpoint at the end."""
-    import transformers
-
-    trainer = build_trainer(data, settings)
     resumed_step = checkpoint_global_step(settings.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=settings.resume_from_checkpoint)
     since_resume = loss_since_resume(result.training_loss, resumed_step, result.global_step, transformers.__version__)
@@ -253,8 +240,7 @@ def model_card(data, settings, metrics):
 
 
 def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
-    """The trained folder: the model, tokenizer and trainer_state.json, and from the first process label_map.json,
-    prompt.txt, metrics.json, classifier.json, the model card and predictions.jsonl."""
+    """The trained folder: model, tokenizer and trainer state, and from the first process its files and model card."""
     out = settings.output_dir
     trainer.save_model(out)
     trainer.save_state()

@@ -9,6 +9,7 @@ a trained folder answers as it was taught. Training itself (transformers' Traine
 """
 
 import math
+from collections import namedtuple
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -88,18 +89,14 @@ class TrainSettings:
                              f"1, got {mlm} and {dummy}")
 
 
-@dataclass
-class EvalSet:
-    """One split's ATP token ids, and `metrics`, which turns their scores into the split's metrics (None unlabelled)."""
-    sequences: list
-    metrics: object = None
+# A split's ATP token ids, and `metrics`, which turns their scores into the split's metrics (None: unlabelled).
+EvalSet = namedtuple("EvalSet", "sequences metrics")
 
 
 @dataclass
 class TrainingData:
-    """What a training run needs that does not depend on its hyperparameters. `plan` is classifier.plan_scoring's,
-    `encoded[name]` the split's (token ids, answer positions); multi-label, example t * labels + v asks text t about
-    label v."""
+    """What a training run needs beyond its hyperparameters: `encoded[name]` is a split's (token ids, answer positions),
+    multi-label text-major (example t * labels + v asks text t about label v)."""
     tokenizer: object
     prompt: str
     template: object  # the parsed prompt: its fields, the columns it needs
@@ -142,8 +139,7 @@ def training_template(prompt, prompt_source, multi_label=False):
 
 
 def prepare(model_name, prompt, prompt_source, label_map, label_map_source, splits, max_length, multi_label=False):
-    """Check the prompt, labels and verbalizers against the data and the tokenizer, then tokenize every split:
-    each example's prompt filled with its gold answer (a label's verbalizer; multi-label, yes or no per label)."""
+    """Check the prompt, labels and answers against the data and tokenizer, then tokenize every split, gold filled."""
     template = training_template(prompt, prompt_source, multi_label)
     for split in splits.values():  # a {text} template fills one string per row, else a dict holding every field
         for row, text in zip(split.rows, split.texts):
@@ -206,8 +202,7 @@ def yes_probabilities(scores, n_labels):
 
 
 def multi_label_metrics(scores, gold_sets, class_names, threshold=THRESHOLD):
-    """Micro- and macro-F1, exact match, per-label precision/recall/F1 and the ATP loss from the pairs' log P(yes),
-    log P(no), text-major, and each text's gold label set."""
+    """Micro/macro-F1, exact match, per-label P/R/F1 and the ATP loss from the text-major pairs' log P(yes, no)."""
     from sklearn.metrics import f1_score, precision_recall_fscore_support
 
     predicted = [[int(p >= threshold) for p in row] for row in yes_probabilities(scores, len(class_names))]
