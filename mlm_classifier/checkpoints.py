@@ -30,8 +30,7 @@ def check_inputs_are_spared(output_dir, inputs):
 
 def checkpoint_step(path):
     """The step of a `checkpoint-<step>` folder, or None for any other name."""
-    name = os.path.basename(os.path.normpath(path))
-    prefix, _, step = name.rpartition("-")
+    prefix, _, step = os.path.basename(os.path.normpath(path)).rpartition("-")
     return int(step) if prefix == "checkpoint" and step.isdigit() else None
 
 

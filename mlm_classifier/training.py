@@ -118,12 +118,10 @@ class TrainingData:
 
     def eval_set(self, name):
         sequences, positions = self.encoded[name]
-        labels, metrics = self.splits[name].labels, None
-        if labels is not None and self.multi_label:
-            metrics = partial(multi_label_metrics, gold_sets=labels, class_names=self.class_names)
-        elif labels is not None:
-            gold = [self.class_names.index(label) for label in labels]
-            metrics = partial(classification_metrics, gold=gold, class_names=self.class_names)
+        labels, names, metrics = self.splits[name].labels, self.class_names, None
+        if labels is not None:
+            metrics = (partial(multi_label_metrics, gold_sets=labels, class_names=names) if self.multi_label else
+                       partial(classification_metrics, gold=[names.index(g) for g in labels], class_names=names))
         return EvalSet(mask_answers(sequences, positions, self.tokenizer.mask_token_id), metrics)
 
 
