@@ -5,13 +5,11 @@
     python sweep.py --tasks mnli --head mlm --learning_rates 3e-5 --epochs 1 --max_train_samples 2000
 
 Each task is a recipe (mlm_classifier/recipes.py): MNLI, Yahoo! Answers, 20 Newsgroups, AG News, SST-2, IMDB and
-SST-5, with its hub dataset, columns, labels and prompt. The MLM head (ModernBERT-Large-Instruct, Answer Token
-Prediction) answers after `[unused0]` in the task's prompt; the classification head
-(`AutoModelForSequenceClassification` on ModernBERT-Large) reads the raw text (MNLI's premise and hypothesis as a
-sentence pair). Each run starts from its base model and writes `<output_dir>/<task>/<run>/metrics.json` when it ends;
-a run whose metrics exist is skipped, so an interrupted sweep resumes where it stopped. Validation accuracy (a
-stratified slice of train) selects the best run of each head; test accuracy is reported for every run and never used
-to choose. `<output_dir>/table3.md` puts the selected runs beside the paper's figures.
+SST-5. The MLM head (ModernBERT-Large-Instruct, Answer Token Prediction) answers after `[unused0]` in the task's
+prompt; the classification head (ModernBERT-Large) reads the raw text. Each run writes
+`<output_dir>/<task>/<run>/metrics.json` when it ends, and a finished run is skipped, so an interrupted sweep resumes.
+Validation accuracy (a stratified slice of train) selects the best run of each head; test accuracy is never used to
+choose. `<output_dir>/table3.md` puts the selected runs beside the paper's figures.
 """
 
 from dataclasses import dataclass

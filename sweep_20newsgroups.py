@@ -4,12 +4,9 @@
     python sweep_20newsgroups.py --data_dir ~/20newsgroups --strip_headers   # local train.jsonl and test.jsonl
     python sweep_20newsgroups.py --head mlm --learning_rates 3e-5 --epochs 1 --max_train_samples 2000
 
-The sweep of sweep.py for one task, 20 Newsgroups (`python sweep.py --tasks 20newsgroups` runs the same grid), with
-its files where this command always put them: the runs directly under --output_dir, and --data_dir holding
-train.jsonl and test.jsonl. The MLM head (ModernBERT-Large-Instruct, Answer Token Prediction) answers with a letter
-A-T after `[unused0]`, in the published sweep's prompt unless --prompt_file gives another; the classification head
-(`AutoModelForSequenceClassification` on ModernBERT-Large) reads the raw text. Validation accuracy (a stratified slice
-of train) selects the best run; test accuracy is reported for every run and never used to choose.
+The sweep of sweep.py for one task (`python sweep.py --tasks 20newsgroups` runs the same grid), with the runs
+directly under --output_dir and --data_dir holding train.jsonl and test.jsonl. The MLM head answers with a letter
+A-T in the published sweep's prompt unless --prompt_file gives another; the classification head reads the raw text.
 """
 
 from mlm_classifier.cli import make_parser, parse, run_command
@@ -17,7 +14,7 @@ from mlm_classifier.recipes import RECIPES
 from mlm_classifier.sweeps import run_sweep
 from mlm_classifier.table3 import SweepSettings
 
-RECIPE = RECIPES["20newsgroups"]  # the published sweep's prompt and letters A-T, in recipes.NEWSGROUPS' order
+RECIPE = RECIPES["20newsgroups"]
 
 
 def build_parser():

@@ -1,10 +1,8 @@
 """Fine-tune a masked LM as a generative classifier through its MLM head: Answer Token Prediction.
 
-The method of *It's All in The [MASK]* (Clavié, Cooper, Warner, 2025): the prompt ends with
-`Answer: [unused0] {label}`, the label's verbalizer (one token, e.g. ` Business` or ` A`) is replaced by
-[MASK], and the model learns to predict it with the MLM head it already has; no new classification head.
-Optionally a share of the training examples gets standard MLM (30% of the tokens masked) or dummy MLM
-(the same masking, every target the [MASK] id itself), as in the paper.
+The method of *It's All in The [MASK]* (Clavié, Cooper, Warner, 2025): the prompt ends with `Answer: [unused0]
+{label}`, the label's verbalizer (one token) is replaced by [MASK], and the model learns to predict it with the MLM
+head it already has. Optionally a share of the examples gets standard or dummy MLM, as in the paper.
 
     python train.py                                   # AG News from the hub, the published prompt and label map
     python train.py --label_map labels.json --prompt_file prompt.txt \\
@@ -14,8 +12,6 @@ Optionally a share of the training examples gets standard MLM (30% of the tokens
 The saved folder is a plain masked LM with `label_map.json`, `prompt.txt` and `classifier.json` (what
 classify.py and `MLMClassifier` need to use it), `metrics.json`, `trainer_state.json` and a model card.
 With --multi_label each text has any number of labels, and every label is a yes/no question of its own.
-Read top to bottom: the data flags (the training ones are mlm_classifier.TrainSettings), then main: the checks,
-the prompt, labels and rows, then mlm_classifier's prepare (token ids) and fit (train, evaluate, save).
 """
 
 from dataclasses import dataclass
@@ -28,11 +24,11 @@ from mlm_classifier.cli import check_positive, make_parser, on_interrupt, parse,
 from mlm_classifier.data import check_output_path, read_label_map, read_prompt
 from mlm_classifier.errors import InputError
 from mlm_classifier.models import check_model_source, end_distributed
-from mlm_classifier.multilabel import MULTI_LABEL_PROMPT, check_multi_label_prompt, question_template
-from mlm_classifier.prompts import parse_prompt, template_columns
+from mlm_classifier.multilabel import MULTI_LABEL_PROMPT
+from mlm_classifier.prompts import template_columns
 from mlm_classifier.recipes import AG_NEWS_LABEL_MAP, AG_NEWS_PROMPT
 from mlm_classifier.splits import load_splits
-from mlm_classifier.training import TrainSettings, prepare
+from mlm_classifier.training import TrainSettings, prepare, training_template
 
 
 @dataclass
@@ -54,8 +50,7 @@ class DataArguments:
     max_train_samples: int | None = HfArg(default=None, help="at most this many training rows, seeded")
     max_eval_samples: int | None = HfArg(default=None, help="at most this many validation and test rows, seeded")
     validation_fraction: float = HfArg(default=0.0, help="hold out this share of the training rows")
-    label_map: str | None = HfArg(default=None, help="JSON {raw label: verbalizer} (unset: the published AG News "
-                                                     "map)")
+    label_map: str | None = HfArg(default=None, help="JSON {raw label: verbalizer} (unset: the published AG News map)")
     prompt_file: str | None = HfArg(default=None, help="template with {text} (or {txt}) or placeholders naming "
                                     "columns ({premise}, {hypothesis}), optional {options}, ending in `[unused0] "
                                     "{label}` (unset: the published AG News prompt)")
@@ -91,9 +86,11 @@ def build_parser():
     return make_parser(__doc__, DataArguments, TrainSettings)
 
 
-def check_outputs(args, settings):
-    """InputErrors, before anything loads: an evaluation strategy without a validation set, an output folder that
-    cannot be written or that would write over an input, a checkpoint that is not whole."""
+def main(argv=None):
+    """Train, evaluate and save; returns the metrics written to metrics.json."""
+    args, settings = parse(build_parser(), argv)
+    settings = args.objectives(settings)
+    # 0. Before anything loads: the flags together, the output folder (never over an input), the checkpoint.
     if settings.eval_strategy not in ("auto", "no") and not (args.validation_file or args.validation_fraction):
         raise InputError(f"--eval_strategy {settings.eval_strategy} needs a validation set: give --validation_file or "
                          "--validation_fraction (the test set is never used to pick a checkpoint)")
@@ -103,24 +100,14 @@ def check_outputs(args, settings):
         for name in ("train_file", "validation_file", "test_file", "predict_file", "label_map", "prompt_file")])
     check_model_source(settings.model)
     settings.resume_from_checkpoint = resolve_checkpoint(settings.resume_from_checkpoint, settings.output_dir)
-
-
-def main(argv=None):
-    """Train, evaluate and save; returns the metrics written to metrics.json."""
-    args, settings = parse(build_parser(), argv)
-    settings = args.objectives(settings)
-    check_outputs(args, settings)
     on_interrupt(f"interrupted: no model saved; any checkpoint-<step>/ saved so far is under {settings.output_dir}, "
                  "from which the same command with --resume_from_checkpoint last carries on")
 
-    # 1. The prompt (a bad one fails before the data loads), the label map and the rows, each checked; {text} is
-    #    --text_column, and any other placeholder names a column that every file must have.
+    # 1. The prompt (a bad one fails before the data loads), the label map and the rows, each checked.
     prompt = (read_prompt(args.prompt_file, "--prompt_file") if args.prompt_file
               else MULTI_LABEL_PROMPT if args.multi_label else AG_NEWS_PROMPT)
     prompt_source = f"--prompt_file {args.prompt_file}" if args.prompt_file else "the default prompt"
-    if args.multi_label:
-        check_multi_label_prompt(prompt, prompt_source)
-    template = parse_prompt(question_template(prompt, "label") if args.multi_label else prompt, prompt_source)
+    template = training_template(prompt, prompt_source, args.multi_label)
     columns = None if template.text_only else template_columns(template, args.text_column)
     label_map = read_label_map(args.label_map, "--label_map") if args.label_map else dict(AG_NEWS_LABEL_MAP)
     splits = load_splits(args.dataset, args.train_file, args.validation_file, args.test_file, args.predict_file,
@@ -129,8 +116,7 @@ def main(argv=None):
                          columns, prompt_source)
     label_map_source = f"--label_map {args.label_map}" if args.label_map else "the default AG News label map"
 
-    # 2. Token ids (the answer tokens and the prompt's length checked against the tokenizer); then train, evaluate
-    #    and save. mc.fit loads transformers' Trainer, seconds to import, only now that every check has passed.
+    # 2. Token ids, then train, evaluate and save: mc.fit imports Trainer (seconds) once every check has passed.
     data = prepare(settings.model, prompt, prompt_source, label_map, label_map_source, splits, settings.max_length,
                    args.multi_label)
     metrics = mc.fit(data, settings)

@@ -1,8 +1,5 @@
-"""A training run's output folder: what it must not overwrite, which checkpoint is complete, the loss across a resume.
-
-Trainer writes `checkpoint-<step>/` folders during a run (weights, optimizer and scheduler state); a crash can
-leave the newest one half-written, so `resolve_checkpoint` checks a folder before Trainer is even imported.
-"""
+"""A training run's output folder: what it must not overwrite, which checkpoint-<step>/ is complete (a crash can
+leave the newest half-written), the loss across a resume."""
 
 import json
 import os
@@ -21,9 +18,8 @@ WRITTEN_FILES = (*WEIGHT_FILES, *TOKENIZER_FILES, "config.json", "special_tokens
 
 
 def check_inputs_are_spared(output_dir, inputs):
-    """An InputError when training into `output_dir` would write over what the user brought, `inputs` being
-    (flag, path) pairs: it is the model folder (whose weights would be replaced), or one of the files written there
-    is an input file (a label map named label_map.json inside it, say), under any spelling of the path."""
+    """An InputError when training into `output_dir` would write over an input, `inputs` being (flag, path) pairs:
+    the model folder itself, or an input file among those written there, under any spelling of the path."""
     for flag, path in inputs:
         if path and os.path.isdir(path) and os.path.realpath(path) == os.path.realpath(output_dir):
             raise InputError(f"--output_dir {output_dir}: is {flag} {path}, which training would write over; give "
@@ -34,14 +30,12 @@ def check_inputs_are_spared(output_dir, inputs):
 
 def checkpoint_step(path):
     """The step of a `checkpoint-<step>` folder, or None for any other name."""
-    name = os.path.basename(os.path.normpath(path))
-    prefix, _, step = name.rpartition("-")
+    prefix, _, step = os.path.basename(os.path.normpath(path)).rpartition("-")
     return int(step) if prefix == "checkpoint" and step.isdigit() else None
 
 
 def missing_from_checkpoint(path):
-    """What a checkpoint folder lacks to resume from (Trainer writes these; a crash can leave some out, or
-    leave trainer_state.json cut short)."""
+    """What a checkpoint folder lacks to resume from (a crash can leave files out, or trainer_state.json cut)."""
     files = set(os.listdir(path))
     missing = [name for name in CHECKPOINT_FILES if name not in files]
     if not files & set(WEIGHT_FILES):
@@ -90,8 +84,8 @@ def checkpoint_global_step(path):
 
 
 def loss_since_resume(trainer_loss, resumed_step, global_step, transformers_version):
-    """Trainer's train_loss as the mean over the steps trained since the resume. Since transformers 5.19 it is that
-    already; before, Trainer divided the same sum by every step of the run, the resumed ones included."""
+    """Trainer's train_loss as the mean over the steps since the resume: before transformers 5.19, Trainer divided
+    that sum by every step of the run, the resumed ones included."""
     from packaging.version import Version
 
     if resumed_step and global_step > resumed_step and Version(transformers_version) < Version("5.19"):
@@ -101,23 +95,21 @@ def loss_since_resume(trainer_loss, resumed_step, global_step, transformers_vers
 
 def whole_run_loss(log_history, resumed_step, since_resume, global_step):
     """The mean training loss over the whole run, also after a resume: the logged losses up to the resumed step,
-    weighted by the steps each covers, joined with `since_resume`, the mean over the steps since (loss_since_resume)."""
+    weighted by the steps each covers, joined with `since_resume`, the mean over the steps since."""
     if not resumed_step:
         return since_resume
-    covered, total, previous = 0, 0.0, 0
+    total, covered = 0.0, 0
     for entry in log_history:
         if "loss" in entry and entry.get("step", 0) <= resumed_step:
-            total += entry["loss"] * (entry["step"] - previous)
-            covered, previous = entry["step"], entry["step"]
+            total += entry["loss"] * (entry["step"] - covered)
+            covered = entry["step"]
     if not covered:
         return since_resume
     return (total + since_resume * (global_step - resumed_step)) / (covered + global_step - resumed_step)
 
 
 def remove_checkpoints(output_dir, keep=()):
-    """Remove the `checkpoint-<step>/` folders under `output_dir`, except those in `keep` (the run's inputs: a base
-    model or the checkpoint it resumed from): a finished run's saved model needs none of them, and each holds
-    optimizer state several times the model's size. Returns the names removed."""
+    """Remove the checkpoint-<step>/ folders (optimizer state) under `output_dir` but those in `keep`; their names."""
     kept = {os.path.realpath(path) for path in keep if path}
     names = sorted(name for name in os.listdir(output_dir)
                    if checkpoint_step(name) is not None and os.path.isdir(os.path.join(output_dir, name))

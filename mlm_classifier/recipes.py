@@ -1,17 +1,9 @@
-"""The seven fine-tuning tasks of the paper's Table 3 as recipes: where the data are, their columns and labels, the
-prompt, and the paper's figures.
+"""The seven fine-tuning tasks of the paper's Table 3 as recipes (hub dataset, columns, labels, label map, prompt,
+max_length), their rows read from the hub or local files in its layout (`load_rows`), and the paper's figures.
+Where AnswerDotAI's ModernBERT-Instruct mini cookbook has a prompt for a task (AG News, 20 Newsgroups), the recipe
+uses it character for character; the others are ours, in the published prompts' layout.
 
-A recipe names a hub dataset (name, config, the splits used as train and test), the columns a row's text lives in
-(the prompt's placeholders), the label column and its label names, the label map the MLM head answers with, the
-prompt and the max_length. `load_rows` reads a recipe's rows from the hub, or from local files in the hub's column
-layout (`DIR/<split>.jsonl`, `.parquet`, `.csv` or `.json`), checked row by row. Where AnswerDotAI's
-ModernBERT-Instruct mini cookbook has a prompt for a task (AG News, 20 Newsgroups), the recipe uses it character for
-character; the other prompts are ours, written in the published prompts' layout (instructions, the text, the
-options, the answer slot). sweep.py runs them.
-
-    from mlm_classifier.recipes import RECIPES, load_rows
-    mnli = RECIPES["mnli"]
-    rows = load_rows(mnli, "~/data/mnli")   # {"train": [{"premise": ..., "hypothesis": ..., "label_text": ...}], ...}
+    rows = load_rows(RECIPES["mnli"], "~/data/mnli")   # {"train": [{"premise": ..., "label_text": ...}], ...}
 """
 
 import os
@@ -26,14 +18,9 @@ LABEL_KEY = "label_text"  # the key of a row's label name in the rows load_rows 
 
 @dataclass(frozen=True)
 class Recipe:
-    """One task of Table 3: where its data are, what a row holds, how the MLM head is asked and answers.
-
-    `columns` are the text columns of a row, in the hub's names, in the order the classification head reads them
-    (a sentence pair with `cls_pair`, else joined by newlines); a prompt's `{name}` placeholders name them, and
-    `{text}` names `text_column` (None: the recipe has no single text). `labels` are the label names in the
-    dataset's order: with `label_is_index`, `label_column` holds an index into them (the hub's class id),
-    otherwise the name itself.
-    """
+    """One task of Table 3. `columns` are a row's text columns in the order the classification head reads them; a
+    prompt's `{name}` placeholders name them, and `{text}` names `text_column` (None: no single text). `labels` are
+    in the dataset's order: with `label_is_index`, `label_column` holds an index into them, else the name itself."""
     name: str  # the name --tasks takes
     title: str  # as Table 3 names the task
     dataset: str
@@ -48,7 +35,6 @@ class Recipe:
     prompt: str
     published: bool  # the cookbook's prompt, character for character (else ours)
     max_length: int
-    max_length_source: str
     cls_pair: bool = False  # the classification head reads columns[0] and columns[1] as a sentence pair
     strip_headers: bool = False  # its local posts carry headers, signatures and quotes that --strip_headers removes
     label_phrase: str = ""  # how an error names the labels; default: from `labels`
@@ -59,13 +45,12 @@ class Recipe:
 
     @property
     def hub_name(self):
-        """The dataset as settings record it: name, /config, and [test split] when the test split is not "test"."""
-        name = self.dataset + (f"/{self.config}" if self.config else "")
-        return name + (f"[{self.splits['test']}]" if self.splits["test"] != "test" else "")
+        """The dataset as settings record it, with [test split] when the test split is not "test"."""
+        return self.hub_split(self.splits["test"] if self.splits["test"] != "test" else None)
 
-    def hub_split(self, split):
-        """`name/config[split]`: how errors name one of the hub's splits."""
-        return self.dataset + (f"/{self.config}" if self.config else "") + f"[{split}]"
+    def hub_split(self, split=None):
+        """`name/config[split]`: how errors name one of the hub's splits (or, without one, the dataset)."""
+        return self.dataset + (f"/{self.config}" if self.config else "") + (f"[{split}]" if split else "")
 
     def label_name(self, value):
         """The label name that `value` (from label_column) stands for, or None when it is none of them."""
@@ -102,8 +87,7 @@ def instructions_prompt(instruction, content, question, options):
             "** Answer **\nAnswer: [unused0] {label}")
 
 
-# -----------------------------------------------------------------------------
-# The published prompts (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character
+# The published prompts (AnswerDotAI's ModernBERT-Instruct mini cookbook), character for character.
 
 # train.py's AG News prompt, trailing spaces on the first line included. `{txt}` is the published spelling of `{text}`.
 AG_NEWS_PROMPT = (
@@ -145,10 +129,8 @@ NEWSGROUPS = [  # label index = position (alphabetical, as sklearn and SetFit nu
     ("talk.politics.misc", "General political discussion and debate"),
     ("talk.religion.misc", "General religious discussion across faiths"),
 ]
-# The published sweep's template (`newsgroup_template`), the setting of the paper's Table 3, character for character:
-# four spaces after `** Instructions **`, the stripped post, then one `A: alt.atheism, <description>` line per
-# newsgroup. The option lines are written in here because their format is not train.py's `{options}`
-# (`- A: alt.atheism`); only the post and the answer vary.
+# The published sweep's template (`newsgroup_template`), Table 3's setting: its `A: alt.atheism, <description>` option
+# lines are written in, as their format is not `{options}`' (`- A: alt.atheism`); only the post and the answer vary.
 NEWSGROUPS_PROMPT = (
     "** Instructions **    \n"
     "Given a short post from an online forum, determine which newsgroup category it belongs to.\n"
@@ -161,8 +143,7 @@ NEWSGROUPS_PROMPT = (
     "Answer: [unused0] {label}"
 )
 
-# -----------------------------------------------------------------------------
-# Ours, in the published layout, answering with letters (the cookbook: "this is how we perform most tasks")
+# Ours, in the published layout, answering with letters (the cookbook: "this is how we perform most tasks").
 
 MNLI_LABELS = ("entailment", "neutral", "contradiction")  # nyu-mll/glue mnli's class ids 0, 1, 2
 MNLI_PROMPT = instructions_prompt(
@@ -198,29 +179,28 @@ SST5_PROMPT = instructions_prompt(
     "Given a sentence from a movie review, determine its sentiment, from very negative to very positive.",
     "{text}", "What is the sentiment of the sentence above?", letter_options(zip(LETTERS, SST5_LABELS)))
 
-OURS = "ours: most texts fit, at a fraction of the published 20 Newsgroups sweep's 4096"
-
-# Table 3's order.
+# Table 3's order. max_length: 20 Newsgroups' is the published sweep's, AG News' the published train.py's; the others
+# are ours (most texts fit, at a fraction of the published 4096).
 RECIPES = {recipe.name: recipe for recipe in (
     Recipe("mnli", "MNLI", "nyu-mll/glue", "mnli", {"train": "train", "test": "validation_matched"},
            ("premise", "hypothesis"), None, "label", MNLI_LABELS, True, letter_map(MNLI_LABELS), MNLI_PROMPT,
-           False, 512, OURS, cls_pair=True),
+           False, 512, cls_pair=True),
     Recipe("yahoo", "Yahoo! Answers", "community-datasets/yahoo_answers_topics", None,
            {"train": "train", "test": "test"}, ("question_title", "question_content", "best_answer"), None, "topic",
-           YAHOO_LABELS, True, letter_map(YAHOO_LABELS), YAHOO_PROMPT, False, 1024, OURS),
+           YAHOO_LABELS, True, letter_map(YAHOO_LABELS), YAHOO_PROMPT, False, 1024),
     Recipe("20newsgroups", "20 Newsgroups", "SetFit/20_newsgroups", None, {"train": "train", "test": "test"},
            ("text",), "text", "label_text", tuple(name for name, _ in NEWSGROUPS), False,
-           letter_map([name for name, _ in NEWSGROUPS]), NEWSGROUPS_PROMPT, True, 4096, "the published sweep's",
-           strip_headers=True, label_phrase="the 20 newsgroups"),
+           letter_map([name for name, _ in NEWSGROUPS]), NEWSGROUPS_PROMPT, True, 4096, strip_headers=True,
+           label_phrase="the 20 newsgroups"),
     Recipe("ag_news", "AG News", "SetFit/ag_news", None, {"train": "train", "test": "test"}, ("text",), "text",
            "label_text", ("World", "Sports", "Business", "Sci/Tech"), False, AG_NEWS_LABEL_MAP, AG_NEWS_PROMPT,
-           True, 512, "the published train.py's"),
+           True, 512),
     Recipe("sst2", "SST-2", "SetFit/sst2", None, {"train": "train", "test": "test"}, ("text",), "text",
-           "label_text", SST2_LABELS, False, letter_map(SST2_LABELS), SST2_PROMPT, False, 512, OURS),
+           "label_text", SST2_LABELS, False, letter_map(SST2_LABELS), SST2_PROMPT, False, 512),
     Recipe("imdb", "IMDB", "stanfordnlp/imdb", None, {"train": "train", "test": "test"}, ("text",), "text", "label",
-           IMDB_LABELS, True, letter_map(IMDB_LABELS), IMDB_PROMPT, False, 2048, OURS),
+           IMDB_LABELS, True, letter_map(IMDB_LABELS), IMDB_PROMPT, False, 2048),
     Recipe("sst5", "SST-5", "SetFit/sst5", None, {"train": "train", "test": "test"}, ("text",), "text",
-           "label_text", SST5_LABELS, False, letter_map(SST5_LABELS), SST5_PROMPT, False, 512, OURS),
+           "label_text", SST5_LABELS, False, letter_map(SST5_LABELS), SST5_PROMPT, False, 512),
 )}
 
 # The paper's Table 3 (Clavié, Cooper, Warner, 2025, "It's All in The [MASK]", arXiv 2502.03793, Table 3), as printed:
@@ -239,51 +219,24 @@ PAPER_TABLE_3 = {
 PAPER_AVERAGE = {"mlm": 84.67, "cls": 84.39}  # Table 3's averages over all seven tasks, as cited
 
 
-# -----------------------------------------------------------------------------
-# Rows
-
-
 def recipe_row(recipe, record, where):
-    """One row {column: text, ..., "label_text": label name} from a record in the hub's layout, checked: a JSON
-    object whose text columns are strings (an empty one is fine) and whose label is one of the recipe's."""
+    """A checked row {column: text, ..., "label_text": label name} from a record in the hub's layout."""
     if not isinstance(record, dict):
         raise InputError(f"{where}: a {type(record).__name__}, not a JSON object")
-    row = {}
     for column in recipe.columns:
-        value = record.get(column)
-        if not isinstance(value, str):
-            raise InputError(f"{where}: `{column}` is {value!r:.40}, not a string")
-        row[column] = value
+        if not isinstance(record.get(column), str):
+            raise InputError(f"{where}: `{column}` is {record.get(column)!r:.40}, not a string")
     label = recipe.label_name(record.get(recipe.label_column))
     if label is None:
         raise InputError(f"{where}: `{recipe.label_column}` {record.get(recipe.label_column)!r} is not one of "
                          f"{recipe.describe_labels()}")
-    row[LABEL_KEY] = label
-    return row
+    return {**{column: record[column] for column in recipe.columns}, LABEL_KEY: label}
 
 
-def local_split_file(recipe, folder, split):
-    """The file of `split` in `folder`: <split>.jsonl, .parquet, .csv or .json, the first there; else an InputError
-    that says what the recipe reads there."""
-    stem = os.path.join(folder, split)
-    for extension in (".jsonl", ".parquet", ".csv", ".json"):
-        if os.path.isfile(stem + extension):
-            return stem + extension
-    columns = ", ".join(f"`{c}`" for c in recipe.columns + (recipe.label_column,))
-    raise InputError(f"{stem}.jsonl: no such file (nor {split}.parquet, {split}.csv or {split}.json); the "
-                     f"{recipe.title} recipe reads its {split} split there, one row per line with {columns}, as the "
-                     f"hub's {recipe.dataset} has them")
-
-
-def read_local_rows(recipe, path):
-    """The checked rows of one local file in the hub's layout; errors name the file, the row and its line."""
-    if path.endswith(".jsonl"):
-        return [recipe_row(recipe, record, f"{path}: {row_and_line(row, line)}")
-                for row, line, record in read_jsonl(path)]
-    table = read_table(path, "--data_dir")
-    names = list(table)
-    n = len(table[names[0]]) if names else 0
-    return [recipe_row(recipe, {name: table[name][k] for name in names}, f"{path}: row {k}") for k in range(n)]
+def table_rows(recipe, table, where):
+    """The checked rows of a {column: values} table; errors name `where` and the row."""
+    return [recipe_row(recipe, {name: values[k] for name, values in table.items()}, f"{where}: row {k}")
+            for k in range(len(next(iter(table.values()), [])))]
 
 
 def strip_post(text):
@@ -295,23 +248,29 @@ def strip_post(text):
 
 
 def load_rows(recipe, data_dir=None, strip_headers=False, flag="--data_dir"):
-    """{"train": rows, "test": rows} of a recipe, each row {column: text, ..., "label_text": label name}: from the
-    hub (recipe.dataset, .config, .splits), or from local files in the hub's layout in `data_dir`
-    (`<split>.jsonl`, one JSON object per line, or .parquet, .csv, .json), checked row by row. `strip_headers`
-    strips 20 Newsgroups' local posts as the hub copy has them stripped."""
+    """{"train": rows, "test": rows} of a recipe, each row {column: text, ..., "label_text": label name}, checked: from
+    the hub, or from local files in its layout in `data_dir` (`<split>.jsonl`, or .parquet, .csv, .json, the first
+    there). `strip_headers` strips 20 Newsgroups' local posts as the hub copy has them stripped."""
     if strip_headers and not recipe.strip_headers:
         raise InputError(f"--strip_headers: {recipe.title}'s texts have no headers to strip (only 20newsgroups' do)")
-    rows = {}
+    rows, columns = {}, ", ".join(f"`{c}`" for c in recipe.columns + (recipe.label_column,))
     if data_dir:
         if not os.path.isdir(data_dir):
             raise InputError(f"{flag} {data_dir}: no such folder")
         for name, split in recipe.splits.items():
-            rows[name] = read_local_rows(recipe, local_split_file(recipe, data_dir, split))
+            stem = os.path.join(data_dir, split)
+            path = next((stem + e for e in (".jsonl", ".parquet", ".csv", ".json") if os.path.isfile(stem + e)), None)
+            if path is None:
+                raise InputError(f"{stem}.jsonl: no such file (nor {split}.parquet, {split}.csv or {split}.json); the "
+                                 f"{recipe.title} recipe reads its {split} split there, one row per line with "
+                                 f"{columns}, as the hub's {recipe.dataset} has them")
+            rows[name] = ([recipe_row(recipe, record, f"{path}: {row_and_line(row, line)}")
+                           for row, line, record in read_jsonl(path)] if path.endswith(".jsonl")
+                          else table_rows(recipe, read_table(path, "--data_dir"), path))
         if strip_headers:
             for row in rows["train"] + rows["test"]:
                 row["text"] = strip_post(row["text"])
         return rows
-    columns = ", ".join(f"`{c}`" for c in recipe.columns + (recipe.label_column,))
     hub = load_hub_dataset(recipe.dataset, f"give local files with --data_dir ({', '.join(recipe.splits.values())}, "
                            f"{columns} per row)", recipe.config)
     for name, split in recipe.splits.items():
@@ -326,16 +285,12 @@ def load_rows(recipe, data_dir=None, strip_headers=False, flag="--data_dir"):
         if missing:
             raise InputError(f"{recipe.hub_split(split)}: no column {', '.join(repr(c) for c in missing)}; it has "
                              f"{', '.join(repr(c) for c in hub[split].column_names)}")
-        table = hub[split].select_columns(needed).to_dict()
-        rows[name] = [recipe_row(recipe, {column: table[column][k] for column in needed},
-                                 f"{recipe.hub_split(split)}: row {k}")
-                      for k in range(len(table[recipe.label_column]))]
+        rows[name] = table_rows(recipe, hub[split].select_columns(needed).to_dict(), recipe.hub_split(split))
     return rows
 
 
 def recipe_fields(template, recipe):
-    """{field: column} for a template used with `recipe`: {text} is its text column, and every other placeholder
-    must name one of its columns; an InputError naming both otherwise."""
+    """{field: column} for a template used with `recipe`; an InputError when a placeholder names no column."""
     fields = {}
     for field in template.fields:
         column = recipe.text_column if field == "text" else field

@@ -1,9 +1,5 @@
-"""The paper's fine-tuning sweep, run: per task, every grid point of both heads trained from its base model, the MLM
-head through Answer Token Prediction (trainer.fit), the classification head through trainer.fit_classifier.
-
-Each run writes `<task folder>/<run>/metrics.json` when it ends, and a run whose metrics exist is skipped, so an
-interrupted sweep resumes where it stopped; table3.py holds the grid, the records and the reports.
-"""
+"""The paper's fine-tuning sweep, run: per task, every grid point of both heads trained from its base model (fit,
+fit_classifier). A run whose metrics.json exists is skipped, so an interrupted sweep resumes where it stopped."""
 
 import json
 import os
@@ -16,15 +12,14 @@ from .errors import InputError
 from .models import check_max_length, check_model_source, end_distributed, load_pretrained, load_tokenizer
 from .prompts import answer_token_ids, check_fixed_length, options_block, parse_prompt
 from .recipes import LABEL_KEY, load_rows, recipe_fields
-from .table3 import (accumulation_steps, classifier_texts, load_finished, make_grid, metrics_path, samples,
-                     select_best, text_note, to_splits, write_summaries, write_table)
+from .table3 import (accumulation_steps, load_finished, make_grid, metrics_path, samples, select_best, text_note,
+                     to_splits, write_summaries, write_table)
 from .trainer import fit, fit_classifier
 from .training import TrainSettings, prepare
 
 
 def check_tasks(settings, tasks, single):
-    """{task: (prompt, its source, local data folder or None, output folder)}, each checked before any data or model
-    loads: the flags against the tasks, each prompt against its task's columns, each task's folder."""
+    """{task: (prompt, its source, local data folder or None, output folder)}, each checked before anything loads."""
     if settings.prompt_file and len(tasks) > 1:
         raise InputError(f"--prompt_file replaces one task's prompt, but --tasks names {len(tasks)}: "
                          f"{', '.join(t.name for t in tasks)}; run that task alone")
@@ -52,26 +47,8 @@ def check_tasks(settings, tasks, single):
     return plans
 
 
-def check_prompts_fit(settings, tasks, plans):
-    """InputErrors naming the task whose prompt, with its options, leaves no room for text within its max_length, or
-    whose answers are not single tokens, for the MLM head's tokenizer: checked for every task with an MLM run to do
-    before the first run, not when the sweep reaches that task hours later."""
-    tokenizer = load_tokenizer(settings.model)
-    for recipe in tasks:
-        prompt, source, _, _ = plans[recipe.name]
-        max_length = settings.max_length or recipe.max_length
-        try:
-            check_max_length(settings.model, tokenizer, max_length)
-            template, options = parse_prompt(prompt, source), options_block(recipe.label_map)
-            answer_token_ids(tokenizer, template, recipe.label_map, options)
-            check_fixed_length(tokenizer, template, recipe.label_map, options, max_length)
-        except InputError as e:
-            raise InputError(f"--tasks {recipe.name}: {e}") from None
-
-
 def task_data(settings, recipe, plan, heads):
-    """A task's rows split and sampled, then prepared for the MLM head and tokenized for the classification head, as
-    the pending runs (`heads`) need: (mlm data or None, (tokenizer, datasets) or None)."""
+    """A task's sampled rows, prepared for `heads`: (mlm data or None, (tokenizer, datasets) or None)."""
     from datasets import Dataset
     from transformers import AutoTokenizer
 
@@ -82,33 +59,16 @@ def task_data(settings, recipe, plan, heads):
     if "mlm" in heads:
         splits = to_splits(rows, parse_prompt(prompt, source), recipe)
         mlm = prepare(settings.model, prompt, source, recipe.label_map, recipe.describe_labels(), splits, max_length)
-    if "cls" in heads:  # the raw text (MNLI's sentence pair), cut from the right
+    if "cls" in heads:  # the raw text, cut from the right: a sentence pair, or the non-empty columns joined by lines
         tokenizer, datasets = load_pretrained(AutoTokenizer, settings.cls_model, "--cls_model"), {}
         for name, part in rows.items():
-            texts = classifier_texts(recipe, part)
-            pair = [[a for a, _ in texts], [b for _, b in texts]] if recipe.cls_pair else [texts]
+            pair = ([[r[c].strip() for r in part] for c in recipe.columns[:2]] if recipe.cls_pair
+                    else [["\n".join(r[c].strip() for c in recipe.columns if r[c].strip()) for r in part]])
             encoded = tokenizer(*pair, truncation=True, max_length=max_length)
             encoded["labels"] = [recipe.labels.index(r[LABEL_KEY]) for r in part]
             datasets[name] = Dataset.from_dict(dict(encoded))
         cls = (tokenizer, datasets)
     return mlm, cls
-
-
-def train_run(settings, run, recipe, data, model_dir, accumulation):
-    """One run from its base model, scored once at its end (no checkpoints along the way, so that epochs stay a
-    dimension of the grid); returns its metrics."""
-    mlm, cls = data
-    train_settings = TrainSettings(
-        model=settings.model if run["head"] == "mlm" else settings.cls_model, output_dir=model_dir,
-        learning_rate=run["lr"], num_train_epochs=run["epochs"], seed=run["seed"],
-        per_device_train_batch_size=settings.per_device_train_batch_size,
-        per_device_eval_batch_size=settings.per_device_eval_batch_size, gradient_accumulation_steps=accumulation,
-        weight_decay=settings.weight_decay, warmup_ratio=settings.warmup_ratio,
-        max_length=settings.max_length or recipe.max_length, attn_implementation=settings.attn_implementation,
-        logging_steps=settings.logging_steps, eval_strategy="no", save_strategy="no")
-    if run["head"] == "mlm":
-        return fit(mlm, train_settings)
-    return fit_classifier(train_settings, *cls, recipe.labels)
 
 
 def run_sweep(settings, tasks, single=False):
@@ -121,8 +81,8 @@ def run_sweep(settings, tasks, single=False):
     on_interrupt(f"interrupted: the finished runs are kept under {settings.output_dir} (each its metrics.json); the "
                  "same command carries on with the runs left")
 
-    # 1. The grid, and the runs already finished with these settings, for every task before any data or model loads,
-    #    so that a stale run anywhere stops the sweep at once; then each prompt with an MLM run to do.
+    # 1. Before any data loads, the finished runs of every task (a stale one stops the sweep at once), and each
+    #    prompt with an MLM run to do (room for text, single-token answers), not when its task comes hours later.
     runs = make_grid(settings.heads, settings.learning_rates, settings.cls_learning_rates, settings.epochs,
                      settings.seeds)
     recorded = {r.name: {head: settings.run_settings(head, plans[r.name][0], r, plans[r.name][2])
@@ -130,30 +90,48 @@ def run_sweep(settings, tasks, single=False):
     finished = {r.name: load_finished(plans[r.name][3], runs, recorded[r.name]) for r in tasks}
     pending = {r.name: [run for run in runs if run["name"] not in finished[r.name]] for r in tasks}
     with_mlm = [r for r in tasks if any(run["head"] == "mlm" for run in pending[r.name])]
-    if with_mlm:
-        check_prompts_fit(settings, with_mlm, plans)
+    tokenizer = load_tokenizer(settings.model) if with_mlm else None
+    for recipe in with_mlm:
+        prompt, source, _, _ = plans[recipe.name]
+        max_length = settings.max_length or recipe.max_length
+        try:
+            check_max_length(settings.model, tokenizer, max_length)
+            template, options = parse_prompt(prompt, source), options_block(recipe.label_map)
+            answer_token_ids(tokenizer, template, recipe.label_map, options)
+            check_fixed_length(tokenizer, template, recipe.label_map, options, max_length)
+        except InputError as e:
+            raise InputError(f"--tasks {recipe.name}: {e}") from None
     n_runs, position = len(runs) * len(tasks), sum(len(f) for f in finished.values())
     say(f"{n_runs} runs in the grid{'' if single else f' across {len(tasks)} tasks'}, {position} already finished; "
         f"{processes} process(es), {settings.per_device_train_batch_size} per device x {accumulation} accumulation "
         "steps")
     sources = {r.name: plans[r.name][1] for r in tasks}
+    notes = {r.name: text_note(r, plans[r.name][2], settings.strip_headers) for r in tasks}
 
-    # 2. Task by task: the data (sampled and tokenized once per head), then the runs; metrics.json marks a run done,
-    #    and the summaries follow each.
-    for recipe in tasks:
-        prompt, source, folder, out = plans[recipe.name]
-        note = text_note(recipe, folder, settings.strip_headers)
+    # 2. Task by task: the data, then each run from its base model, scored once at its end (no checkpoints).
+    for recipe in [r for r in tasks if pending[r.name]]:
+        prompt, source, _, out = plans[recipe.name]
         todo, minutes = pending[recipe.name], []
-        data = task_data(settings, recipe, plans[recipe.name], {run["head"] for run in todo}) if todo else None
+        mlm, cls = task_data(settings, recipe, plans[recipe.name], {run["head"] for run in todo})
         for k, run in enumerate(todo):
             position += 1
             eta = sum(minutes) / len(minutes) * (len(todo) - k) if minutes else None
             left = "" if eta is None else f", about {eta:.1f} min left" + ("" if single else f" in {recipe.name}")
             say(f"[{position}/{n_runs}] {'' if single else recipe.name + ': '}{run['name']}{left}")
             start, model_dir = time.time(), os.path.join(out, run["name"], "model")
-            metrics = train_run(settings, run, recipe, data, model_dir, accumulation)
+            train_settings = TrainSettings(
+                model=settings.model if run["head"] == "mlm" else settings.cls_model, output_dir=model_dir,
+                learning_rate=run["lr"], num_train_epochs=run["epochs"], seed=run["seed"],
+                per_device_train_batch_size=settings.per_device_train_batch_size,
+                per_device_eval_batch_size=settings.per_device_eval_batch_size,
+                gradient_accumulation_steps=accumulation, weight_decay=settings.weight_decay,
+                warmup_ratio=settings.warmup_ratio, max_length=settings.max_length or recipe.max_length,
+                attn_implementation=settings.attn_implementation, logging_steps=settings.logging_steps,
+                eval_strategy="no", save_strategy="no")
+            metrics = (fit(mlm, train_settings) if run["head"] == "mlm"
+                       else fit_classifier(train_settings, *cls, recipe.labels))
             minutes.append((time.time() - start) / 60)
-            record = {**run, "task": recipe.name, "minutes": minutes[-1], "text": note,
+            record = {**run, "task": recipe.name, "minutes": minutes[-1], "text": notes[recipe.name],
                       **({"prompt_source": source} if run["head"] == "mlm" else {}), "processes": processes,
                       "gradient_accumulation_steps": accumulation,
                       "effective_batch_size": settings.per_device_train_batch_size * processes * accumulation,
@@ -164,15 +142,14 @@ def run_sweep(settings, tasks, single=False):
                     shutil.rmtree(model_dir, ignore_errors=True)
                     say(f"removed {model_dir}/: only the run's metrics are kept (--save_models keeps its weights)")
                 write_atomic(metrics_path(out, run), json.dumps(record, indent=2) + "\n")
-                write_summaries(out, runs, finished[recipe.name], note, source, prompt, recipe.title)
+                write_summaries(out, runs, finished[recipe.name], notes[recipe.name], source, prompt, recipe.title)
                 write_table(settings.output_dir, tasks, runs, finished, settings, sources)
 
     # 3. The selected run of each head, chosen on validation, per task; and the table beside the paper's.
     if first_process:
         for recipe in tasks:
-            prompt, source, folder, out = plans[recipe.name]
-            write_summaries(out, runs, finished[recipe.name], text_note(recipe, folder, settings.strip_headers),
-                            source, prompt, recipe.title)
+            prompt, source, _, out = plans[recipe.name]
+            write_summaries(out, runs, finished[recipe.name], notes[recipe.name], source, prompt, recipe.title)
             for head, name in select_best(runs, finished[recipe.name]).items():
                 m = finished[recipe.name][name]
                 print(f"selected {head} run{'' if single else ' of ' + recipe.name}: {name}: validation "

@@ -1,10 +1,6 @@
-"""The paper's fine-tuning sweep (its Table 3), less the training: its settings, each task's data split and sampled,
-the grid, the runs recorded and resumed, the selection on validation, and the reports: per task summary.csv, .md and
-a heatmap, and table3.md/csv beside the paper's figures. sweeps.py runs it.
-
-Validation accuracy (a stratified slice of train) selects the best run of each head; test accuracy is reported for
-every run and never used to choose.
-"""
+"""The paper's fine-tuning sweep (its Table 3), less the training (sweeps.py): its settings, data samples, grid,
+recorded runs, and reports beside the paper's figures. Validation accuracy (a stratified slice of train) selects the
+best run of each head; test accuracy is reported for every run and never used to choose."""
 
 import itertools
 import json
@@ -83,8 +79,7 @@ class SweepSettings:
 
     def run_settings(self, head, prompt, recipe, folder=None):
         """Everything besides the grid point that defines a run's result, recorded in its metrics.json and checked
-        when a sweep resumes: a run made otherwise is never reported as this sweep's. The MLM head's runs also
-        depend on `prompt`. `folder` is the task's local data."""
+        when a sweep resumes, so that a run made otherwise is never reported as this sweep's."""
         settings = {"model": self.model if head == "mlm" else self.cls_model, "data": folder or recipe.hub_name}
         if recipe.strip_headers:
             settings["strip_headers"] = self.strip_headers
@@ -95,10 +90,6 @@ class SweepSettings:
                          "effective_batch_size": self.effective_batch_size, "weight_decay": self.weight_decay,
                          "warmup_ratio": self.warmup_ratio})
         return {**settings, "prompt": prompt} if head == "mlm" else settings
-
-
-# -----------------------------------------------------------------------------
-# Data
 
 
 def seeded_sample(rows, n, seed):
@@ -130,8 +121,7 @@ def samples(rows, settings):
 
 
 def to_splits(rows_by_split, template, recipe):
-    """{name: Split} from {name: rows}, each text stripped (as the published templates strip the post): a string per
-    row for a {text} template, else a dict of its fields."""
+    """{name: Split} from {name: rows}, each text stripped (as the published templates strip the post)."""
     fields = recipe_fields(template, recipe)
 
     def text(row):
@@ -143,14 +133,6 @@ def to_splits(rows_by_split, template, recipe):
                         list(range(len(rows)))) for name, rows in rows_by_split.items()}
 
 
-def classifier_texts(recipe, rows):
-    """What the classification head reads of each row: its text, MNLI's (premise, hypothesis) pair, or the columns'
-    non-empty texts joined by newlines (Yahoo! Answers' title, question and answer)."""
-    if recipe.cls_pair:
-        return [(r[recipe.columns[0]].strip(), r[recipe.columns[1]].strip()) for r in rows]
-    return ["\n".join(r[c].strip() for c in recipe.columns if r[c].strip()) for r in rows]
-
-
 def text_note(recipe, folder, strip_headers):
     """Which text the runs read, for the summary."""
     if recipe.strip_headers and not folder:
@@ -159,10 +141,6 @@ def text_note(recipe, folder, strip_headers):
         return f"{folder}, " + ("headers, signatures and quotes removed" if strip_headers
                                 else "raw posts (headers, signatures and quotes kept)")
     return f"{folder}" if folder else f"{recipe.hub_name} from the hub"
-
-
-# -----------------------------------------------------------------------------
-# The grid and its runs
 
 
 def unique(values):
@@ -197,8 +175,7 @@ def metrics_path(output_dir, run):
 
 def load_finished(output_dir, runs, settings):
     """{run name: metrics} for the runs whose metrics.json exists; `settings` maps each head to its run_settings. A
-    run recorded with other settings is an InputError naming them (resuming must never mix two sweeps); an empty or
-    unreadable metrics.json (a crash outside our atomic writes) does not count as finished."""
+    run recorded with other settings is an InputError (never mix two sweeps); an unreadable one is not finished."""
     finished = {}
     for run in runs:
         path = metrics_path(output_dir, run)
@@ -229,10 +206,6 @@ def select_best(runs, finished):
     return best
 
 
-# -----------------------------------------------------------------------------
-# Reports
-
-
 def summary_rows(runs, finished):
     """One row per finished run, with the columns of summary.csv."""
     best = set(select_best(runs, finished).values())
@@ -250,25 +223,15 @@ def write_csv(path, rows):
 
 
 def write_summaries(output_dir, runs, finished, note, prompt_source, prompt, title):
-    """summary.csv, summary.md and summary.png (validation accuracy over lr x epochs per head), atomically."""
+    """summary.csv, summary.md (the selected runs, mean ± std over seeds, every run, the MLM head's prompt) and
+    summary.png (validation accuracy over lr x epochs per head), atomically."""
     rows = summary_rows(runs, finished)
-    if rows:
-        write_csv(os.path.join(output_dir, "summary.csv"), rows)
-        write_atomic(os.path.join(output_dir, "summary.md"),
-                     summary_markdown(rows, note, len(runs), prompt_source, prompt, title))
-        plot_heatmaps(rows, os.path.join(output_dir, "summary.png"))
-
-
-def pct(x):
-    return f"{100 * x:.2f}"
-
-
-def summary_markdown(rows, note, n_planned, prompt_source, prompt, title):
-    """One task's sweep: the selected run of each head side by side, mean ± std over seeds, every run, and the MLM
-    head's prompt (it defines those runs as much as their hyperparameters do)."""
+    if not rows:
+        return
+    write_csv(os.path.join(output_dir, "summary.csv"), rows)
     with_mlm = any(r["head"] == "mlm" for r in rows)
     prompt_note = f" MLM head prompt: {prompt_source} (below)." if with_mlm else ""
-    out = [f"# {title} sweep\n\nText: {note}.{prompt_note} Runs finished: {len(rows)} of {n_planned}. The selected "
+    out = [f"# {title} sweep\n\nText: {note}.{prompt_note} Runs finished: {len(rows)} of {len(runs)}. The selected "
            "run of each head has the best validation accuracy; test accuracy is only reported.\n",
            "## Selected runs\n", "| head | run | validation acc | test acc | test macro-F1 |", "|---|---|---|---|---|"]
     out += [f"| {HEADS[r['head']]} | {r['run']} | {pct(r['validation_accuracy'])} | {pct(r['test_accuracy'])} | "
@@ -290,7 +253,12 @@ def summary_markdown(rows, note, n_planned, prompt_source, prompt, title):
             f"{pct(r['test_macro_f1'])} | {r['minutes']:.1f} |" for r in rows]
     if with_mlm:
         out += [f"\n## MLM head prompt ({prompt_source})\n", "```text", prompt, "```"]
-    return "\n".join(out) + "\n"
+    write_atomic(os.path.join(output_dir, "summary.md"), "\n".join(out) + "\n")
+    plot_heatmaps(rows, os.path.join(output_dir, "summary.png"))
+
+
+def pct(x):
+    return f"{100 * x:.2f}"
 
 
 def plot_heatmaps(rows, path):
@@ -348,8 +316,7 @@ def table_rows(tasks, runs, finished):
 
 
 def write_table(output_dir, tasks, runs, finished, settings, prompts):
-    """table3.csv and table3.md in `output_dir`, atomically, once a run has finished: the runs that validation
-    selected beside the paper's figures, the prompts, and the models when they are not the paper's."""
+    """table3.csv and table3.md in `output_dir`: the runs that validation selected beside the paper's figures."""
     rows = table_rows(tasks, runs, finished)
     if not rows:
         return

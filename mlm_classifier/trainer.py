@@ -1,9 +1,6 @@
 """Training with transformers' Trainer: `fit` (Answer Token Prediction through the MLM head), the folder it saves
-with its model card, and `fit_classifier`, the classification-head baseline of the paper's Table 3.
-
-Trainer takes seconds to import, so this module loads when `fit` is first used (`mlm_classifier.fit`), not with the
-package: a script's --help and a bad flag answer at once.
-"""
+with its model card, and `fit_classifier`, Table 3's classification-head baseline. Trainer takes seconds to import,
+so this module loads on first use (`mlm_classifier.fit`): a script's --help and a bad flag answer at once."""
 
 import json
 import os
@@ -31,20 +28,10 @@ HEADLINE = ("accuracy", "micro_f1", "macro_f1", "exact_match", "loss")  # what e
 MODEL_CARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card.md")
 
 
-def bf16_available():
-    """Train in bfloat16 where the GPU supports it; float32 on the CPU."""
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
 class TokenBudgetBatchSampler:
-    """Training batches of similar lengths: at most `max_examples` examples and `max_tokens` padded tokens each.
-
-    As transformers' group_by_length does, a seeded shuffle is cut into pools of 50 batches' worth, and each pool is
-    sorted by length and cut into batches of `max_examples`; scoring's length_sorted_batches splits a batch that
-    exceeds the token budget, so memory stays bounded while short examples still fill whole batches. The grouping
-    is drawn once, so that every epoch has the same number of steps (Trainer plans its schedule on it); each epoch
-    visits the batches in a new order, the biggest first, so that a batch too big for memory fails at once.
-    """
+    """Training batches of similar lengths: at most `max_examples` examples and `max_tokens` padded tokens each, drawn
+    once so that every epoch has the same steps (Trainer plans on it); each epoch visits them in a new order, the
+    biggest first, so that a batch too big for memory fails at once."""
 
     def __init__(self, lengths, max_examples, max_tokens, pad_to_multiple_of, seed=0):
         order = list(range(len(lengths)))
@@ -61,8 +48,7 @@ class TokenBudgetBatchSampler:
         self.biggest = max(range(len(self.batches)), key=lambda b: len(self.batches[b]) * width[b])
         self.seed, self.epoch = seed, 0
 
-    def set_epoch(self, epoch):
-        """Called by Trainer (through accelerate) before each epoch."""
+    def set_epoch(self, epoch):  # called through accelerate before each epoch
         self.epoch = epoch
 
     def __len__(self):
@@ -74,10 +60,10 @@ class TokenBudgetBatchSampler:
         return iter([self.batches[b] for b in [self.biggest] + rest])
 
 
-def training_arguments(settings, validating, bf16, best_metric="accuracy", **overrides):
-    """TrainingArguments for our settings, with transformers 5 names (an InputError if they clash). With a validation
-    set, the best checkpoint is chosen on `best_metric` (multi-label: micro_f1). `overrides` are further
-    TrainingArguments (the classification head asks for length grouping)."""
+def training_arguments(settings, validating, bf16=None, best_metric="accuracy", **overrides):
+    """TrainingArguments for our settings (an InputError if they clash); bf16 by default where the GPU has it."""
+    if bf16 is None:
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     eval_strategy = settings.eval_strategy if settings.eval_strategy != "auto" else ("steps" if validating else "no")
     save_strategy = (settings.save_strategy if settings.save_strategy != "auto"
                      else "best" if eval_strategy != "no" else "no")
@@ -104,20 +90,16 @@ def training_arguments(settings, validating, bf16, best_metric="accuracy", **ove
 
 class ATPTrainer(Trainer):
     """Trainer with token-budget batches, the MLM head run only at labelled positions, and evaluation by the answer
-    tokens' probabilities (not Trainer's prediction loop: the head is read at the answer's [MASK] only).
-    `scoring` holds score_sequences' arguments: option_ids, mask_token_id, pad_token_id, batch_tokens and
-    pad_to_multiple_of."""
+    tokens' probabilities at the [MASK] only. `scoring` holds score_sequences' arguments."""
 
     def __init__(self, *args, batch_sampler, scoring, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_sampler, self.scoring = batch_sampler, scoring
-        # Our loss takes num_items_in_batch whatever the model's forward accepts, so Trainer must count it for
-        # every architecture; it then leaves the loss unscaled for gradient accumulation (it is already exact).
+        # Trainer must count num_items_in_batch for every architecture, and not rescale our (exact) loss.
         self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """labelled_loss, summed over the labelled positions and divided by their number in the whole accumulated
-        batch of every process, as Trainer normalises a model whose forward takes `num_items_in_batch`: gradient
+        """labelled_loss divided by the labelled positions of the whole accumulated batch of every process: gradient
         accumulation and data parallelism then give the gradient of one big batch, for every architecture."""
         unwrapped = self.accelerator.unwrap_model(model)
         loss = labelled_loss(unwrapped, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
@@ -128,16 +110,14 @@ class ATPTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def get_train_dataloader(self):
-        # Our own DataLoader keeps every feature the collator needs (answer_position included) and our batch
-        # sampler; accelerate shards its batches across processes under torchrun.
+        # Our batch sampler, and every feature the collator needs; accelerate shards the batches under torchrun.
         loader = DataLoader(self.train_dataset, batch_sampler=self.batch_sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers,
                             pin_memory=self.args.dataloader_pin_memory and self.args.device.type == "cuda")
         return self.accelerator.prepare(loader)
 
     def score(self, sequences):
-        """log P(each answer token) per sequence, in order, by the trained model in eval mode under the training's
-        autocast; each process scores a share under torchrun, and every process gets all the scores."""
+        """log P(each answer token) per sequence, in eval mode; under torchrun each process scores a share, gets all."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
@@ -159,18 +139,14 @@ class ATPTrainer(Trainer):
         return logged
 
 
-# -----------------------------------------------------------------------------
-# fit: build the trainer, train, evaluate, save
-
-
-def build_trainer(data, settings):
-    """An ATPTrainer for `settings` on prepared data: the model as it is (no new head; the loss runs its head at the
-    labelled positions only, so the saved folder is the plain masked LM, for fill-mask too), float32 master weights
-    with bf16 autocast on a GPU, token-budget batches, each example's objective drawn at batch time."""
+def fit(data, settings):
+    """Train `settings.model` on prepared data (training.prepare), evaluate, and save to `settings.output_dir`;
+    returns metrics.json's dict. The model gets no new head, so the saved folder is a plain masked LM (fill-mask too);
+    float32 master weights with bf16 autocast on a GPU; with a validation set, the best checkpoint is reloaded."""
+    import transformers
     from transformers import AutoModelForMaskedLM
 
-    bf16 = bf16_available()
-    training_args = training_arguments(settings, "validation" in data.splits, bf16,
+    training_args = training_arguments(settings, "validation" in data.splits,
                                        best_metric="micro_f1" if data.multi_label else "accuracy")
     if training_args.n_gpu > 1:  # Trainer's DataParallel would split each batch under the rows the loss selects
         raise InputError(f"{training_args.n_gpu} GPUs in one process: run `torchrun --nproc_per_node "
@@ -181,7 +157,7 @@ def build_trainer(data, settings):
     mask_token_id = tokenizer.mask_token_id
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id
     attn_implementation = attention_for(settings.attn_implementation, training_args.device,
-                                        torch.bfloat16 if bf16 else torch.float32)
+                                        torch.bfloat16 if training_args.bf16 else torch.float32)
     model = load_pretrained(AutoModelForMaskedLM, settings.model, dtype=torch.float32,
                             attn_implementation=attn_implementation).to(training_args.device)
     train_sequences, train_positions = data.encoded["train"]
@@ -202,16 +178,8 @@ def build_trainer(data, settings):
         batch_sampler=batch_sampler, scoring=scoring)
     say(f"objectives: {1 - settings.mlm_proportion - settings.dummy_mlm_proportion:.0%} ATP, "
         f"{settings.mlm_proportion:.0%} MLM, {settings.dummy_mlm_proportion:.0%} dummy MLM; {len(batch_sampler)} "
-        f"batches per epoch per {training_args.world_size} process(es); {'bf16' if bf16 else 'float32'}, "
+        f"batches per epoch per {training_args.world_size} process(es); {'bf16' if training_args.bf16 else 'float32'}, "
         f"{attn_implementation}")
-    return trainer
-
-
-def train_model(trainer, data, settings):
-    """Train (resuming if asked); with a validation set, Trainer reloads the best checkpoint at the end. Returns the
-    training half of metrics.json."""
-    import transformers
-
     resumed_step = checkpoint_global_step(settings.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=settings.resume_from_checkpoint)
     since_resume = loss_since_resume(result.training_loss, resumed_step, result.global_step, transformers.__version__)
@@ -225,14 +193,6 @@ def train_model(trainer, data, settings):
         metrics["resumed_from_step"] = resumed_step
     if trainer.args.load_best_model_at_end and trainer.state.best_global_step:
         metrics["best_step"] = trainer.state.best_global_step
-    return metrics
-
-
-def fit(data, settings):
-    """Train `settings.model` on prepared data (training.prepare), evaluate, and save to `settings.output_dir`;
-    returns metrics.json's dict. The sweep calls this once per run with the same `data`."""
-    trainer = build_trainer(data, settings)
-    metrics = train_model(trainer, data, settings)
     for name in ("validation", "test"):
         if name in data.splits:
             examples = data.eval_set(name)
@@ -242,15 +202,9 @@ def fit(data, settings):
     return metrics
 
 
-# -----------------------------------------------------------------------------
-# The trained folder
-
-
 def model_card(data, settings, metrics):
-    """README.md of the trained folder, from model_card.md: the hub's metadata (base model, fill-mask, the metrics as
-    model-index), the prompt, labels and metrics, and how to use it: with MLMClassifier, or fill-mask alone, each
-    field of the prompt filled from its own placeholder. The answer tokens are given as the vocabulary spells them
-    (`ĠWorld`), so the fill-mask pipeline finds them without its "does not exist in the vocabulary" warning."""
+    """README.md of the trained folder, from model_card.md: the hub's metadata, the prompt, labels and metrics, and
+    how to use it. Answer tokens are spelled as in the vocabulary (`ĠWorld`), so fill-mask finds them unwarned."""
     multi_label, template, tokenizer = data.multi_label, data.template, data.tokenizer
     answer_tokens = tokenizer.convert_ids_to_tokens(data.answer_ids)
     headline = "micro_f1" if multi_label else "accuracy"
@@ -286,10 +240,7 @@ def model_card(data, settings, metrics):
 
 
 def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
-    """The trained folder: the model and tokenizer ([unused0] registered as one token if load_tokenizer did),
-    trainer_state.json, and, from the first process, label_map.json, prompt.txt, metrics.json, classifier.json
-    (what classify.py needs beyond those two: max_length, multi-label, the columns the prompt fills beyond
-    --text_column), the model card and predictions.jsonl."""
+    """The trained folder: model, tokenizer and trainer state, and from the first process its files and model card."""
     out = settings.output_dir
     trainer.save_model(out)
     trainer.save_state()
@@ -322,20 +273,15 @@ def save_trained_folder(trainer, data, settings, metrics, prediction_scores):
     say(f"wrote {out}/" + (note if removed else ""))
 
 
-# -----------------------------------------------------------------------------
-# The classification-head baseline
-
-
 def fit_classifier(settings, tokenizer, datasets, names):
-    """Fine-tune a classification head on `settings.model` (one class per label name, whatever the sample holds):
-    `datasets` {split: datasets.Dataset of input_ids, attention_mask, labels}, `tokenizer` the one that made them.
-    Saves to `settings.output_dir` and returns metrics like fit's."""
+    """Fine-tune a classification head on `settings.model`, one class per name, on `datasets` {split: Dataset of
+    input_ids, attention_mask, labels} made by `tokenizer`; saves to settings.output_dir, returns fit's metrics."""
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-    bf16 = bf16_available()
-    training_args = training_arguments(settings, False, bf16, train_sampling_strategy="group_by_length")
+    training_args = training_arguments(settings, False, train_sampling_strategy="group_by_length")
     names = list(names)
-    attn = attention_for(settings.attn_implementation, training_args.device, torch.bfloat16 if bf16 else torch.float32)
+    attn = attention_for(settings.attn_implementation, training_args.device,
+                         torch.bfloat16 if training_args.bf16 else torch.float32)
     model = load_pretrained(AutoModelForSequenceClassification, settings.model, "--cls_model", num_labels=len(names),
                             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
                             dtype=torch.float32, attn_implementation=attn)

@@ -1,10 +1,7 @@
 """Answer Token Prediction, prepared: a training run's settings, its examples checked and tokenized once, its metrics.
 
-The method of *It's All in The [MASK]* (Clavié, Cooper, Warner, 2025): the prompt ends `Answer: [unused0] {label}`,
-the label's verbalizer (one token, ` Business` or ` A`) is replaced by [MASK], and the model learns to predict it
-with the MLM head it already has (objectives.py). Examples are encoded exactly as MLMClassifier encodes what it
-classifies (classifier.plan_scoring, encode_views), so a trained folder answers as it was taught. Training itself
-(transformers' Trainer, seconds to import) is trainer.py's `fit`.
+Examples are encoded exactly as MLMClassifier encodes what it classifies (classifier.plan_scoring, encode_views), so
+a trained folder answers as it was taught. Training itself (transformers' Trainer, slow to import) is trainer.fit.
 
     from mlm_classifier import TrainSettings, prepare, fit
     data = prepare("answerdotai/ModernBERT-Large-Instruct", prompt, "my prompt", label_map, "my labels", splits, 512)
@@ -12,6 +9,7 @@ classifies (classifier.plan_scoring, encode_views), so a trained folder answers 
 """
 
 import math
+from collections import namedtuple
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -32,8 +30,7 @@ from .splits import check_labels
 
 @dataclass
 class TrainSettings:
-    """One training run's settings, each default written once: train.py's flags are these fields, and a notebook or
-    the sweep passes values, e.g. `fit(data, TrainSettings(output_dir="run", seed=1))`."""
+    """One training run's settings: train.py's flags, and what a notebook or the sweep passes to fit."""
     model: str = HfArg(default="answerdotai/ModernBERT-Large-Instruct", help="hub name or local folder")
     output_dir: str = HfArg(default="./finetuned_model_agn", help="where the model, files and checkpoints go")
     max_length: int = HfArg(default=512, help="tokens per example; only the text is cut to fit")
@@ -44,8 +41,7 @@ class TrainSettings:
                                                             "padded tokens")
     max_batch_tokens: int | None = HfArg(default=None, help="padded tokens per training batch (unset: "
                                                             "per_device_train_batch_size x max_length)")
-    pad_to_multiple_of: int | None = HfArg(default=None, help="batch width rounding (unset: 64 on a GPU, 8 on the "
-                                                              "CPU)")
+    pad_to_multiple_of: int | None = HfArg(default=None, help="batch width rounding (unset: 64 on a GPU, 8 on the CPU)")
     gradient_accumulation_steps: int = HfArg(default=1, help="batches per optimizer step")
     learning_rate: float = HfArg(default=2e-5, help="peak learning rate (linear decay)")
     weight_decay: float = HfArg(default=0.01, help="AdamW weight decay")
@@ -63,8 +59,7 @@ class TrainSettings:
         default="auto", help="auto: flash_attention_2 when flash-attn is importable on a GPU in 16-bit, else sdpa")
     mlm_proportion: float = HfArg(default=0.0, help="share of training examples with standard MLM")
     dummy_mlm_proportion: float = HfArg(default=0.0, help="share with dummy MLM (every target the [MASK] id)")
-    mlm_probability: float = HfArg(default=0.3, help="share of tokens masked in (dummy) MLM examples: the paper's "
-                                                     "30%%")
+    mlm_probability: float = HfArg(default=0.3, help="share of tokens masked in (dummy) MLM examples: the paper's 30%%")
     resume_from_checkpoint: str | None = HfArg(default=None, help="a checkpoint folder, or `last` for the newest "
                                                                   "complete one under --output_dir")
     keep_checkpoints: bool = HfArg(default=False, help="keep the checkpoint-<step>/ folders (optimizer state, "
@@ -94,24 +89,14 @@ class TrainSettings:
                              f"1, got {mlm} and {dummy}")
 
 
-# -----------------------------------------------------------------------------
-# prepare: everything that does not depend on the hyperparameters, checked and tokenized once
-
-
-@dataclass
-class EvalSet:
-    """One split ready to score: ATP token ids (the answer replaced by [MASK]), and `metrics`, which turns their
-    scores into the split's metrics (None for a split without labels)."""
-    sequences: list
-    metrics: object = None
+# A split's ATP token ids, and `metrics`, which turns their scores into the split's metrics (None: unlabelled).
+EvalSet = namedtuple("EvalSet", "sequences metrics")
 
 
 @dataclass
 class TrainingData:
-    """Everything one training run needs that does not depend on its hyperparameters, checked and tokenized once.
-    `plan` is classifier.plan_scoring's (its views; multi-label one yes/no question per label), `encoded[name]` the
-    split's (token ids, answer positions); multi-label, example t * labels + v asks text t about label v."""
-    model: str  # whose tokenizer made the token ids
+    """What a training run needs beyond its hyperparameters: `encoded[name]` is a split's (token ids, answer positions),
+    multi-label text-major (example t * labels + v asks text t about label v)."""
     tokenizer: object
     prompt: str
     template: object  # the parsed prompt: its fields, the columns it needs
@@ -132,39 +117,36 @@ class TrainingData:
         return self.plan.answer_ids[0]
 
     def eval_set(self, name):
-        """The split's ATP inputs (answer replaced by [MASK]) and how their scores become its metrics."""
         sequences, positions = self.encoded[name]
-        labels, metrics = self.splits[name].labels, None
-        if labels is not None and self.multi_label:
-            metrics = partial(multi_label_metrics, gold_sets=labels, class_names=self.class_names)
-        elif labels is not None:
-            gold = [self.class_names.index(label) for label in labels]
-            metrics = partial(classification_metrics, gold=gold, class_names=self.class_names)
+        labels, names, metrics = self.splits[name].labels, self.class_names, None
+        if labels is not None:
+            metrics = (partial(multi_label_metrics, gold_sets=labels, class_names=names) if self.multi_label else
+                       partial(classification_metrics, gold=[names.index(g) for g in labels], class_names=names))
         return EvalSet(mask_answers(sequences, positions, self.tokenizer.mask_token_id), metrics)
 
 
-def check_fields(split, template):
-    """An InputError when a split's texts are not what the template fills: one string each for a {text} template, a
-    dict holding every field for one that names columns (as take_columns reads them)."""
-    for row, text in zip(split.rows, split.texts):
-        if template.text_only and not isinstance(text, str):
-            raise InputError(f"{split.source}: row {row}: a {type(text).__name__}, where {template.source} takes one "
-                             "text ({text})")
-        if not template.text_only and (not isinstance(text, dict) or set(template.fields) - set(text)):
-            raise InputError(f"{split.source}: row {row}: {template.source} fills {placeholder_list(template.fields)}, "
-                             f"which the row does not hold ({text!r:.60})")
+def training_template(prompt, prompt_source, multi_label=False):
+    """The parsed prompt; multi-label, its question about a label, whose name is only text in it."""
+    if not multi_label:
+        return parse_prompt(prompt, prompt_source)
+    check_multi_label_prompt(prompt, prompt_source)
+    template = parse_prompt(question_template(prompt, "label"), prompt_source)
+    if not template.text_only:
+        raise InputError(f"--multi_label: {prompt_source} names columns; a multi-label prompt takes {{text}} only")
+    return template
 
 
 def prepare(model_name, prompt, prompt_source, label_map, label_map_source, splits, max_length, multi_label=False):
-    """Check the prompt, labels and verbalizers against the data and the tokenizer, then tokenize every split:
-    each example's prompt filled with its gold answer (a label's verbalizer; multi-label, yes or no per label)."""
-    if multi_label:  # each label's question is an ordinary template; the label's name is only text in it
-        check_multi_label_prompt(prompt, prompt_source)
-    template = parse_prompt(question_template(prompt, "label") if multi_label else prompt, prompt_source)
-    if multi_label and not template.text_only:
-        raise InputError(f"--multi_label: {prompt_source} names columns; a multi-label prompt takes {{text}} only")
-    for split in splits.values():
-        check_fields(split, template)
+    """Check the prompt, labels and answers against the data and tokenizer, then tokenize every split, gold filled."""
+    template = training_template(prompt, prompt_source, multi_label)
+    for split in splits.values():  # a {text} template fills one string per row, else a dict holding every field
+        for row, text in zip(split.rows, split.texts):
+            if template.text_only and not isinstance(text, str):
+                raise InputError(f"{split.source}: row {row}: a {type(text).__name__}, where {template.source} takes "
+                                 "one text ({text})")
+            if not template.text_only and (not isinstance(text, dict) or set(template.fields) - set(text)):
+                raise InputError(f"{split.source}: row {row}: {template.source} fills "
+                                 f"{placeholder_list(template.fields)}, which the row does not hold ({text!r:.60})")
         if split.labels is not None:
             check_labels(split, label_map, label_map_source)
     tokenizer = load_tokenizer(model_name)
@@ -191,18 +173,12 @@ def prepare(model_name, prompt, prompt_source, label_map, label_map_source, spli
     answers = ANSWERS if multi_label else label_map
     say("answer tokens: " + ", ".join(f"{answer} -> {token!r}" for answer, token in
                                       zip(answers, tokenizer.convert_ids_to_tokens(plan.answer_ids[0]))))
-    return TrainingData(model_name, tokenizer, prompt, template, label_map, plan, splits, encoded, truncated,
-                        multi_label)
-
-
-# -----------------------------------------------------------------------------
-# Metrics: the MLM head at the answer's [MASK], restricted to the labels' answer tokens
+    return TrainingData(tokenizer, prompt, template, label_map, plan, splits, encoded, truncated, multi_label)
 
 
 def classification_metrics(scores, gold, class_names):
-    """Accuracy, macro-F1, the ATP loss (mean -log P of the gold answer token), per-class accuracy and the confusion
-    matrix (a row per gold label, a column per predicted one) from each example's log P per label and the gold
-    label's index. The prediction is the likeliest label, ties to the earlier one."""
+    """Accuracy, macro-F1, the ATP loss, per-class accuracy and the confusion matrix (rows gold, columns predicted)
+    from each example's log P per label and the gold label's index; ties go to the earlier label."""
     from sklearn.metrics import confusion_matrix, f1_score
 
     predicted = [first_max(s[: len(class_names)]) for s in scores]
@@ -218,15 +194,13 @@ def classification_metrics(scores, gold, class_names):
 
 
 def yes_probabilities(scores, n_labels):
-    """[[P(yes) per label] per text] from the pairs' [log P(yes), log P(no)], text-major, P(yes) renormalised over yes
-    and no."""
+    """[[P(yes) per label] per text] from the pairs' [log P(yes), log P(no)], text-major."""
     values = [slot_probabilities(s[:2])[0] for s in scores]
     return [values[k:k + n_labels] for k in range(0, len(values), n_labels)]
 
 
 def multi_label_metrics(scores, gold_sets, class_names, threshold=THRESHOLD):
-    """Micro- and macro-F1, exact match, per-label precision/recall/F1 and the ATP loss (mean -log P of the right
-    answer over the pairs) from the pairs' log P(yes), log P(no), text-major, and each text's gold label set."""
+    """Micro/macro-F1, exact match, per-label P/R/F1 and the ATP loss from the text-major pairs' log P(yes, no)."""
     from sklearn.metrics import f1_score, precision_recall_fscore_support
 
     predicted = [[int(p >= threshold) for p in row] for row in yes_probabilities(scores, len(class_names))]
