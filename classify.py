@@ -129,7 +129,8 @@ def finish(args, spec, classifier, partials, runtime, summary, seconds, resumed_
         "with_no_label": totals["none"] if spec.multi_label else None, "input": args.input,
         "text_column": args.text_column, "columns": template_columns(classifier.plan.template, args.text_column),
         "id_column": args.id_column, "n": summary.rows, "without_text": totals["without_text"],
-        **runtime.describe(), "chunk_rows": args.chunk_rows, "resumed_rows": resumed_rows, "seconds": round(seconds, 3),
+        **runtime.description, "chunk_rows": args.chunk_rows, "resumed_rows": resumed_rows,
+        "seconds": round(seconds, 3),
     }
     partial.finish(args.output, partials, summary.chunks, settings)
     on_interrupt(f"interrupted: {args.output} is complete")

@@ -18,7 +18,7 @@ from mlm_classifier.cli import ScoringSettings, check_positive, make_parser, par
 from mlm_classifier.data import (check_output_path, check_same_settings, check_spares_inputs, recorded_settings,
                                  write_atomic)
 from mlm_classifier.errors import InputError
-from mlm_classifier.models import (Runtime, check_model_source, end_distributed, gather_scores, load_masked_lm,
+from mlm_classifier.models import (Runtime, check_model_source, end_distributed, load_masked_lm,
                                    load_tokenizer, max_positions)
 from mlm_classifier.scoring import LETTERS, letter_token_ids, score_sequences
 
@@ -114,9 +114,8 @@ def main(argv=None):
     if args.compile:  # the encoder only: the head runs at [MASK] alone (scoring.head_logits)
         model.base_model.compile(dynamic=True)
     start = time.perf_counter()
-    scores = gather_scores(score_sequences(model, sequences, tokenizer.mask_token_id, runtime.pad_id(tokenizer),
-                                            option_ids, runtime.batch_tokens, runtime.pad_to_multiple_of,
-                                            runtime.shard, progress=runtime.progress))
+    scores = score_sequences(model, sequences, tokenizer.mask_token_id, tokenizer.pad_token_id, option_ids,
+                             runtime.batch_tokens, runtime.pad_to_multiple_of, runtime.shard, runtime.progress)
     seconds = tokenize_seconds + time.perf_counter() - start
 
     # 4. Predictions and metrics, written by one process.
@@ -125,17 +124,12 @@ def main(argv=None):
                                                     shots if args.num_fewshot else None)
         results.update(task=args.task, split=args.split, model=args.model, settings=settings,
                        **mmlu.prompt_stats(sequences, shots, args.num_fewshot), permutations=args.permutations,
-                       **runtime.describe(), seconds=round(seconds, 3),
+                       **runtime.description, seconds=round(seconds, 3),
                        questions_per_second=round(len(questions) / seconds, 2))
         os.makedirs(output_dir, exist_ok=True)
         write_atomic(results_path, json.dumps(results, indent=2) + "\n")
         write_atomic(os.path.join(output_dir, "predictions.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
-        print(f"{'category':<28}{'n':>7}{'accuracy':>10}")  # accuracy per category, then overall micro and macro
-        for name, cat in results["categories"].items():
-            print(f"{name:<28}{cat['n']:>7}{100 * cat['accuracy']:>9.2f}%")
-        print(f"{'overall (micro)':<28}{results['n']:>7}{100 * results['accuracy']:>9.2f}%"
-              f"  ± {100 * results['accuracy_stderr']:.2f}")
-        print(f"{'overall (macro, subjects)':<28}{'':>7}{100 * results['macro_accuracy']:>9.2f}%")
+        print(mmlu.format_table(results))
         print(f"{len(questions)} questions in {seconds:.1f} s ({results['questions_per_second']:.1f}/s) on "
               f"{runtime.device}, {results['dtype']}, {runtime.attn_implementation}; wrote {output_dir}/")
     end_distributed()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .data import say
 from .errors import InputError
-from .models import Runtime, check_max_length, gather_scores, load_masked_lm, load_tokenizer, require_mask_token
+from .models import Runtime, check_max_length, load_masked_lm, load_tokenizer, require_mask_token
 from .multilabel import ANSWERS, question_template
 from .prompts import answer_token_ids, check_fixed_length, encode_prompts, mask_answers, options_block, parse_prompt
 from .scoring import (LETTERS, calibrate, combine_views, decide, letter_token_ids, letters_that_fit, rotations,
@@ -131,7 +131,7 @@ class MLMClassifier:
         runtime = Runtime.resolve(device=str(next(model.parameters()).device), batch_tokens=batch_tokens,
                                   pad_to_multiple_of=pad_to_multiple_of, distributed=False)
         self.batch_tokens, self.pad_to_multiple_of = runtime.batch_tokens, runtime.pad_to_multiple_of
-        self.mask_token_id, self.pad_token_id = tokenizer.mask_token_id, runtime.pad_id(tokenizer)
+        self.mask_token_id, self.pad_token_id = tokenizer.mask_token_id, tokenizer.pad_token_id
         self.truncated = 0  # texts cut to fit max_length in the last call (stream: so far)
         self.cut_by_view = [0] * len(self.plan.views)
         self._content_free = None
@@ -164,8 +164,6 @@ class MLMClassifier:
         scores = score_sequences(self.model, self.encode(texts), self.mask_token_id, self.pad_token_id,
                                  self.plan.option_ids, self.batch_tokens, self.pad_to_multiple_of, shard=shard,
                                  progress=progress)
-        if shard[1] > 1:  # each process scored a share: merge them (a process scoring texts of its own does not)
-            scores = gather_scores(scores)
         n = len(scores) // len(self.plan.views)
         return [[slot_probabilities(scores[v * n + t], view.option_at_slot) for v, view in enumerate(self.plan.views)]
                 for t in range(n)]

@@ -14,8 +14,7 @@ import torch
 from .anchor import ANCHOR
 from .cli import check_positive, run_command
 from .errors import InputError
-from .models import (Runtime, check_model_source, load_masked_lm, load_tokenizer, max_positions, register_anchor,
-                     require_mask_token)
+from .models import Runtime, check_model_source, load_masked_lm, load_tokenizer, max_positions, register_anchor
 from .scoring import last_index, length_sorted_batches, score_sequences
 
 NEEDS_LM_EVAL = ("mlm_classifier.harness needs lm-evaluation-harness: pip install 'lm-eval>=0.4.13,<0.5' "
@@ -105,7 +104,7 @@ class MLMHeadLM(LM):
         self._device = runtime.device
         self.batch_tokens, self.pad_to_multiple_of = runtime.batch_tokens, runtime.pad_to_multiple_of
         self.mask_token_id = self.tokenizer.mask_token_id
-        self.pad_token_id = runtime.pad_id(self.tokenizer)
+        self.pad_token_id = self.tokenizer.pad_token_id
         self.last_prompts = []  # the texts the last loglikelihood call scored, one per distinct context
 
     @classmethod
@@ -125,7 +124,6 @@ class MLMHeadLM(LM):
         if isinstance(tokenizer, str):
             return load_tokenizer(tokenizer, fast=False)
         name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
-        require_mask_token(tokenizer, name)
         register_anchor(tokenizer, name)
         return tokenizer
 

@@ -288,3 +288,13 @@ def results_and_records(questions, scores, views, task, shots=None):
             "categories": accuracy_table(correct, categories), "subjects": subjects,
             "predicted_letters": dict(sorted(Counter(r["pred"] for r in records).items())),
             "gold_letters": dict(sorted(Counter(q["gold"] for q in questions).items()))}, records
+
+
+def format_table(results):
+    """The console summary: accuracy per category, then overall micro and macro."""
+    lines = [f"{'category':<28}{'n':>7}{'accuracy':>10}"]
+    lines += [f"{name:<28}{cat['n']:>7}{100 * cat['accuracy']:>9.2f}%" for name, cat in results["categories"].items()]
+    lines.append(f"{'overall (micro)':<28}{results['n']:>7}{100 * results['accuracy']:>9.2f}%"
+                 f"  ± {100 * results['accuracy_stderr']:.2f}")
+    lines.append(f"{'overall (macro, subjects)':<28}{'':>7}{100 * results['macro_accuracy']:>9.2f}%")
+    return "\n".join(lines)

@@ -35,6 +35,7 @@ class Runtime:
     world: int = 1
     progress: bool = True
     shard: tuple = (0, 1)
+    description: dict = None  # what a result records of where it was made
 
     @classmethod
     def resolve(cls, settings=None, distributed=True, **values):
@@ -63,20 +64,12 @@ class Runtime:
             from transformers.utils import logging
 
             logging.disable_progress_bar()
-        return cls(device, dtype, attention_for(given.get("attn_implementation", "auto"), device, dtype),
-                   given.get("batch_tokens") or (65536 if on_gpu else 8192),
+        attention = attention_for(given.get("attn_implementation", "auto"), device, dtype)
+        description = {"dtype": str(dtype).removeprefix("torch."), "device": str(device),
+                       "attn_implementation": attention, "processes": world}
+        return cls(device, dtype, attention, given.get("batch_tokens") or (65536 if on_gpu else 8192),
                    given.get("pad_to_multiple_of") or (64 if on_gpu else 8), rank, world,
-                   rank == 0 and not given.get("no_progress"), (rank, world))
-
-    @staticmethod
-    def pad_id(tokenizer):
-        """The tokenizer's pad token, else [MASK] (padding is masked out anyway)."""
-        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.mask_token_id
-
-    def describe(self):
-        """What a result records of where it was made."""
-        return {"dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
-                "attn_implementation": self.attn_implementation, "processes": self.world}
+                   rank == 0 and not given.get("no_progress"), (rank, world), description)
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -136,11 +129,13 @@ def require_mask_token(tokenizer, model_name):
 
 
 def register_anchor(tokenizer, model_name):
-    """Make the tokenizer write [unused0] as one token, the vocabulary's own; returns its id. BERT's pre-tokenizer
-    splits it into `[`, `unused`, `##0`, `]`: it is then registered as a special, unnormalized added token with the
-    same id, so there is no new embedding and lowercasing cannot touch it."""
+    """Check the tokenizer writes the answer slot, `[unused0] [MASK]`: it has a mask token, and [unused0] as one token,
+    the vocabulary's own; returns its id. BERT's pre-tokenizer splits it into `[`, `unused`, `##0`, `]`: it is then
+    registered as a special, unnormalized added token with the same id, so there is no new embedding and lowercasing
+    cannot touch it."""
     from tokenizers import AddedToken
 
+    require_mask_token(tokenizer, model_name)
     anchor_id = vocabulary_anchor_id(tokenizer, f"--model {model_name}")
     probe = f"Answer: {ANCHOR} {tokenizer.mask_token}"
     if anchor_id in tokenizer(probe, add_special_tokens=False)["input_ids"]:
@@ -161,7 +156,6 @@ def load_tokenizer(model_name, fast=True):
     tokenizer = load_pretrained(AutoTokenizer, model_name)
     if fast and not tokenizer.is_fast:
         raise InputError(f"--model {model_name}: a fast tokenizer is needed (token offsets locate the text)")
-    require_mask_token(tokenizer, model_name)
     register_anchor(tokenizer, model_name)
     return tokenizer
 
@@ -193,11 +187,3 @@ def end_distributed():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
-
-def gather_scores(scores):
-    """Under torchrun, every process's {index: scores} merged, so that each process holds them all."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return scores
-    gathered = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, scores)
-    return {i: s for part in gathered for i, s in part.items()}

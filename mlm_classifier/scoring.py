@@ -116,10 +116,13 @@ def head_logits(model, input_ids, attention_mask, where, call=None):
 def score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, batch_tokens,
                     pad_to_multiple_of=64, shard=(0, 1), progress=False):
     """{index: log P of each option} at each sequence's last [MASK] (the log of its ids' summed probabilities over
-    the whole vocabulary, as published); with `shard=(rank, world)`, of every world-th batch only (gather_scores)."""
+    the whole vocabulary, as published). Batches are padded with `pad_token_id` (None: [MASK], masked out anyway).
+    With `shard=(rank, world)` under torchrun each process scores every world-th batch, and every process gets all
+    the scores."""
     from tqdm import tqdm
 
     device = next(model.parameters()).device
+    pad_token_id = mask_token_id if pad_token_id is None else pad_token_id
     mine = length_sorted_batches([len(s) for s in sequences], batch_tokens, pad_to_multiple_of)[shard[0]::shard[1]]
     option_ids = [torch.tensor(ids, device=device) for ids in option_ids]
     # On a GPU nothing below waits for the GPU until the end: inputs go from pinned memory without blocking and the
@@ -135,7 +138,12 @@ def score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, b
         log_probs = head_logits(model, input_ids, attention_mask, (rows, positions)).float().log_softmax(dim=-1)
         parts.append(torch.stack([log_probs[:, ids].logsumexp(dim=-1) for ids in option_ids], dim=1))
     values = torch.cat(parts).cpu().tolist() if parts else []
-    return dict(zip(itertools.chain.from_iterable(mine), values))
+    scores = dict(zip(itertools.chain.from_iterable(mine), values))
+    if shard[1] > 1:  # every process's share, merged
+        gathered = [None] * shard[1]
+        torch.distributed.all_gather_object(gathered, scores)
+        scores = {i: s for part in gathered for i, s in part.items()}
+    return scores
 
 
 def first_max(values):

@@ -16,7 +16,7 @@ from .anchor import ANCHOR
 from .checkpoints import checkpoint_global_step, loss_since_resume, remove_checkpoints, whole_run_loss
 from .data import prediction_record, records_to_jsonl, say, write_atomic
 from .errors import InputError
-from .models import attention_for, gather_scores, load_pretrained
+from .models import attention_for, load_pretrained
 from .multilabel import ANSWERS, OPTIONS, THRESHOLD
 from .objectives import ObjectiveCollator, labelled_loss
 from .prompts import TEXT_FIELD, fill_template, options_block
@@ -122,8 +122,8 @@ class ATPTrainer(Trainer):
         was_training = model.training
         model.eval()
         with self.accelerator.autocast():
-            scores = gather_scores(score_sequences(model, sequences, **self.scoring,
-                                                   shard=(self.args.process_index, self.args.world_size)))
+            scores = score_sequences(model, sequences, **self.scoring,
+                                     shard=(self.args.process_index, self.args.world_size))
         model.train(was_training)
         return [scores[i] for i in range(len(sequences))]
 
