@@ -32,8 +32,8 @@ class EvalSettings:
                                  "MMLU-Pro's <split>.jsonl (unset: the hub's cais/mmlu or TIGER-Lab/MMLU-Pro)")
     split: Literal["test", "validation", "dev"] = HfArg(default="test", help="which questions")
     subjects: str = HfArg(default="", help="comma-separated subjects (MMLU) or categories (MMLU-Pro); empty: all")
-    limit: int | None = HfArg(default=None, help="score only the first N questions after filtering: the first "
-                                                 "subjects' in alphabetical order")
+    limit: int | None = HfArg(default=None, help="score only the first N questions of each subject (MMLU-Pro: "
+                                                 "category), as lm-evaluation-harness's --limit")
     sample: int | None = HfArg(default=None, help="score a seeded random sample of N questions drawn across every "
                                                   "subject (kept in their order)")
     seed: int = HfArg(default=0, help="the seed of --sample")
@@ -51,7 +51,8 @@ class EvalSettings:
     def __post_init__(self):
         check_positive(limit=self.limit, sample=self.sample, permutations=self.permutations)
         if self.limit and self.sample:
-            raise InputError("give --limit (the first N questions) or --sample (N drawn across subjects), not both")
+            raise InputError("give --limit (the first N of each subject) or --sample (N drawn across subjects), not "
+                             "both")
         if self.num_fewshot < 0:
             raise InputError(f"--num_fewshot {self.num_fewshot} must be 0 (zero-shot) or more")
         if self.num_fewshot and self.split == mmlu.FEWSHOT_SPLIT[self.task]:

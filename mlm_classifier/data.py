@@ -140,8 +140,8 @@ def read_table(path, flag):
             import pandas
 
             check_unique_columns(csv_header(path), source)
-            # Every cell as its text, an empty cell as "" (no NA guessing: "NA" and "null" are texts too).
-            frame = pandas.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            with fields_checked(path, source):
+                frame = pandas.read_csv(path, **CSV_OPTIONS)
             return {str(c): frame[c].tolist() for c in frame.columns}
         if extension == ".parquet":
             import pyarrow.parquet
@@ -176,6 +176,36 @@ def check_table_file(path, flag):
     if os.path.getsize(path) == 0:
         raise InputError(f"{source}: the file is empty")
     return extension
+
+
+# Every cell as its text, an empty cell as "" (no NA guessing: "NA" and "null" are texts too), and never the first
+# column taken for an index: with one field more per row than the header, pandas would do that and shift every cell.
+CSV_OPTIONS = dict(dtype=str, keep_default_na=False, encoding="utf-8-sig", index_col=False)
+
+
+@contextlib.contextmanager
+def fields_checked(path, source):
+    """pandas reading `path`, a record with more fields than the header (a trailing comma, as spreadsheets export)
+    an InputError naming its row and line, where pandas would drop the extra fields with a warning."""
+    import warnings
+
+    from pandas.errors import ParserWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParserWarning)
+        try:
+            yield
+        except ParserWarning:
+            with open(path, encoding="utf-8-sig", newline="") as f:
+                reader = csv.reader(f)
+                width, line = len(next(reader)), reader.line_num + 1
+                for row, fields in enumerate(reader):
+                    if len(fields) > width:
+                        raise InputError(f"{source}: {row_and_line(row, line)} has {len(fields)} fields, more than "
+                                         f"the header's {width} (a comma at the end of each row?); fix the file so "
+                                         "that every row has the header's columns") from None
+                    line = reader.line_num + 1
+            raise
 
 
 def csv_header(path):

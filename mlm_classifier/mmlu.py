@@ -161,8 +161,8 @@ def load_mmlu_pro_hub(split):
 
 
 def load_questions(task, data_dir, split, subjects, limit, sample=None, seed=0):
-    """A run's questions, checked and filtered by subject, then cut to the first `limit` (the first subjects in
-    alphabetical order) or to a seeded `sample` across every subject, kept in their order."""
+    """A run's questions, checked and filtered by subject, then cut to the first `limit` of each subject (as
+    lm-evaluation-harness's --limit cuts each task), or to a seeded `sample` across every subject, in their order."""
     if task == "mmlu":
         questions = load_mmlu_local(data_dir, split, subjects) if data_dir else load_mmlu_hub(split, subjects)
     else:  # MMLU-Pro: DIR/<split>.jsonl (or a .jsonl path), else the hub's; filtered by category
@@ -174,7 +174,9 @@ def load_questions(task, data_dir, split, subjects, limit, sample=None, seed=0):
         questions = [q for q in questions if q["subject"] in wanted]
     if sample and sample < len(questions):
         questions = [questions[i] for i in sorted(random.Random(seed).sample(range(len(questions)), sample))]
-    questions = questions[:limit] if limit else questions
+    if limit:
+        taken = Counter()
+        questions = [q for q in questions if taken.update([q["subject"]]) or taken[q["subject"]] <= limit]
     if not questions:
         raise InputError("no questions to score (check --subjects and --limit)")
     return questions

@@ -6,8 +6,8 @@ import codecs
 import itertools
 from collections import namedtuple
 
-from .data import (check_table_file, check_unique_columns, csv_header, jsonl_records, read_json_records, reading_errors,
-                   records_to_columns)
+from .data import (CSV_OPTIONS, check_table_file, check_unique_columns, csv_header, fields_checked, jsonl_records,
+                   read_json_records, reading_errors, records_to_columns)
 from .errors import InputError
 from .prompts import TEXT_FIELD
 from .splits import take_columns, without_text_error
@@ -42,10 +42,14 @@ class TableChunks:
         import pandas
 
         check_unique_columns(csv_header(self.path), self.source)
-        options = dict(dtype=str, keep_default_na=False, encoding="utf-8-sig")  # as read_table: every cell a text
-        self.columns = [str(c) for c in pandas.read_csv(self.path, nrows=0, **options).columns]
+        self.columns = [str(c) for c in pandas.read_csv(self.path, nrows=0, **CSV_OPTIONS).columns]
         first_row = index = 0
-        for frame in pandas.read_csv(self.path, chunksize=self.chunk_rows, **options):
+        frames = pandas.read_csv(self.path, chunksize=self.chunk_rows, **CSV_OPTIONS)
+        while True:
+            with fields_checked(self.path, self.source):
+                frame = next(frames, None)
+            if frame is None:
+                return
             if len(frame):
                 table = None
                 if keep(index):
