@@ -61,6 +61,7 @@ class ClassifySettings:
     threshold: float | None = HfArg(default=None, help="below this top probability a text is labelled null (or "
                                     "--abstain_label); multi-label, a label applies at this P(yes) (unset: 0.5)")
     abstain_label: str | None = HfArg(default=None, help="the label of a text below --threshold, instead of null")
+    overwrite_output: bool = HfArg(default=False, help="replace an --output that a run with other settings wrote")
 
     def __post_init__(self):
         check_positive(max_length=self.max_length, permutations=self.permutations, chunk_rows=self.chunk_rows)
@@ -106,7 +107,7 @@ def label_chunk(classifier, rows, totals):
     return records
 
 
-def finish(args, spec, classifier, partials, runtime, summary, seconds, resumed_rows):
+def finish(args, spec, classifier, partials, runtime, summary, seconds, resumed_rows, defining):
     """The output, in input order, from the partials, and the settings beside it; both prepared in full before
     either replaces what was there, so the old pair stays whole until the new one is complete."""
     totals = partial.merged_totals(partials)
@@ -130,7 +131,7 @@ def finish(args, spec, classifier, partials, runtime, summary, seconds, resumed_
         "text_column": args.text_column, "columns": template_columns(classifier.plan.template, args.text_column),
         "id_column": args.id_column, "n": summary.rows, "without_text": totals["without_text"],
         **runtime.description, "chunk_rows": args.chunk_rows, "resumed_rows": resumed_rows,
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 3), "settings": defining,  # what a later run must share to replace this output
     }
     partial.finish(args.output, partials, summary.chunks, settings)
     on_interrupt(f"interrupted: {args.output} is complete")
@@ -187,6 +188,7 @@ def run(args, spec, runtime, stat):
         "id_column": args.id_column, "allow_empty_texts": args.allow_empty_texts,
         "dtype": str(runtime.dtype).removeprefix("torch."), "chunk_rows": args.chunk_rows, "processes": runtime.world,
     }  # what defines the result: a resume with any of these otherwise is refused
+    replace = partial.check_replaceable(args.output, result_settings, args.overwrite_output)
     partials, empty = partial.open_partials(args.output, runtime.world, result_settings, args.resume)
     summary = check_input(args.input, "--input", args.text_column, args.id_column, args.allow_empty_texts,
                           args.chunk_rows, fields, plan.template.source)
@@ -212,7 +214,7 @@ def run(args, spec, runtime, stat):
                              "and run again")
         for part in partials[1:]:
             part.load()
-        finish(args, spec, classifier, partials, runtime, summary, seconds, resumed_rows)
+        finish(args, spec, classifier, partials, runtime, summary, seconds, resumed_rows, replace)
 
 
 def score_chunks(args, classifier, mine, runtime, summary, fields):

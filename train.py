@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from transformers.hf_argparser import HfArg
 
 import mlm_classifier as mc
-from mlm_classifier.checkpoints import check_inputs_are_spared, resolve_checkpoint
+from mlm_classifier.checkpoints import (check_inputs_are_spared, earlier_run, remove_earlier_run,
+                                        resolve_checkpoint)
 from mlm_classifier.cli import check_positive, make_parser, on_interrupt, parse, run_command
 from mlm_classifier.data import check_output_path, read_label_map, read_prompt
 from mlm_classifier.errors import InputError
@@ -57,6 +58,8 @@ class DataArguments:
     true_mlm_proportion: float | None = HfArg(default=None, help="published spelling: this share gets standard "
                                               "MLM, or dummy MLM with --dummy_examples")
     dummy_examples: bool = HfArg(default=False, help="published: --true_mlm_proportion means dummy MLM")
+    overwrite_output_dir: bool = HfArg(default=False, help="replace the trained folder and checkpoints an earlier run "
+                                       "left in --output_dir")
 
     def __post_init__(self):
         check_positive(max_train_samples=self.max_train_samples, max_eval_samples=self.max_eval_samples)
@@ -100,6 +103,7 @@ def main(argv=None):
         for name in ("train_file", "validation_file", "test_file", "predict_file", "label_map", "prompt_file")])
     check_model_source(settings.model)
     settings.resume_from_checkpoint = resolve_checkpoint(settings.resume_from_checkpoint, settings.output_dir)
+    earlier = earlier_run(settings.output_dir, settings.resume_from_checkpoint, args.overwrite_output_dir)
     on_interrupt(f"interrupted: no model saved; any checkpoint-<step>/ saved so far is under {settings.output_dir}, "
                  "from which the same command with --resume_from_checkpoint last carries on")
 
@@ -119,6 +123,7 @@ def main(argv=None):
     # 2. Token ids, then train, evaluate and save: mc.fit imports Trainer (seconds) once every check has passed.
     data = prepare(settings.model, prompt, prompt_source, label_map, label_map_source, splits, settings.max_length,
                    args.multi_label)
+    remove_earlier_run(settings.output_dir, earlier)
     metrics = mc.fit(data, settings)
     end_distributed()
     return metrics

@@ -28,6 +28,27 @@ def check_inputs_are_spared(output_dir, inputs):
                         [(flag, path) for flag, path in inputs if path and not os.path.isdir(path)])
 
 
+def earlier_run(output_dir, resuming, overwrite):
+    """What an earlier run left in `output_dir` (train.py's files, checkpoint-<step>/ folders): an InputError unless
+    this run resumes it, or `overwrite` replaces it; then the names to remove (remove_earlier_run) before training,
+    so that no old file stays beside the new model. Other files are left alone."""
+    found = sorted(name for name in (os.listdir(output_dir) if os.path.isdir(output_dir) and not resuming else ())
+                   if name in WRITTEN_FILES or checkpoint_step(name) is not None)
+    if found and not overwrite:
+        raise InputError(f"--output_dir {output_dir}: holds an earlier run's {', '.join(found[:3])}"
+                         f"{' and more' * (len(found) > 3)}; add --overwrite_output_dir to replace that run, "
+                         "--resume_from_checkpoint last to carry it on, or give another folder")
+    return found
+
+
+def remove_earlier_run(output_dir, found):
+    for name in found:
+        path = os.path.join(output_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if found:
+        say(f"note: --overwrite_output_dir: removed the earlier run's {', '.join(found)} from {output_dir}")
+
+
 def checkpoint_step(path):
     """The step of a `checkpoint-<step>` folder, or None for any other name."""
     prefix, _, step = os.path.basename(os.path.normpath(path)).rpartition("-")

@@ -13,7 +13,7 @@ import re
 import socket
 from datetime import datetime
 
-from .data import check_same_settings, error_reason, say, write_atomic
+from .data import check_same_settings, error_reason, recorded_settings, say, write_atomic
 from .errors import InputError
 
 TOTALS = {"counts": {}, "null": 0, "without_text": 0, "abstained": 0, "none": 0}  # what a run counts as it goes
@@ -189,6 +189,17 @@ def open_partials(output, world, settings, resume):
                             f"Resume with the settings it was started with, or delete {output}.partial* to start "
                             "over", shown)
     return partials, [path for path in found if path not in kept]
+
+
+def check_replaceable(output, settings, overwrite):
+    """The settings a finished output records as what made it: those of a resume, less what only the resume needs (the
+    input's size and date, chunks, processes). An output made otherwise is an InputError unless `overwrite`."""
+    defining = {k: v for k, v in settings.items()
+                if k not in ("input_bytes", "input_modified", "chunk_rows", "processes")}
+    if os.path.exists(output) and not overwrite:
+        check_same_settings(recorded_settings(settings_path(output)), defining, f"--output {output}: it was written",
+                            "Give another --output, or add --overwrite_output to replace it")
+    return defining
 
 
 def check_rows(partials, chunk_sizes):
