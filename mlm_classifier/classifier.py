@@ -3,6 +3,7 @@
 
 import numbers
 from collections import namedtuple
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .data import say
@@ -13,7 +14,7 @@ from .prompts import answer_token_ids, check_fixed_length, encode_prompts, mask_
 from .scoring import (LETTERS, calibrate, combine_views, decide, letter_token_ids, letters_that_fit, rotations,
                       score_sequences, slot_probabilities)
 from .spec import load_spec
-from .splits import template_inputs
+from .splits import frame_rows, template_inputs
 from .stream import CHUNK_ROWS, batches_of
 
 CONTENT_FREE_TEXT = "N/A"  # Zhao et al. (2021)'s first content-free input
@@ -45,6 +46,12 @@ def plan_scoring(spec, tokenizer, permutations=1, config=None):
         if permutations > 1:
             raise InputError("--permutations: a multi-label question always offers yes and no in one order, so there "
                              "is nothing to rotate; --calibrate corrects each label's bias towards yes or no")
+        keys = [name.strip().casefold() for name in spec.question_names]
+        for k, name in enumerate(spec.question_names):  # one question would get contradictory answers
+            if keys[k] in keys[:k]:
+                first = keys.index(keys[k])
+                raise InputError(f"{spec.prompt_source}: labels {spec.labels[first]!r} and {spec.labels[k]!r} both ask "
+                                 f"about {name!r}; each label needs a question of its own")
         views = [View(parse_prompt(question_template(spec.prompt, name), spec.prompt_source), ANSWERS, [0, 1])
                  for name in spec.question_names]
     elif permutations > 1 and not spec.zero_shot and "{options}" not in spec.prompt:
@@ -192,17 +199,18 @@ class MLMClassifier:
 
     def __call__(self, texts, progress=False):
         """A result per text of a list; one result for a single text (a string, or a dict of the prompt's fields)."""
-        single = isinstance(texts, (str, dict))
+        single = isinstance(texts, (str, Mapping))
         results = [self.result(probs) for probs in self.probabilities(texts, progress=progress)]  # encode checks
         return results[0] if single else results
 
     def stream(self, texts, chunk_size=CHUNK_ROWS, progress=False):
         """Yield each text's result, a chunk of `chunk_size` texts read, scored and yielded at a time."""
-        if isinstance(texts, (str, dict)):
+        if isinstance(texts, (str, Mapping)):  # never its keys, taken for texts
             raise TypeError("stream takes an iterable of texts; for one text, call the classifier on it (a dict of "
                             "the prompt's fields is one text too)")
         if type(chunk_size) is not int or chunk_size < 1:
             raise ValueError(f"chunk_size {chunk_size!r} must be a positive integer")
+        texts = frame_rows(self.plan.template, texts)  # a DataFrame's rows, not its column names
         iter(texts)  # a TypeError now, not at the first result, for something that is no iterable
         return self._stream(texts, chunk_size, progress)
 

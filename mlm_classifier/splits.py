@@ -4,6 +4,7 @@ or empty text as "None", "nan" or ""; MLMClassifier's texts by the same rules; a
 
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .data import load_hub_dataset, read_table
@@ -132,8 +133,9 @@ def take_columns(table, source, text_column, label_column=None, id_column=None, 
 def template_inputs(template, inputs, first=0):
     """What MLMClassifier scores, by row_fields' rules: one input or a list, each a string (a {text}-only template) or
     a dict of the template's fields. Errors (TypeError, ValueError) name the position, counted from `first`."""
-    if isinstance(inputs, (str, dict)):
-        inputs = [inputs]
+    if isinstance(inputs, (str, Mapping)):  # one text
+        inputs = [dict(inputs) if isinstance(inputs, Mapping) else inputs]
+    inputs = frame_rows(template, inputs)
     try:
         inputs = list(inputs)
     except TypeError:
@@ -171,6 +173,19 @@ def template_inputs(template, inputs, first=0):
     return checked
 
 
+def frame_rows(template, inputs):
+    """A pandas DataFrame as the dicts of its rows, read from the columns the template fills (`text` for {text}), so
+    that it is classified row by row rather than as its column names; anything else as it is."""
+    if not (hasattr(inputs, "columns") and hasattr(inputs, "to_dict")):
+        return inputs
+    missing = [field for field in template.fields if field not in inputs.columns]
+    if missing:
+        raise ValueError(f"the DataFrame has no column {', '.join(repr(f) for f in missing)}, which "
+                         f"{template.source} fills; its columns are {', '.join(repr(c) for c in inputs.columns)} "
+                         "(rename the text column to 'text')")
+    return inputs[list(template.fields)].to_dict("records")
+
+
 def label_lists(values, separator, source, column):
     """Each row's labels as a list of strings: a list cell as it is, a string split at `separator` (an empty cell is
     "none of these"). A missing cell is an InputError."""
@@ -179,12 +194,12 @@ def label_lists(values, separator, source, column):
         if value is None or (isinstance(value, float) and value != value):
             raise InputError(f"{source}: row {row} has no label in column {column!r} (an empty list, [] or an empty "
                              "cell, says that none applies)")
-        if isinstance(value, str):
-            lists.append([part.strip() for part in value.split(separator) if part.strip()])
-        elif hasattr(value, "__iter__"):
-            lists.append([str(part) for part in value])
-        else:
-            lists.append([str(value)])
+        parts = value.split(separator) if isinstance(value, str) else value if hasattr(value, "__iter__") else [value]
+        if isinstance(value, dict) or any(not isinstance(part, (str, int)) or isinstance(part, bool) for part in parts):
+            raise InputError(f"{source}: row {row}: the labels in column {column!r} are {value!r:.60}; give a list of "
+                             f"label names, or one text of them split at {separator!r}")
+        lists.append([part.strip() for part in parts if part.strip()] if isinstance(value, str)
+                     else [str(part) for part in parts])
     return lists
 
 

@@ -10,7 +10,7 @@ import time
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 
 from .anchor import ANCHOR
 from .checkpoints import checkpoint_global_step, loss_since_resume, remove_checkpoints, whole_run_loss
@@ -158,6 +158,7 @@ def fit(data, settings):
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else mask_token_id
     attn_implementation = attention_for(settings.attn_implementation, training_args.device,
                                         torch.bfloat16 if training_args.bf16 else torch.float32)
+    set_seed(settings.seed)  # the weights a checkpoint lacks (a fresh head transform) start the same every run
     model = load_pretrained(AutoModelForMaskedLM, settings.model, dtype=torch.float32,
                             attn_implementation=attn_implementation).to(training_args.device)
     train_sequences, train_positions = data.encoded["train"]
@@ -282,12 +283,17 @@ def fit_classifier(settings, tokenizer, datasets, names):
     names = list(names)
     attn = attention_for(settings.attn_implementation, training_args.device,
                          torch.bfloat16 if training_args.bf16 else torch.float32)
+    set_seed(settings.seed)  # the new classification head starts the same every run
     model = load_pretrained(AutoModelForSequenceClassification, settings.model, "--cls_model", num_labels=len(names),
                             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
                             dtype=torch.float32, attn_implementation=attn)
     pad_to_multiple_of = 64 if training_args.device.type == "cuda" else 8
     trainer = Trainer(model=model, args=training_args, train_dataset=datasets["train"], processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of))
+    # The classification models' forward takes **kwargs, so Trainer assumes it normalises the loss over the whole
+    # accumulated batch and stops dividing by the accumulation steps; it does not (a mean per batch), and the logged
+    # loss grew with --gradient_accumulation_steps. Trainer divides again once told.
+    trainer.model_accepts_loss_kwargs = False
     result = trainer.train()
     metrics = {"labels": names, "train_loss": result.training_loss, "global_step": result.global_step,
                "train_runtime": result.metrics.get("train_runtime")}

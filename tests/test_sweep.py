@@ -199,3 +199,24 @@ def test_a_run_records_the_settings_it_always_recorded_so_older_sweeps_resume(tm
     hub = cli.parse(sweep.build_parser(), [])[0].run_settings("cls", None, sweep.RECIPE)
     assert hub["data"] == "SetFit/20_newsgroups" and hub["model"] == "answerdotai/ModernBERT-large"
     assert "prompt" not in hub and "tasks" not in vars(cli.parse(sweep.build_parser(), [])[0])  # one task: no --tasks flag
+
+
+def test_the_classification_heads_train_loss_does_not_grow_with_gradient_accumulation(tiny_model_dir, tmp_path):
+    """The same examples per optimizer step, taken in 1 or 4 batches, at a learning rate too small to move the
+    weights: the loss Trainer reports is the same mean (it was 4x larger at 4 steps, and the head is seeded)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(32)]
+    data = Dataset.from_dict({**tokenizer(texts, truncation=True, max_length=32), "labels": [i % 2 for i in range(32)]})
+    losses = []
+    for per_device, steps in ((8, 1), (2, 4)):
+        settings = mc.TrainSettings(model=tiny_model_dir, output_dir=str(tmp_path / f"acc{steps}"),
+                                    per_device_train_batch_size=per_device, gradient_accumulation_steps=steps,
+                                    learning_rate=1e-12, num_train_epochs=1, logging_steps=1, eval_strategy="no",
+                                    save_strategy="no", seed=0)
+        metrics = mc.fit_classifier(settings, tokenizer, {"train": data, "validation": data, "test": data}, ["a", "b"])
+        losses.append(metrics["train_loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)  # the same seeded head, the same examples per step
