@@ -102,9 +102,11 @@ def check_model_source(name, flag="--model", weights=True):
 
 def load_pretrained(loader, name, flag="--model", **kwargs):
     """`loader.from_pretrained(name, **kwargs)`, with a hub or folder that cannot serve it as one InputError."""
+    from safetensors import SafetensorError
+
     try:
         return loader.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:  # SafetensorError: a weights file cut short or not one
         reason = error_reason(e)
         if looks_local(name):
             raise InputError(f"{flag} {name}: cannot be loaded ({reason})") from None

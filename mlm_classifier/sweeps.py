@@ -101,6 +101,10 @@ def run_sweep(settings, tasks, single=False):
             check_fixed_length(tokenizer, template, recipe.label_map, options, max_length)
         except InputError as e:
             raise InputError(f"--tasks {recipe.name}: {e}") from None
+    # Then the data of every task after the first with runs to do (a missing file, an unknown label), read through
+    # once now: it is read again when its task comes, rather than held in memory for hours.
+    for recipe in [r for r in tasks if pending[r.name]][1:]:
+        load_rows(recipe, plans[recipe.name][2], settings.strip_headers and recipe.strip_headers)
     n_runs, position = len(runs) * len(tasks), sum(len(f) for f in finished.values())
     say(f"{n_runs} runs in the grid{'' if single else f' across {len(tasks)} tasks'}, {position} already finished; "
         f"{processes} process(es), {settings.per_device_train_batch_size} per device x {accumulation} accumulation "

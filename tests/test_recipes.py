@@ -330,3 +330,20 @@ def test_the_hub_path_reads_the_recipes_splits_and_checks_the_class_names(monkey
     monkeypatch.setattr(recipes, "load_hub_dataset", lambda *a: fake_hub(mnli, drop="hypothesis"))
     with pytest.raises(mc.InputError, match=r"mnli\[train\]: no column 'hypothesis'; it has 'premise', 'label', 'idx'"):
         load_rows(mnli)
+
+
+def test_every_tasks_data_is_checked_before_the_first_run(table3, tmp_path):
+    """A later task whose file holds an unknown label stops the sweep before the first task trains (it used to stop
+    only once every run of the earlier tasks had finished)."""
+    shutil.copytree(table3 / "data", tmp_path / "data")
+    with open(tmp_path / "data" / "sst2" / "train.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "a film", "label_text": "mixed"}) + "\n")
+    broken = tmp_path / "model"  # garbage weights: the first run would fail to load them
+    shutil.copytree(table3 / "model", broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    argv = sweep_args(table3, "--tasks", "ag_news", "sst2")
+    argv[argv.index("--data_dir") + 1] = str(tmp_path / "data")
+    argv[argv.index("--output_dir") + 1] = str(tmp_path / "out")
+    argv[1] = argv[3] = str(broken)
+    with pytest.raises(mc.InputError, match=r"sst2.train\.jsonl: row \d+ \(line \d+\): `label_text` 'mixed' is not one"):
+        sweep.main(argv)
