@@ -27,6 +27,7 @@ except ImportError:
     raise ImportError(NEEDS_LM_EVAL) from None
 
 MODEL_NAME = "mlm_head"
+FLAG = "--model_args pretrained"  # how errors name the model the harness was given
 ANSWER_SLOT = f" {ANCHOR} {{mask}}"  # appended to every context; {mask} is the tokenizer's mask token
 TASKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lm_eval_tasks")  # the shipped harness tasks
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -83,15 +84,16 @@ class MLMHeadLM(LM):
         check_positive(batch_tokens=batch_tokens, pad_to_multiple_of=pad_to_multiple_of)
         self.progress = progress not in (False, "False", "false", 0)
         if isinstance(pretrained, str):
-            check_model_source(pretrained, flag="pretrained")
+            check_model_source(pretrained, flag="--model_args pretrained")
             if isinstance(tokenizer, str):
-                check_model_source(tokenizer, flag="tokenizer", weights=False)
+                check_model_source(tokenizer, flag="--model_args tokenizer", weights=False)
             self.model_name, config = pretrained, None
             runtime = Runtime.resolve(device=device or "auto", dtype=dtype, attn_implementation=attn_implementation,
                                       batch_tokens=batch_tokens, pad_to_multiple_of=pad_to_multiple_of,
                                       distributed=False)
-            self.tokenizer = self._tokenizer(tokenizer if tokenizer is not None else pretrained)
-            self.model = load_masked_lm(pretrained, runtime)
+            self.tokenizer = self._tokenizer(tokenizer if tokenizer is not None else pretrained,
+                                             "--model_args tokenizer" if tokenizer is not None else FLAG)
+            self.model = load_masked_lm(pretrained, runtime, FLAG)
         else:  # a loaded model, from Python
             if tokenizer is None:
                 raise InputError(f"{MODEL_NAME}: a loaded model needs its tokenizer (tokenizer=...)")
@@ -99,7 +101,7 @@ class MLMHeadLM(LM):
             self.model_name = getattr(config, "name_or_path", type(pretrained).__name__)
             runtime = Runtime.resolve(device=str(next(pretrained.parameters()).device), batch_tokens=batch_tokens,
                                       pad_to_multiple_of=pad_to_multiple_of, distributed=False)
-            self.tokenizer = self._tokenizer(tokenizer)
+            self.tokenizer = self._tokenizer(tokenizer, "tokenizer")
         self.max_positions = max_positions(self.model_name, self.tokenizer, config)
         self._device = runtime.device
         self.batch_tokens, self.pad_to_multiple_of = runtime.batch_tokens, runtime.pad_to_multiple_of
@@ -119,12 +121,11 @@ class MLMHeadLM(LM):
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
         return cls(**{**extra, **arg_dict})
 
-    def _tokenizer(self, tokenizer):
+    def _tokenizer(self, tokenizer, flag):
         """By name (loaded with [unused0] as one token), or a loaded one, checked the same way."""
         if isinstance(tokenizer, str):
-            return load_tokenizer(tokenizer, fast=False)
-        name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
-        register_anchor(tokenizer, name)
+            return load_tokenizer(tokenizer, fast=False, flag=flag)
+        register_anchor(tokenizer, getattr(tokenizer, "name_or_path", "") or "the tokenizer", flag)
         return tokenizer
 
     @property
@@ -246,6 +247,11 @@ def main(argv=None):
     def evaluate():
         try:
             cli_evaluate()
+        except AssertionError as e:  # the harness's few-shot sampler, asked for more examples than a split holds
+            if "fewshot samples requested exceeds" not in str(e):
+                raise
+            raise InputError(f"--num_fewshot: {str(e).removeprefix('Error: ')} in a task's few-shot split (MMLU's "
+                             "dev split holds 5 questions per subject); ask for at most that many") from None
         except ValueError as e:  # the harness's own word for a task name it does not know
             if isinstance(e, InputError) or not str(e).startswith("Tasks not found"):
                 raise

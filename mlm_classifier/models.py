@@ -114,51 +114,51 @@ def load_pretrained(loader, name, flag="--model", **kwargs):
                          "give a local folder, or run where the hub is reachable") from None
 
 
-def load_masked_lm(model_name, runtime):
+def load_masked_lm(model_name, runtime, flag="--model"):
     """The model in eval mode, in the runtime's dtype (else transformers 5 keeps the checkpoint's) and attention."""
     from transformers import AutoModelForMaskedLM
 
-    model = load_pretrained(AutoModelForMaskedLM, model_name, dtype=runtime.dtype,
+    model = load_pretrained(AutoModelForMaskedLM, model_name, flag, dtype=runtime.dtype,
                             attn_implementation=runtime.attn_implementation)
     return model.to(runtime.device).eval()
 
 
-def require_mask_token(tokenizer, model_name):
+def require_mask_token(tokenizer, model_name, flag="--model"):
     """The tokenizer's [MASK] id, or an InputError: the whole method reads the MLM head at [MASK]."""
     if tokenizer.mask_token_id is None:
-        raise InputError(f"--model {model_name}: the tokenizer has no mask token; this method needs a masked LM")
+        raise InputError(f"{flag} {model_name}: the tokenizer has no mask token; this method needs a masked LM")
     return tokenizer.mask_token_id
 
 
-def register_anchor(tokenizer, model_name):
+def register_anchor(tokenizer, model_name, flag="--model"):
     """Check the tokenizer writes the answer slot, `[unused0] [MASK]`: it has a mask token, and [unused0] as one token,
     the vocabulary's own; returns its id. BERT's pre-tokenizer splits it into `[`, `unused`, `##0`, `]`: it is then
     registered as a special, unnormalized added token with the same id, so there is no new embedding and lowercasing
     cannot touch it."""
     from tokenizers import AddedToken
 
-    require_mask_token(tokenizer, model_name)
-    anchor_id = vocabulary_anchor_id(tokenizer, f"--model {model_name}")
+    require_mask_token(tokenizer, model_name, flag)
+    anchor_id = vocabulary_anchor_id(tokenizer, f"{flag} {model_name}")
     probe = f"Answer: {ANCHOR} {tokenizer.mask_token}"
     if anchor_id in tokenizer(probe, add_special_tokens=False)["input_ids"]:
         return anchor_id
     tokenizer.add_tokens([AddedToken(ANCHOR, special=True, normalized=False)], special_tokens=True)
     if anchor_id not in tokenizer(probe, add_special_tokens=False)["input_ids"]:
-        raise InputError(f"--model {model_name}: the tokenizer splits {ANCHOR} into pieces, even registered as a "
+        raise InputError(f"{flag} {model_name}: the tokenizer splits {ANCHOR} into pieces, even registered as a "
                          f"special token (id {anchor_id}); the answer slot needs it as one token")
     say(f"note: {model_name}: the tokenizer split {ANCHOR} into pieces although its vocabulary has it "
         f"(id {anchor_id}); registered it as one special token with that id (no new embedding)")
     return anchor_id
 
 
-def load_tokenizer(model_name, fast=True):
+def load_tokenizer(model_name, fast=True, flag="--model"):
     """The model's tokenizer, with a mask token and [unused0] as one token; fast unless `fast=False`."""
     from transformers import AutoTokenizer
 
-    tokenizer = load_pretrained(AutoTokenizer, model_name)
+    tokenizer = load_pretrained(AutoTokenizer, model_name, flag)
     if fast and not tokenizer.is_fast:
-        raise InputError(f"--model {model_name}: a fast tokenizer is needed (token offsets locate the text)")
-    register_anchor(tokenizer, model_name)
+        raise InputError(f"{flag} {model_name}: a fast tokenizer is needed (token offsets locate the text)")
+    register_anchor(tokenizer, model_name, flag)
     return tokenizer
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import ENV, REPO, WORDS, make_mmlu_dir, write_mmlu_csv
 
 import eval
-from mlm_classifier import mmlu
+from mlm_classifier import InputError, mmlu
 
 HAS_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
 needs_lm_eval = pytest.mark.skipif(not HAS_LM_EVAL, reason="lm-eval is not installed (pip install "
@@ -215,6 +215,17 @@ def test_the_command_runs_the_task_and_a_multi_token_task_fails_with_one_line(ti
     assert "cannot score it faithfully" in last
 
 
+@needs_lm_eval
+def test_more_fewshot_examples_than_a_split_holds_and_an_unreachable_model_are_one_line_each(mmlu_dir, tiny_model_dir):
+    """As eval.py refuses them: the harness's own AssertionError, and an error that names the flag the user gave."""
+    with pytest.raises(SystemExit) as done:
+        harness.main(["--tasks", "mmlu_mask_astronomy", "--model_args", f"pretrained={tiny_model_dir},progress=False",
+                      "--metadata", f"data_dir={mmlu_dir}", "--num_fewshot", "4"])  # the dev split holds 3
+    assert str(done.value.code).startswith("error: --num_fewshot: number of fewshot samples requested exceeds the 3")
+    with pytest.raises(InputError, match=r"^--model_args pretrained no-org/no-model: not a local folder"):
+        harness.MLMHeadLM(pretrained="no-org/no-model")
+
+
 # -----------------------------------------------------------------------------
 # The backend
 
@@ -231,7 +242,6 @@ def test_the_answer_slot_is_appended_once():
 @needs_lm_eval
 def test_letters_score_both_spellings_and_other_answers_must_be_one_token(lm):
     from mlm_classifier import scoring
-    from mlm_classifier import InputError
 
     both = tuple(scoring.letter_token_ids(lm.tokenizer, "B")[0])
     assert len(both) == 2 and harness.answer_ids(lm.tokenizer, " B") == harness.answer_ids(lm.tokenizer, "B") == both
@@ -302,7 +312,7 @@ def test_is_greedy_is_the_likeliest_token_at_mask(tiny_model_dir, mmlu_dir):
 def test_requests_it_cannot_answer_are_one_error_naming_the_task(lm):
     from lm_eval.api.instance import Instance
 
-    from mlm_classifier import InputError
+
 
     generate = [Instance("generate_until", {}, ("Q: 2 + 2 =", {"until": ["\n"]}), 0, ("gsm_demo", 0, 1))]
     with pytest.raises(InputError, match=r"^task gsm_demo: generate_until .* cannot be answered faithfully"):
@@ -316,7 +326,7 @@ def test_requests_it_cannot_answer_are_one_error_naming_the_task(lm):
 
 @needs_lm_eval
 def test_bad_model_arguments_and_data_are_one_line_errors(tiny_model_dir, tmp_path):
-    from mlm_classifier import InputError
+
 
     with pytest.raises(InputError, match="has no argument foo"):
         harness.MLMHeadLM.create_from_arg_string(f"pretrained={tiny_model_dir},foo=1")
