@@ -312,8 +312,6 @@ def test_is_greedy_is_the_likeliest_token_at_mask(tiny_model_dir, mmlu_dir):
 def test_requests_it_cannot_answer_are_one_error_naming_the_task(lm):
     from lm_eval.api.instance import Instance
 
-
-
     generate = [Instance("generate_until", {}, ("Q: 2 + 2 =", {"until": ["\n"]}), 0, ("gsm_demo", 0, 1))]
     with pytest.raises(InputError, match=r"^task gsm_demo: generate_until .* cannot be answered faithfully"):
         lm.generate_until(generate)
@@ -326,7 +324,6 @@ def test_requests_it_cannot_answer_are_one_error_naming_the_task(lm):
 
 @needs_lm_eval
 def test_bad_model_arguments_and_data_are_one_line_errors(tiny_model_dir, tmp_path):
-
 
     with pytest.raises(InputError, match="has no argument foo"):
         harness.MLMHeadLM.create_from_arg_string(f"pretrained={tiny_model_dir},foo=1")
