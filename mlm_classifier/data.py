@@ -178,9 +178,10 @@ def check_table_file(path, flag):
     return extension
 
 
-# Every cell as its text, an empty cell as "" (no NA guessing: "NA" and "null" are texts too), and never the first
-# column taken for an index: with one field more per row than the header, pandas would do that and shift every cell.
-CSV_OPTIONS = dict(dtype=str, keep_default_na=False, encoding="utf-8-sig", index_col=False)
+# Every cell as its text, an empty cell as "" (no NA guessing: "NA" and "null" are texts too); never the first
+# column taken for an index (with one field more per row than the header, pandas would, and shift every cell); and a
+# blank line is a row, so that a one-column file's white-space text is refused or labelled null, never dropped.
+CSV_OPTIONS = dict(dtype=str, keep_default_na=False, encoding="utf-8-sig", index_col=False, skip_blank_lines=False)
 
 
 @contextlib.contextmanager

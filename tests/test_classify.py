@@ -74,6 +74,24 @@ def test_api_reads_the_folder_and_answers_in_the_documented_shape(trained, files
     assert set(single) == {"label", "probabilities"} and single["label"] == theirs[1]["label"]
 
 
+def test_a_trained_folder_calibrates_by_its_own_answer_tokens(trained, tmp_path, files):
+    """--calibrate on a folder trained by train.py: each label's probability divided by the content-free text's, in
+    the folder's own prompt, then renormalised (its answers are its verbalizers, not letters)."""
+    from mlm_classifier.scoring import calibrate
+
+    folder, _ = trained
+    plain, calibrated = MLMClassifier.from_pretrained(folder), MLMClassifier.from_pretrained(folder, calibrate=True)
+    free = calibrated.content_free_probabilities()[0]
+    assert max(free) - min(free) > 1e-3  # the content-free text leans, so calibration changes something
+    texts = ["a red city", "the blue river and a green plant"]
+    for raw, result in zip(plain.probabilities(texts), calibrated(texts)):
+        assert list(result["probabilities"].values()) == pytest.approx(calibrate(raw, free), abs=1e-6)
+    out = tmp_path / "calibrated.jsonl"
+    classify.main(["--model", folder, "--input", files["predict"], "--output", str(out), "--calibrate", "--no_progress"])
+    settings = json.loads((tmp_path / "calibrated.jsonl.settings.json").read_text())
+    assert settings["calibrate"] and list(settings["content_free_probabilities"].values()) == pytest.approx(free)
+
+
 def test_model_card_snippets_run_without_warnings_and_agree(trained, capfd):
     folder, _ = trained
     card = open(os.path.join(folder, "README.md"), encoding="utf-8").read()
