@@ -348,6 +348,8 @@ def check_output_path(path, flag, folder=False):
                          f"give a {'folder' if folder else 'file name'}")
     parent = path if folder else os.path.dirname(path)
     while not os.path.exists(parent):
+        if os.path.islink(parent):  # a link to nowhere, or to itself
+            raise InputError(f"{flag} {path}: {parent} is a link that leads nowhere, so nothing can be written there")
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise InputError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")

@@ -52,7 +52,10 @@ def owned(output, first_process=True):
     exclusively with this process's host and id. A live run's lock is refused; a killed run's is taken over."""
     path = output + ".lock"
     if first_process:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        except OSError as e:
+            raise InputError(f"--output {output}: cannot be written ({error_reason(e)})") from None
         for _ in range(2):
             try:
                 with open(path, "x", encoding="utf-8") as f:
@@ -72,7 +75,7 @@ def owned(output, first_process=True):
     try:
         yield
     finally:
-        if first_process:
+        if first_process and os.path.exists(path):
             os.remove(path)
 
 
