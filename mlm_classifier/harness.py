@@ -15,7 +15,7 @@ from .anchor import ANCHOR
 from .cli import check_positive, run_command
 from .errors import InputError
 from .models import Runtime, check_model_source, load_masked_lm, load_tokenizer, max_positions, register_anchor
-from .scoring import last_index, length_sorted_batches, score_sequences
+from .scoring import last_index, length_sorted_batches, padding_bound, score_sequences
 
 NEEDS_LM_EVAL = ("mlm_classifier.harness needs lm-evaluation-harness: pip install 'lm-eval>=0.4.13,<0.5' "
                  "(or, from a clone, pip install '.[lm-eval]')")
@@ -189,7 +189,10 @@ class MLMHeadLM(LM):
         finally:
             if handle is not None:
                 handle.remove()
-        batches = length_sorted_batches([len(ids) for ids in sequences], self.batch_tokens, self.pad_to_multiple_of)
+        bound = padding_bound(self.model)  # as score_sequences batches them
+        batches = length_sorted_batches([len(ids) for ids in sequences], self.batch_tokens,
+                                        min(self.pad_to_multiple_of, bound + 1) if bound else self.pad_to_multiple_of,
+                                        bound)
         if handle is None or len(captured) != len(batches):
             return scores, None
         greedy = {}

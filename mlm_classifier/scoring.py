@@ -42,12 +42,22 @@ def padded_width(length, pad_to_multiple_of):
     return -(-length // pad_to_multiple_of) * pad_to_multiple_of
 
 
-def length_sorted_batches(lengths, batch_tokens, pad_to_multiple_of):
-    """Indices in batches of similar length whose padded size (rows x width) fits `batch_tokens`; longest first, so
-    that a batch too big for memory fails at once. A sequence longer than the budget is a batch alone."""
+def padding_bound(model):
+    """The most padding a row may carry, or None. In ModernBERT's local layers a position sees `local_attention // 2`
+    positions either way, so a padded position further than that from every real token sees no key at all: some
+    attention kernels then return NaN there, and the next layer spreads it into the real positions (0 x NaN)."""
+    window = getattr(getattr(model, "config", None), "local_attention", None)
+    return window // 2 if window else None
+
+
+def length_sorted_batches(lengths, batch_tokens, pad_to_multiple_of, max_padding=None):
+    """Indices in batches of similar length whose padded size (rows x width) fits `batch_tokens`, and whose rows are
+    padded by at most `max_padding` (padding_bound); longest first, so that a batch too big for memory fails at once.
+    A sequence longer than the budget is a batch alone."""
     batches, current, width = [], [], 0
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if current and (len(current) + 1) * width > batch_tokens:
+        if current and ((len(current) + 1) * width > batch_tokens
+                        or max_padding is not None and width - lengths[i] > max_padding):
             batches.append(current)
             current = []
         if not current:
@@ -123,7 +133,10 @@ def score_sequences(model, sequences, mask_token_id, pad_token_id, option_ids, b
 
     device = next(model.parameters()).device
     pad_token_id = mask_token_id if pad_token_id is None else pad_token_id
-    mine = length_sorted_batches([len(s) for s in sequences], batch_tokens, pad_to_multiple_of)[shard[0]::shard[1]]
+    bound = padding_bound(model)
+    pad_to_multiple_of = min(pad_to_multiple_of, bound + 1) if bound else pad_to_multiple_of  # one row within it too
+    mine = length_sorted_batches([len(s) for s in sequences], batch_tokens, pad_to_multiple_of,
+                                 bound)[shard[0]::shard[1]]
     option_ids = [torch.tensor(ids, device=device) for ids in option_ids]
     # On a GPU nothing below waits for the GPU until the end: inputs go from pinned memory without blocking and the
     # scores stay on the device, so padding the next batch overlaps the current batch's forward pass.

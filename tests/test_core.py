@@ -191,3 +191,28 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         data.check_output_path(str(tmp_path), "--output")
     with pytest.raises(core.InputError, match="is a file; give a folder"):
         data.check_output_path(a_file, "--output_dir", folder=True)
+
+
+def test_no_row_is_padded_beyond_the_local_window_and_answers_do_not_depend_on_padding(tiny_model_dir):
+    """In ModernBERT's local layers a padded position further than half the window from every real token sees no key:
+    some GPU kernels return NaN there, and the next layer spreads it into the real positions. So batches keep each
+    row within that bound of its width, and a batch's answers are each prompt's own, alone."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir).eval()
+    bound = scoring.padding_bound(model)
+    assert bound == model.config.local_attention // 2 == 8
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(n)) + " Answer: [unused0] [MASK]" for n in (2, 5, 30, 90, 3, 60)]
+    sequences = tokenizer(texts)["input_ids"]
+    lengths = [len(s) for s in sequences]
+    for batch in scoring.length_sorted_batches(lengths, 10_000, 8, bound):
+        width = scoring.padded_width(max(lengths[i] for i in batch), 8)
+        assert all(width - lengths[i] <= bound for i in batch)
+    letters = scoring.letter_token_ids(tokenizer, "ABCD")
+    mask, pad = tokenizer.mask_token_id, tokenizer.pad_token_id
+    batched = scoring.score_sequences(model, sequences, mask, pad, letters, batch_tokens=10_000, pad_to_multiple_of=64)
+    for k, ids in enumerate(sequences):
+        alone = scoring.score_sequences(model, [ids], mask, pad, letters, batch_tokens=10_000, pad_to_multiple_of=1)
+        assert batched[k] == pytest.approx(alone[0], abs=1e-5)
