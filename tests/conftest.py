@@ -76,11 +76,21 @@ def build_tokenizer(path, extra_lines=(), vocab_size=700, model_max_length=512):
 
 
 def save_tiny_model(path, model_class, config, tokenizer, seed):
-    """`model_class(config)` with random weights drawn under `seed`, saved with its tokenizer to `path`."""
+    """`model_class(config)` with random weights, saved with its tokenizer to `path`. The weights come from a NumPy
+    generator seeded with `seed` (matrices normal with the config's initializer_range, cut at two deviations; biases
+    0, norms 1), so that they are the same under every torch and transformers version, whose own inits differ."""
+    import numpy
     import torch
 
-    torch.manual_seed(seed)
     model = model_class(config)
+    rng, std = numpy.random.default_rng(seed), config.initializer_range
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() >= 2:
+                drawn = numpy.clip(rng.normal(0.0, std, tuple(parameter.shape)), -2 * std, 2 * std)
+                parameter.copy_(torch.from_numpy(drawn))
+            else:
+                parameter.fill_(0.0 if name.endswith("bias") else 1.0)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return model

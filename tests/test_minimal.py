@@ -82,14 +82,16 @@ def test_each_letter_sums_both_spellings(varied):
     _, model, tokenizer = varied
     prompt = minimal.mmlu_prompt(" ".join(WORDS[:8]), ["a", "b", "c", "d"])
     ids = tokenizer.convert_tokens_to_ids
-    bias = model.decoder.bias.data
-    saved = bias.clone()
+    bias, norm = model.decoder.bias.data, model.head.norm.weight.data
+    saved = bias.clone(), norm.clone()
     try:
+        norm.zero_()  # the head's input is 0: every logit is the decoder's bias, exactly
         bias[ids("A")] = bias[ids("ĠA")] = 10.0
         bias[ids("B")] = 10.5
         probs = minimal.answer_probabilities(model, tokenizer, prompt, "ABCD")
     finally:
-        bias.copy_(saved)
+        bias.copy_(saved[0])
+        norm.copy_(saved[1])
     assert probs[0] > probs[1] > 0.2 and sum(probs) == pytest.approx(1)
 
 

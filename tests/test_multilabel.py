@@ -141,7 +141,7 @@ def test_a_single_label_folder_refuses_multi_label(trained, files, tmp_path):
 def spread_model_dir(tiny_model_dir, tmp_path_factory):
     """A tiny ModernBERT whose large random weights give yes and no clearly different probabilities."""
     path = str(tmp_path_factory.mktemp("spread"))
-    build_tiny_modernbert(path, AutoTokenizer.from_pretrained(tiny_model_dir), seed=7, initializer_range=0.5)
+    build_tiny_modernbert(path, AutoTokenizer.from_pretrained(tiny_model_dir), seed=3, initializer_range=0.5)
     return path
 
 
